@@ -1,0 +1,1 @@
+"""Triton kernels (one file per op) and their PyTorch twins (``reference.py``)."""
