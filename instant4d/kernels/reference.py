@@ -27,3 +27,7 @@ from ..shapes import ALPHA_THRESHOLD, MAX_ALPHA, RADIUS_EXTENT, TRANSMITTANCE_MI
 # ---------------------------------------------------------------------------------------------
 # per-Gaussian local motion fusion + Gaussian decoder (kernels/fusion.py)
 # ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# avatar deformation: motion basis x motion code -> Gaussians (kernels/deform.py)
+# ---------------------------------------------------------------------------------------------
