@@ -1,0 +1,338 @@
+"""Alpha compositing of depth-sorted Gaussians into pixels (gsplat's ``rasterize_to_pixels``).
+
+Math (per pixel centre x, Gaussians g in front-to-back order, d = mean2d_g - x):
+    sigma_g = 0.5 (a dx^2 + c dy^2) + b dx dy,   alpha_g = min(0.999, o_g exp(-sigma_g))
+    skipped when sigma_g < 0 or alpha_g < 1/255;  T_g = prod_{k<g} (1 - alpha_k)
+    colour = sum_g c_g alpha_g T_g + T background,   alpha = 1 - T
+and compositing stops before the Gaussian that would bring T to 1e-4 or below.
+
+Work split: one program per (image, tile); the tile's TILE x TILE pixels are one tensor dimension and
+its Gaussians are walked in blocks of BLOCK_G as the other, so a block's transmittances come from one
+``tl.cumprod`` along the Gaussian axis. Because T never rises, "before the stop" is exactly "inclusive
+T above 1e-4", which keeps the block vectorised; the loop ends as soon as every pixel of the tile
+is done (early exit per tile).
+
+Backward walks front to back again (no division to recover T): with g the pixel's output gradient,
+u_j = g . c_j and the rest R_j = g . colour_out - sum_{k<=j} w_k u_k (everything composited after j,
+background included),  dL/dalpha_j = T_j u_j - R_j / (1 - alpha_j) + gA T / (1 - alpha_j).
+Gradients are reduced over the tile's pixels with ``tl.sum`` before one atomic add per Gaussian
+per tile. The forward saves the final T and the index of the last composited Gaussian per pixel.
+
+Limits: float32 inside; channels D any size (D >= 16 uses ``tl.dot`` in IEEE fp32); tile_size any
+positive int (padded to a power of two inside the program).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import shapes
+from ..backend import resolve_backend
+from ._triton import next_power_of_2, triton, tl
+from . import reference
+
+
+if triton is not None:
+
+    @triton.jit
+    def _load_block(means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, in_range):
+        """The block's Gaussians: flat ids and their 2D means, conics and opacities."""
+        ids = tl.load(flatten_ids_ptr + j, mask=in_range, other=0).to(tl.int64)
+        mx = tl.load(means2d_ptr + ids * 2, mask=in_range, other=0.0)
+        my = tl.load(means2d_ptr + ids * 2 + 1, mask=in_range, other=0.0)
+        ca = tl.load(conics_ptr + ids * 3, mask=in_range, other=0.0)
+        cb = tl.load(conics_ptr + ids * 3 + 1, mask=in_range, other=0.0)
+        cc = tl.load(conics_ptr + ids * 3 + 2, mask=in_range, other=0.0)
+        opacity = tl.load(opacities_ptr + ids, mask=in_range, other=0.0)
+        return ids, mx, my, ca, cb, cc, opacity
+
+    @triton.jit
+    def _tile_setup(offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width,
+                    image_width, image_height, TILE: tl.constexpr, TILE_PAD: tl.constexpr,
+                    HAS_MASK: tl.constexpr):
+        flat_tile = tl.program_id(0)
+        image = flat_tile // n_tiles
+        tile = flat_tile % n_tiles
+        p = tl.arange(0, TILE_PAD * TILE_PAD)
+        local_y = p // TILE_PAD
+        local_x = p % TILE_PAD
+        py = (tile // tile_width) * TILE + local_y
+        px = (tile % tile_width) * TILE + local_x
+        inside = (local_y < TILE) & (local_x < TILE) & (py < image_height) & (px < image_width)
+        pixel = (image.to(tl.int64) * image_height + py) * image_width + px
+        start = tl.load(offsets_ptr + flat_tile)
+        end = tl.load(offsets_ptr + flat_tile + 1, mask=flat_tile + 1 < n_flat_tiles, other=n_isects)
+        if HAS_MASK:
+            keep = tl.load(tile_mask_ptr + flat_tile)
+            end = tl.where(keep != 0, end, start)
+        return image, pixel, inside, px.to(tl.float32) + 0.5, py.to(tl.float32) + 0.5, start, end
+
+    @triton.jit
+    def _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range):
+        dx = mx[None, :] - fx[:, None]
+        dy = my[None, :] - fy[:, None]
+        sigma = 0.5 * (ca[None, :] * dx * dx + cc[None, :] * dy * dy) + cb[None, :] * dx * dy
+        raw = opacity[None, :] * tl.exp(-sigma)
+        alpha = tl.minimum(raw, 0.999)
+        valid = (sigma >= 0) & (alpha >= 1.0 / 255.0) & in_range[None, :]
+        return dx, dy, sigma, raw, tl.where(valid, alpha, 0.0), valid
+
+    @triton.jit
+    def _composite_forward_kernel(
+        means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, backgrounds_ptr, tile_mask_ptr,
+        offsets_ptr, flatten_ids_ptr,
+        out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
+        n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
+        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
+        BLOCK_G: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr,
+    ):
+        image, pixel, inside, fx, fy, start, end = _tile_setup(
+            offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
+            image_height, TILE, TILE_PAD, HAS_MASK)
+        ch = tl.arange(0, CHANNELS_PAD)
+        ch_ok = ch < CHANNELS
+        transmittance = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
+        acc = tl.zeros([TILE_PAD * TILE_PAD, CHANNELS_PAD], tl.float32)
+        last = tl.full([TILE_PAD * TILE_PAD], -1, tl.int32)
+        done = inside == 0
+        alive = tl.sum(inside.to(tl.int32), axis=0)
+        b = start
+        while (b < end) & (alive > 0):
+            j = b + tl.arange(0, BLOCK_G)
+            in_range = j < end
+            ids, mx, my, ca, cb, cc, opacity = _load_block(
+                means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, in_range)
+            dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
+            t_incl = transmittance[:, None] * tl.cumprod(1.0 - alpha, axis=1)
+            included = (t_incl > 1e-4) & (done == 0)[:, None]
+            weight = tl.where(included, alpha * (t_incl / (1.0 - alpha)), 0.0)
+            col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
+                          mask=in_range[:, None] & ch_ok[None, :], other=0.0)
+            if USE_DOT:
+                acc += tl.dot(weight, col, input_precision="ieee")
+            else:
+                acc += tl.sum(weight[:, :, None] * col[None, :, :], axis=1)
+            transmittance = tl.min(tl.where(included, t_incl, transmittance[:, None]), axis=1)
+            last = tl.max(tl.where(included & valid, j[None, :], last[:, None]), axis=1)
+            done = done | (tl.min(t_incl, axis=1) <= 1e-4)
+            alive = tl.sum((done == 0).to(tl.int32), axis=0)
+            b += BLOCK_G
+        if HAS_BACKGROUND:
+            bg = tl.load(backgrounds_ptr + image * CHANNELS + ch, mask=ch_ok, other=0.0)
+            acc += transmittance[:, None] * bg[None, :]
+        tl.store(out_colors_ptr + pixel[:, None] * CHANNELS + ch[None, :], acc,
+                 mask=inside[:, None] & ch_ok[None, :])
+        tl.store(out_alphas_ptr + pixel, 1.0 - transmittance, mask=inside)
+        tl.store(out_transmittance_ptr + pixel, transmittance, mask=inside)
+        tl.store(last_ids_ptr + pixel, last, mask=inside)
+
+    @triton.jit
+    def _composite_backward_kernel(
+        means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, tile_mask_ptr, offsets_ptr, flatten_ids_ptr,
+        out_colors_ptr, out_transmittance_ptr, last_ids_ptr, v_out_colors_ptr, v_out_alphas_ptr,
+        v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr,
+        n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
+        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
+        BLOCK_G: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr,
+    ):
+        image, pixel, inside, fx, fy, start, end = _tile_setup(
+            offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
+            image_height, TILE, TILE_PAD, HAS_MASK)
+        ch = tl.arange(0, CHANNELS_PAD)
+        ch_ok = ch < CHANNELS
+        pix_ch_ok = inside[:, None] & ch_ok[None, :]
+        g_col = tl.load(v_out_colors_ptr + pixel[:, None] * CHANNELS + ch[None, :], mask=pix_ch_ok, other=0.0)
+        out_col = tl.load(out_colors_ptr + pixel[:, None] * CHANNELS + ch[None, :], mask=pix_ch_ok, other=0.0)
+        g_alpha = tl.load(v_out_alphas_ptr + pixel, mask=inside, other=0.0)
+        final_t = tl.load(out_transmittance_ptr + pixel, mask=inside, other=1.0)
+        last = tl.load(last_ids_ptr + pixel, mask=inside, other=-1)
+        g_dot_out = tl.sum(g_col * out_col, axis=1)
+        end = tl.minimum(end, tl.max(last, axis=0) + 1)
+        transmittance = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
+        front = tl.zeros([TILE_PAD * TILE_PAD], tl.float32)
+        b = start
+        while b < end:
+            j = b + tl.arange(0, BLOCK_G)
+            in_range = j < end
+            ids, mx, my, ca, cb, cc, opacity = _load_block(
+                means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, in_range)
+            dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
+            included = (j[None, :] <= last[:, None]) & inside[:, None]
+            t_incl = transmittance[:, None] * tl.cumprod(1.0 - alpha, axis=1)
+            t_excl = t_incl / (1.0 - alpha)
+            weight = tl.where(included, alpha * t_excl, 0.0)
+            col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
+                          mask=in_range[:, None] & ch_ok[None, :], other=0.0)
+            if USE_DOT:
+                u = tl.dot(g_col, tl.trans(col), input_precision="ieee")
+                v_col = tl.dot(tl.trans(weight), g_col, input_precision="ieee")
+            else:
+                u = tl.sum(g_col[:, None, :] * col[None, :, :], axis=2)
+                v_col = tl.sum(weight[:, :, None] * g_col[:, None, :], axis=0)
+            wu = weight * u
+            rest = g_dot_out[:, None] - (front[:, None] + tl.cumsum(wu, axis=1))
+            v_alpha = t_excl * u + (g_alpha * final_t)[:, None] / (1.0 - alpha) - rest / (1.0 - alpha)
+            v_alpha = tl.where(included & valid & (raw <= 0.999), v_alpha, 0.0)
+            v_sigma = -alpha * v_alpha
+            v_mx = v_sigma * (ca[None, :] * dx + cb[None, :] * dy)
+            v_my = v_sigma * (cb[None, :] * dx + cc[None, :] * dy)
+            tl.atomic_add(v_means2d_ptr + ids * 2, tl.sum(v_mx, axis=0), mask=in_range)
+            tl.atomic_add(v_means2d_ptr + ids * 2 + 1, tl.sum(v_my, axis=0), mask=in_range)
+            if ABSGRAD:
+                tl.atomic_add(v_absgrad_ptr + ids * 2, tl.sum(tl.abs(v_mx), axis=0), mask=in_range)
+                tl.atomic_add(v_absgrad_ptr + ids * 2 + 1, tl.sum(tl.abs(v_my), axis=0), mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3, tl.sum(0.5 * dx * dx * v_sigma, axis=0), mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3 + 1, tl.sum(dx * dy * v_sigma, axis=0), mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3 + 2, tl.sum(0.5 * dy * dy * v_sigma, axis=0), mask=in_range)
+            tl.atomic_add(v_opacities_ptr + ids, tl.sum(tl.exp(-sigma) * v_alpha, axis=0), mask=in_range)
+            tl.atomic_add(v_colors_ptr + ids[:, None] * CHANNELS + ch[None, :], v_col,
+                          mask=in_range[:, None] & ch_ok[None, :])
+            transmittance = tl.min(tl.where(included, t_incl, transmittance[:, None]), axis=1)
+            front += tl.sum(wu, axis=1)
+            b += BLOCK_G
+
+
+def _launch_config(channels: int, tile_size: int) -> dict:
+    channels_pad = next_power_of_2(channels)
+    use_dot = channels_pad >= 16
+    # Without tl.dot the colour update is a [pixels, BLOCK_G, channels] product held in registers:
+    # keep BLOCK_G * channels_pad at 64 or less.
+    block_g = 32 if use_dot else max(2, min(32, 64 // channels_pad))
+    tile_pad = next_power_of_2(tile_size)
+    return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels, CHANNELS_PAD=channels_pad,
+                BLOCK_G=block_g, USE_DOT=use_dot, num_warps=4 if tile_pad <= 16 else 8)
+
+
+class _RasterizeToPixels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
+                isect_offsets, flatten_ids, absgrad_target):
+        n_images = math.prod(isect_offsets.shape[:-2])
+        tile_height, tile_width = isect_offsets.shape[-2:]
+        channels = colors.shape[-1]
+        device = means2d.device
+        out_colors = torch.empty(n_images, height, width, channels, device=device, dtype=torch.float32)
+        out_alphas = torch.empty(n_images, height, width, 1, device=device, dtype=torch.float32)
+        out_transmittance = torch.empty(n_images, height, width, device=device, dtype=torch.float32)
+        last_ids = torch.empty(n_images, height, width, device=device, dtype=torch.int32)
+        config = _launch_config(channels, tile_size)
+        grid = (n_images * tile_height * tile_width,)
+        if grid[0] > 0:
+            _composite_forward_kernel[grid](
+                means2d, conics, colors, opacities,
+                backgrounds if backgrounds is not None else out_colors,
+                masks if masks is not None else isect_offsets,
+                isect_offsets, flatten_ids, out_colors, out_alphas, out_transmittance, last_ids,
+                flatten_ids.numel(), grid[0], tile_height * tile_width, tile_width, width, height,
+                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None, **config,
+            )
+        ctx.save_for_backward(means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids,
+                              out_colors, out_transmittance, last_ids)
+        # absgrad_target: [the caller's means2d] or None; backward sets its .absgrad like gsplat does
+        ctx.config, ctx.absgrad_target, ctx.size = config, absgrad_target, (width, height)
+        ctx.has_background = backgrounds is not None
+        ctx.background_shape = backgrounds.shape if backgrounds is not None else None
+        ctx.mark_non_differentiable(last_ids)
+        return out_colors, out_alphas
+
+    @staticmethod
+    def backward(ctx, v_out_colors, v_out_alphas):
+        (means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids, out_colors,
+         out_transmittance, last_ids) = ctx.saved_tensors
+        width, height = ctx.size
+        v_means2d = torch.zeros_like(means2d)
+        absgrad = ctx.absgrad_target is not None
+        v_absgrad = torch.zeros_like(means2d) if absgrad else v_means2d
+        v_conics = torch.zeros_like(conics)
+        v_colors = torch.zeros_like(colors)
+        v_opacities = torch.zeros_like(opacities)
+        tile_height, tile_width = isect_offsets.shape[-2:]
+        n_flat_tiles = math.prod(isect_offsets.shape)
+        if n_flat_tiles > 0:
+            _composite_backward_kernel[(n_flat_tiles,)](
+                means2d, conics, colors, opacities, masks if masks is not None else isect_offsets,
+                isect_offsets, flatten_ids, out_colors, out_transmittance, last_ids,
+                v_out_colors.contiguous(), v_out_alphas.contiguous(),
+                v_means2d, v_absgrad, v_conics, v_colors, v_opacities,
+                flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
+                HAS_MASK=masks is not None, ABSGRAD=absgrad, **ctx.config,
+            )
+        if absgrad:
+            target = ctx.absgrad_target[0]
+            target.absgrad = v_absgrad.reshape(target.shape).to(target.dtype)
+        v_backgrounds = None
+        if ctx.has_background and ctx.needs_input_grad[4]:
+            v_backgrounds = (v_out_colors * out_transmittance[..., None]).sum(dim=(1, 2))
+            v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
+        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 7)
+
+
+def rasterize_to_pixels(
+    means2d: Tensor,  # [..., N, 2] or [nnz, 2]
+    conics: Tensor,  # [..., N, 3] or [nnz, 3]
+    colors: Tensor,  # [..., N, D] or [nnz, D]
+    opacities: Tensor,  # [..., N] or [nnz]
+    image_width: int,
+    image_height: int,
+    tile_size: int,
+    isect_offsets: Tensor,  # [..., TH, TW] int32
+    flatten_ids: Tensor,  # [M] int32
+    backgrounds: Optional[Tensor] = None,  # [..., D]
+    masks: Optional[Tensor] = None,  # [..., TH, TW] bool
+    packed: bool = False,
+    absgrad: bool = False,
+    *,
+    backend: Optional[str] = None,
+) -> tuple[Tensor, Tensor]:
+    """Composite depth-sorted Gaussians into images (see this module's docstring for the math).
+
+    Returns ``render_colors [..., H, W, D]`` and ``render_alphas [..., H, W, 1]``, where ``...`` are
+    the image dims of ``isect_offsets``. Differentiable in means2d, conics, colors, opacities and
+    backgrounds; ``absgrad=True`` also sets ``means2d.absgrad`` during backward.
+    """
+    shapes.check_image_size(image_width, image_height)
+    if not isinstance(tile_size, int) or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive int, got {tile_size!r}")
+    device = means2d.device
+    offsets = shapes.check_tensor("isect_offsets", isect_offsets, [None] * isect_offsets.dim(),
+                                  dtypes=(torch.int32,), device=device)
+    if offsets.dim() < 2:
+        raise ValueError(f"isect_offsets must have shape [..., TH, TW], got {list(offsets.shape)}")
+    image_dims = tuple(offsets.shape[:-2])
+    tile_height, tile_width = offsets.shape[-2:]
+    if tile_height * tile_size < image_height or tile_width * tile_size < image_width:
+        raise ValueError(
+            f"isect_offsets covers {tile_width}x{tile_height} tiles of {tile_size} px, "
+            f"smaller than the {image_width}x{image_height} image")
+    lead = (None,) if packed else image_dims + (None,)
+    shapes.check_tensor("means2d", means2d, lead + (2,))
+    n = means2d.shape[-2] if not packed else means2d.shape[0]
+    shapes.check_tensor("conics", conics, lead[:-1] + (n, 3), device=device)
+    shapes.check_tensor("colors", colors, lead[:-1] + (n, None), device=device)
+    shapes.check_tensor("opacities", opacities, lead[:-1] + (n,), device=device)
+    shapes.check_tensor("flatten_ids", flatten_ids, (None,), dtypes=(torch.int32,), device=device)
+    channels = colors.shape[-1]
+    if channels == 0:
+        raise ValueError("colors must have at least one channel")
+    if backgrounds is not None:
+        shapes.check_tensor("backgrounds", backgrounds, image_dims + (channels,), device=device)
+    if masks is not None:
+        shapes.check_tensor("masks", masks, tuple(offsets.shape), dtypes=(torch.bool,), device=device)
+
+    if resolve_backend(backend, means2d, conics, colors, opacities, backgrounds) == "torch":
+        return reference.rasterize_to_pixels(
+            means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
+            flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad)
+    dtype = means2d.dtype
+    f32 = [t.float().contiguous() if t is not None else None
+           for t in (means2d, conics, colors, opacities, backgrounds)]
+    # kernels index the inputs as flat contiguous arrays, whatever their leading dims
+    render_colors, render_alphas = _RasterizeToPixels.apply(
+        *f32, None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
+        offsets.contiguous(), flatten_ids.contiguous(), [means2d] if absgrad else None)
+    out_shape = image_dims + (image_height, image_width)
+    return render_colors.reshape(out_shape + (channels,)).to(dtype), render_alphas.reshape(out_shape + (1,)).to(dtype)
