@@ -20,6 +20,178 @@ from ..shapes import ALPHA_THRESHOLD, MAX_ALPHA, RADIUS_EXTENT, TRANSMITTANCE_MI
 # projection and spherical harmonics (kernels/projection.py, kernels/spherical_harmonics.py)
 # ---------------------------------------------------------------------------------------------
 
+def _rotmat_from_quat(quats: Tensor) -> Tensor:
+    """Rotation matrices [..., 3, 3] of quaternions [..., 4] (wxyz), normalised first."""
+    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).unflatten(-1, (3, 3))
+
+
+def fully_fused_projection(
+    means: Tensor,  # [..., N, 3]
+    covars: Optional[Tensor],  # [..., N, 6] upper triangle (xx, xy, xz, yy, yz, zz), or None
+    quats: Optional[Tensor],  # [..., N, 4] wxyz, need not be normalised (used when covars is None)
+    scales: Optional[Tensor],  # [..., N, 3] linear (used when covars is None)
+    viewmats: Tensor,  # [..., C, 4, 4] world to camera
+    Ks: Tensor,  # [..., C, 3, 3]
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    packed: bool = False,
+    sparse_grad: bool = False,
+    calc_compensations: bool = False,
+    camera_model: str = "pinhole",
+    opacities: Optional[Tensor] = None,  # [..., N] in [0, 1], or None
+):
+    """EWA projection of 3D Gaussians into C pinhole cameras, with gsplat 1.5.3's CUDA numerics.
+
+    Returns ``(radii, means2d, depths, conics, compensations)`` shaped [..., C, N, (2 | 2 | - | 3 | -)]
+    (compensations None unless ``calc_compensations``), or with ``packed`` the visible pairs only:
+    ``(batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations)`` [nnz, ...].
+    Culled pairs have radii 0 and every other output 0 (gsplat leaves them uninitialised). Gradients
+    reach means, covars or quats and scales, and viewmats; none reach Ks, opacities or radii.
+    """
+    if camera_model != "pinhole":
+        raise NotImplementedError(f"camera_model={camera_model!r}: only 'pinhole' is implemented")
+    if sparse_grad:
+        raise NotImplementedError("sparse_grad=True: sparse gradients are not implemented")
+    Ks = Ks.detach()
+    if covars is None:
+        rot_scale = _rotmat_from_quat(quats) * scales[..., None, :]  # [..., N, 3, 3]
+        covar = rot_scale @ rot_scale.transpose(-1, -2)
+    else:
+        covar = covars[..., [0, 1, 2, 1, 3, 4, 2, 4, 5]].unflatten(-1, (3, 3))
+    rot, trans = viewmats[..., :3, :3], viewmats[..., :3, 3]  # [..., C, 3, 3], [..., C, 3]
+    means_c = torch.einsum("...cij,...nj->...cni", rot, means) + trans[..., :, None, :]  # [..., C, N, 3]
+    covar_c = torch.einsum("...cij,...njk,...clk->...cnil", rot, covar, rot)  # [..., C, N, 3, 3]
+
+    x, y, z = means_c.unbind(-1)  # [..., C, N]
+    in_depth = (z >= near_plane) & (z <= far_plane)
+    z = torch.where(in_depth, z, torch.ones_like(z))  # keeps culled pairs finite for autograd
+    fx, fy, cx, cy = Ks[..., 0, 0, None], Ks[..., 1, 1, None], Ks[..., 0, 2, None], Ks[..., 1, 2, None]
+    # the Jacobian is evaluated with x/z, y/z clamped to the field of view widened by 0.3 x tan(fov/2)
+    lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
+    lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
+    lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
+    lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
+    u = torch.clamp(x / z, -lim_x_neg, lim_x_pos)
+    v = torch.clamp(y / z, -lim_y_neg, lim_y_pos)
+    zero = torch.zeros_like(z)
+    jac = torch.stack([fx / z, zero, -fx * u / z, zero, fy / z, -fy * v / z], dim=-1).unflatten(-1, (2, 3))
+    cov2d = jac @ covar_c @ jac.transpose(-1, -2)  # [..., C, N, 2, 2]
+    means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)  # [..., C, N, 2]
+
+    a, b, c = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 1]
+    det_orig = a * c - b * b
+    a, c = a + eps2d, c + eps2d
+    det = a * c - b * b
+    invertible = det > 0
+    det = torch.where(invertible, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)  # [..., C, N, 3]
+    ratio = det_orig / det
+    positive = ratio > 0
+    compensations = torch.where(positive, torch.sqrt(torch.where(positive, ratio, torch.ones_like(ratio))), zero)
+
+    with torch.no_grad():
+        visible = in_depth & invertible
+        extent = torch.full_like(z, RADIUS_EXTENT)
+        if opacities is not None:
+            opacity = opacities[..., None, :] * (compensations if calc_compensations else 1.0)
+            visible &= opacity >= ALPHA_THRESHOLD
+            bounded = torch.sqrt(2 * torch.log(opacity.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+            extent = torch.minimum(extent, bounded)
+        radius = torch.ceil(extent[..., None] * torch.sqrt(torch.stack([a, c], dim=-1)))  # [..., C, N, 2]
+        # NaN radii (a negative-definite 2D covariance) fail every comparison and are culled
+        visible &= (radius > radius_clip).any(-1)
+        lo, hi = means2d - radius, means2d + radius
+        visible &= (hi > 0).all(-1) & (lo[..., 0] < width) & (lo[..., 1] < height)
+        radii = torch.where(visible[..., None], radius, 0.0).to(torch.int32)
+
+    keep = visible[..., None]
+    outputs = (
+        radii,
+        torch.where(keep, means2d, 0.0),
+        torch.where(visible, means_c[..., 2], 0.0),
+        torch.where(keep, conics, 0.0),
+        torch.where(visible, compensations, 0.0) if calc_compensations else None,
+    )
+    return pack_projection(*outputs) if packed else outputs
+
+
+def pack_projection(
+    radii: Tensor,  # [..., C, N, 2] int32
+    means2d: Tensor,  # [..., C, N, 2]
+    depths: Tensor,  # [..., C, N]
+    conics: Tensor,  # [..., C, N, 3]
+    compensations: Optional[Tensor],  # [..., C, N] or None
+):
+    """Keep the (batch, camera, Gaussian) triples with both radii > 0, in that order (gsplat's packed
+    layout): ``(batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations)``,
+    ids int32 [nnz], the rest [nnz, ...]. The batch id flattens the leading dims."""
+    n_cameras, n = radii.shape[-3], radii.shape[-2]
+    flat = (radii > 0).all(-1).reshape(-1).nonzero().squeeze(-1)  # [nnz] into the flattened [B * C * N]
+    per_batch = max(n_cameras * n, 1)
+    ids = (flat // per_batch, flat // max(n, 1) % max(n_cameras, 1), flat % max(n, 1))
+    rows = [t.reshape(-1, *t.shape[radii.dim() - 1 :])[flat] for t in (radii, means2d, depths, conics)]
+    comps = None if compensations is None else compensations.reshape(-1)[flat]
+    return (*(i.to(torch.int32) for i in ids), *rows, comps)
+
+
+def sh_bases(degree: int, dirs: Tensor) -> Tensor:
+    """Real spherical-harmonic bases [..., (degree + 1)^2] at unit directions [..., 3], in gsplat's
+    order and signs (Sloan's "Efficient Spherical Harmonic Evaluation", Condon-Shortley phase)."""
+    x, y, z = dirs.unbind(-1)
+    bases = [torch.full_like(x, 0.2820947917738781)]
+    if degree >= 1:
+        bases += [-0.48860251190292 * y, 0.48860251190292 * z, -0.48860251190292 * x]
+    if degree >= 2:
+        c1, s1 = x * x - y * y, 2 * x * y
+        bases += [
+            0.5462742152960395 * s1,
+            -1.092548430592079 * z * y,
+            0.9461746957575601 * z * z - 0.3153915652525201,
+            -1.092548430592079 * z * x,
+            0.5462742152960395 * c1,
+        ]
+    if degree >= 3:
+        c2, s2 = x * c1 - y * s1, x * s1 + y * c1
+        bases += [
+            -0.5900435899266435 * s2,
+            1.445305721320277 * z * s1,
+            (-2.285228997322329 * z * z + 0.4570457994644658) * y,
+            z * (1.865881662950577 * z * z - 1.119528997770346),
+            (-2.285228997322329 * z * z + 0.4570457994644658) * x,
+            1.445305721320277 * z * c1,
+            -0.5900435899266435 * c2,
+        ]
+    return torch.stack(bases, dim=-1)
+
+
+def spherical_harmonics(
+    degrees_to_use: int,
+    dirs: Tensor,  # [..., 3] view directions, need not be normalised
+    coeffs: Tensor,  # [..., K, 3] with K >= (degrees_to_use + 1)^2; bases beyond that are ignored
+    masks: Optional[Tensor] = None,  # [...] bool, False -> colour 0 and no gradient
+) -> Tensor:
+    """Colours [..., 3] = sum_k basis_k(dirs / |dirs|) * coeffs[..., k, :] over the first
+    (degrees_to_use + 1)^2 bases (gsplat's ``spherical_harmonics``, degrees 0 to 3)."""
+    n_bases = (degrees_to_use + 1) ** 2
+    bases = sh_bases(degrees_to_use, F.normalize(dirs, dim=-1))  # [..., n_bases]
+    colors = (bases[..., None] * coeffs[..., :n_bases, :]).sum(dim=-2)
+    if masks is not None:
+        colors = torch.where(masks[..., None], colors, 0.0)
+    return colors
+
+
 # ---------------------------------------------------------------------------------------------
 # tile intersection and compositing (kernels/intersect.py, kernels/composite.py)
 # ---------------------------------------------------------------------------------------------
