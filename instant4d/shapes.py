@@ -46,7 +46,7 @@ def check_tensor(
     return tensor
 
 
-def check_image_size(width: object, height: object) -> None:
-    for name, value in (("width", width), ("height", height)):
+def check_image_size(width: object, height: object, names: tuple[str, str] = ("width", "height")) -> None:
+    for name, value in zip(names, (width, height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")

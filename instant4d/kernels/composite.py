@@ -294,7 +294,7 @@ def rasterize_to_pixels(
     the image dims of ``isect_offsets``. Differentiable in means2d, conics, colors, opacities and
     backgrounds; ``absgrad=True`` also sets ``means2d.absgrad`` during backward.
     """
-    shapes.check_image_size(image_width, image_height)
+    shapes.check_image_size(image_width, image_height, ("image_width", "image_height"))
     if not isinstance(tile_size, int) or tile_size <= 0:
         raise ValueError(f"tile_size must be a positive int, got {tile_size!r}")
     device = means2d.device

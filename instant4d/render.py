@@ -1,0 +1,250 @@
+"""``rasterization()``: the one entry point that renders Gaussians, a drop-in for gsplat 1.5.3's.
+
+Stages (each a public function with a Triton kernel and a PyTorch twin, see docs/architecture.md):
+``fully_fused_projection`` -> (``spherical_harmonics``) -> ``isect_tiles`` -> ``isect_offset_encode``
+-> ``rasterize_to_pixels``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from . import shapes
+from .kernels.composite import rasterize_to_pixels
+from .kernels.intersect import isect_offset_encode, isect_tiles
+from .kernels.projection import fully_fused_projection
+from .kernels.spherical_harmonics import spherical_harmonics
+
+RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+RASTERIZE_MODES = ("classic", "antialiased")
+
+
+def _reject_unsupported(**options: Any) -> None:
+    """gsplat options we do not implement: fail loudly rather than render something else."""
+    unsupported = {
+        "distributed": lambda v: v,
+        "sparse_grad": lambda v: v,
+        "with_ut": lambda v: v,
+        "with_eval3d": lambda v: v,
+        "camera_model": lambda v: v != "pinhole",
+        "radial_coeffs": lambda v: v is not None,
+        "tangential_coeffs": lambda v: v is not None,
+        "thin_prism_coeffs": lambda v: v is not None,
+        "ftheta_coeffs": lambda v: v is not None,
+        "rolling_shutter": lambda v: getattr(v, "name", v) not in (None, "GLOBAL"),
+        "viewmats_rs": lambda v: v is not None,
+    }
+    for name, is_set in unsupported.items():
+        if is_set(options[name]):
+            raise NotImplementedError(
+                f"instant4d.rasterization does not support {name}={options[name]!r} "
+                "(pinhole cameras, single process, dense gradients only)"
+            )
+
+
+def rasterization(
+    means: Tensor,  # [..., N, 3]
+    quats: Optional[Tensor],  # [..., N, 4]
+    scales: Optional[Tensor],  # [..., N, 3]
+    opacities: Tensor,  # [..., N]
+    colors: Tensor,  # [..., (C,) N, D] or [..., (C,) N, K, 3]
+    viewmats: Tensor,  # [..., C, 4, 4]
+    Ks: Tensor,  # [..., C, 3, 3]
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: Optional[int] = None,
+    packed: bool = True,
+    tile_size: int = 16,
+    backgrounds: Optional[Tensor] = None,  # [..., C, D]
+    render_mode: str = "RGB",
+    sparse_grad: bool = False,
+    absgrad: bool = False,
+    rasterize_mode: str = "classic",
+    channel_chunk: int = 32,
+    distributed: bool = False,
+    camera_model: str = "pinhole",
+    segmented: bool = False,
+    covars: Optional[Tensor] = None,  # [..., N, 3, 3]
+    with_ut: bool = False,
+    with_eval3d: bool = False,
+    radial_coeffs: Optional[Tensor] = None,
+    tangential_coeffs: Optional[Tensor] = None,
+    thin_prism_coeffs: Optional[Tensor] = None,
+    ftheta_coeffs: Any = None,
+    rolling_shutter: Any = None,
+    viewmats_rs: Optional[Tensor] = None,
+    *,
+    backend: Optional[str] = None,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render B scenes of N Gaussians from C cameras each (gsplat 1.5.3's ``rasterization``).
+
+    Inputs are post-activation: ``scales`` linear, ``opacities`` in [0, 1], ``quats`` wxyz (normalised
+    inside); ``viewmats`` map world to camera (OpenCV axes), ``Ks`` are pixel intrinsics. ``colors``
+    are D feature channels, per Gaussian or per (camera, Gaussian), or SH coefficients [..., N, K, 3]
+    when ``sh_degree`` is set (colour = max(SH(dir) + 0.5, 0), dir = mean - camera centre).
+
+    ``render_mode``: "RGB"; "D" accumulated depth sum_i w_i z_i; "ED" expected depth D / alpha;
+    "RGB+D" / "RGB+ED" append the depth as the last channel. ``rasterize_mode="antialiased"``
+    multiplies opacities by sqrt(det(S) / det(S + eps2d I)). ``packed`` compacts the per-(image,
+    Gaussian) data to the visible pairs (less memory); ``absgrad`` makes the backward pass also store
+    ``meta["means2d"].absgrad``. ``backend`` is "auto" | "triton" | "torch" (see instant4d.backend).
+
+    Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
+    (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
+    flatten_ids, isect_offsets, batch/camera/gaussian ids when packed, sizes). ``meta["means2d"]``
+    receives gradients after ``retain_grad()``, as densification strategies expect.
+    """
+    _reject_unsupported(
+        distributed=distributed, sparse_grad=sparse_grad, with_ut=with_ut, with_eval3d=with_eval3d,
+        camera_model=camera_model, radial_coeffs=radial_coeffs, tangential_coeffs=tangential_coeffs,
+        thin_prism_coeffs=thin_prism_coeffs, ftheta_coeffs=ftheta_coeffs, rolling_shutter=rolling_shutter,
+        viewmats_rs=viewmats_rs,
+    )
+    if render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
+    shapes.check_image_size(width, height)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive int, got {tile_size!r}")
+    if isinstance(channel_chunk, bool) or not isinstance(channel_chunk, int) or channel_chunk <= 0:
+        raise ValueError(f"channel_chunk must be a positive int, got {channel_chunk!r}")
+
+    if not isinstance(means, Tensor) or means.dim() < 2 or means.shape[-1] != 3:
+        raise ValueError(f"means must be a tensor of shape [..., N, 3], got {getattr(means, 'shape', means)!r}")
+    shapes.check_tensor("means", means, tuple(means.shape))
+    device = means.device
+    batch_dims = tuple(means.shape[:-2])
+    n = means.shape[-2]
+    shapes.check_tensor("viewmats", viewmats, batch_dims + (None, 4, 4), device=device)
+    n_cameras = viewmats.shape[-3]
+    shapes.check_tensor("Ks", Ks, batch_dims + (n_cameras, 3, 3), device=device)
+    shapes.check_tensor("opacities", opacities, batch_dims + (n,), device=device)
+    if covars is None:
+        if quats is None or scales is None:
+            raise ValueError("quats and scales are required unless covars is given")
+        shapes.check_tensor("quats", quats, batch_dims + (n, 4), device=device)
+        shapes.check_tensor("scales", scales, batch_dims + (n, 3), device=device)
+        covars_upper = None
+    else:
+        shapes.check_tensor("covars", covars, batch_dims + (n, 3, 3), device=device)
+        quats = scales = None
+        covars_upper = covars[..., [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]  # [..., N, 6]
+    n_batch = len(batch_dims)
+    if sh_degree is None:
+        if colors.dim() == n_batch + 2:
+            shapes.check_tensor("colors", colors, batch_dims + (n, None), device=device)
+        else:
+            shapes.check_tensor("colors", colors, batch_dims + (n_cameras, n, None), device=device)
+    else:
+        if not isinstance(sh_degree, int) or not 0 <= sh_degree <= 3:
+            raise ValueError(f"sh_degree must be None or an int in 0..3, got {sh_degree!r}")
+        per_camera = colors.dim() == n_batch + 4
+        lead = batch_dims + ((n_cameras,) if per_camera else ())
+        shapes.check_tensor("colors", colors, lead + (n, None, 3), device=device)
+        if (sh_degree + 1) ** 2 > colors.shape[-2]:
+            raise ValueError(
+                f"sh_degree={sh_degree} needs {(sh_degree + 1) ** 2} SH coefficients, colors has {colors.shape[-2]}")
+    channels_in = 3 if sh_degree is not None else colors.shape[-1]
+    if channels_in == 0:
+        raise ValueError("colors must have at least one channel")
+    if backgrounds is not None:
+        width_expected = {"RGB": channels_in, "RGB+D": channels_in, "RGB+ED": channels_in}.get(render_mode, None)
+        shapes.check_tensor("backgrounds", backgrounds, batch_dims + (n_cameras, width_expected), device=device)
+
+    n_batches = math.prod(batch_dims)
+    n_images = n_batches * n_cameras
+    proj = fully_fused_projection(
+        means, covars_upper, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
+        far_plane=far_plane, radius_clip=radius_clip, packed=packed, calc_compensations=rasterize_mode == "antialiased",
+        opacities=opacities, backend=backend,
+    )
+    meta: dict[str, Any] = {}
+    if packed:
+        batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations = proj
+        opacities = opacities.reshape(n_batches, n)[batch_ids, gaussian_ids]  # [nnz]
+        image_ids = batch_ids * n_cameras + camera_ids
+    else:
+        radii, means2d, depths, conics, compensations = proj
+        opacities = torch.broadcast_to(opacities[..., None, :], batch_dims + (n_cameras, n))  # [..., C, N]
+        batch_ids = camera_ids = gaussian_ids = image_ids = None
+    if compensations is not None:
+        opacities = opacities * compensations
+    meta.update(batch_ids=batch_ids, camera_ids=camera_ids, gaussian_ids=gaussian_ids, radii=radii,
+                means2d=means2d, depths=depths, conics=conics, opacities=opacities)
+
+    colors = _colors_per_image(colors, means, viewmats, radii, sh_degree, packed, batch_dims, n_cameras,
+                               batch_ids, camera_ids, gaussian_ids, backend)
+    if render_mode in ("RGB+D", "RGB+ED"):
+        colors = torch.cat((colors, depths[..., None].to(colors.dtype)), dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, torch.zeros_like(backgrounds[..., :1])], dim=-1)
+    elif render_mode in ("D", "ED"):
+        colors = depths[..., None]
+        if backgrounds is not None:
+            backgrounds = torch.zeros(batch_dims + (n_cameras, 1), device=device, dtype=backgrounds.dtype)
+
+    tile_width = math.ceil(width / tile_size)
+    tile_height = math.ceil(height / tile_size)
+    tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(
+        means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
+        image_ids=image_ids, gaussian_ids=gaussian_ids, backend=backend,
+    )
+    isect_offsets = isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
+    isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
+    meta.update(tile_width=tile_width, tile_height=tile_height, tiles_per_gauss=tiles_per_gauss,
+                isect_ids=isect_ids, flatten_ids=flatten_ids, isect_offsets=isect_offsets, width=width,
+                height=height, tile_size=tile_size, n_batches=n_batches, n_cameras=n_cameras)
+
+    def composite(chunk: slice) -> tuple[Tensor, Tensor]:
+        return rasterize_to_pixels(
+            means2d, conics, colors[..., chunk], opacities, width, height, tile_size, isect_offsets, flatten_ids,
+            backgrounds=None if backgrounds is None else backgrounds[..., chunk], packed=packed,
+            absgrad=absgrad, backend=backend)
+
+    # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
+    # every chunk walks the same intersections, so only the first chunk's alphas are kept.
+    chunks = [slice(i, i + channel_chunk) for i in range(0, colors.shape[-1], channel_chunk)]
+    results = [composite(chunk) for chunk in chunks]
+    render_colors = results[0][0] if len(results) == 1 else torch.cat([r[0] for r in results], dim=-1)
+    render_alphas = results[0][1]
+    if render_mode in ("ED", "RGB+ED"):
+        render_colors = torch.cat(
+            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1)
+    return render_colors, render_alphas, meta
+
+
+def _colors_per_image(colors, means, viewmats, radii, sh_degree, packed, batch_dims, n_cameras, batch_ids,
+                      camera_ids, gaussian_ids, backend) -> Tensor:
+    """Colours per (image, Gaussian): [..., C, N, D], or [nnz, D] when packed."""
+    n = means.shape[-2]
+    n_batches = math.prod(batch_dims)
+    per_camera = colors.dim() == len(batch_dims) + (3 if sh_degree is None else 4)
+    if packed:
+        if per_camera:
+            colors = colors.reshape((n_batches, n_cameras, n) + colors.shape[-(1 if sh_degree is None else 2):])
+            colors = colors[batch_ids, camera_ids, gaussian_ids]
+        else:
+            colors = colors.reshape((n_batches, n) + colors.shape[-(1 if sh_degree is None else 2):])
+            colors = colors[batch_ids, gaussian_ids]
+    elif not per_camera:
+        colors = torch.broadcast_to(colors[..., None, :, :] if sh_degree is None else colors[..., None, :, :, :],
+                                    batch_dims + (n_cameras,) + colors.shape[len(batch_dims):])
+    if sh_degree is None:
+        return colors
+    camera_centres = torch.linalg.inv(viewmats)[..., :3, 3]  # [..., C, 3]
+    if packed:
+        dirs = (means.reshape(n_batches, n, 3)[batch_ids, gaussian_ids]
+                - camera_centres.reshape(n_batches, n_cameras, 3)[batch_ids, camera_ids])  # [nnz, 3]
+    else:
+        dirs = means[..., None, :, :] - camera_centres[..., None, :]  # [..., C, N, 3]
+    visible = (radii > 0).all(dim=-1)
+    return torch.clamp_min(spherical_harmonics(sh_degree, dirs, colors, masks=visible, backend=backend) + 0.5, 0.0)
