@@ -385,6 +385,36 @@ def _absgrad_hook(buffer: Tensor, ids: Tensor):
 # per-Gaussian local motion fusion + Gaussian decoder (kernels/fusion.py)
 # ---------------------------------------------------------------------------------------------
 
+
+def local_fusion(
+    features: Tensor,  # [N, F]
+    motion_basis: Tensor,  # [N, F]
+    anchors: Tensor,  # [N, 3]
+    scale_shift: Tensor,  # [B, 2F]
+    weights: "FusionWeights",
+    config: "FusionConfig",
+    *,
+    return_delta: bool = False,
+) -> "FusedGaussians":
+    """Twin of ``kernels.fusion.local_fusion`` (no ``backend``): the issue's formulas, literally."""
+    from .fusion import FusedGaussians  # fusion.py imports this module
+
+    w = weights
+    scale, shift = scale_shift[:, None].split(config.feature_dim, dim=-1)  # [B, 1, F] each
+    ln = F.layer_norm(motion_basis, (config.feature_dim,), eps=config.layer_norm_eps)  # [N, F]
+    h = (ln * scale + shift) @ w.w_in + w.b_in  # [B, N, F]
+    delta = config.delta_scale * (F.softplus(h @ w.w1 + w.b1) @ w.w2 + w.b2)  # [B, N, F]
+    a = F.softplus((features + delta) @ w.d1 + w.e1) @ w.d2 + w.e2  # [B, N, O]
+    return FusedGaussians(
+        means=anchors + config.offset_scale * torch.tanh(a[..., 0:3]),
+        quats=F.normalize(a[..., 6:10], dim=-1),
+        scales=config.max_scale * torch.sigmoid(a[..., 3:6]),
+        opacities=1.0 - torch.exp(-F.softplus(a[..., 10] - 1.0)),
+        colors=torch.sigmoid(a[..., 11:]),
+        delta=delta if return_delta else None,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # avatar deformation: motion basis x motion code -> Gaussians (kernels/deform.py)
 # ---------------------------------------------------------------------------------------------
