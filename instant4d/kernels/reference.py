@@ -418,3 +418,40 @@ def local_fusion(
 # ---------------------------------------------------------------------------------------------
 # avatar deformation: motion basis x motion code -> Gaussians (kernels/deform.py)
 # ---------------------------------------------------------------------------------------------
+
+
+def deform_gaussians(
+    means: Tensor,  # [N, 3] canonical anchors
+    quats: Tensor,  # [N, 4] wxyz
+    opacities: Tensor,  # [N]
+    basis: Tensor,  # [N, K, 3] displacement per unit of each expression component
+    opacity_basis: Tensor,  # [N, K] opacity change per unit of each component
+    rigid: Tensor,  # [N] in [0, 1]: how much each Gaussian follows the head pose
+    pivot: Tensor,  # [3] centre of the head rotation
+    codes: Tensor,  # [B, K] expression amplitudes
+    poses: Tensor,  # [B, 7] head rotation quaternion (wxyz, unit, w >= 0) then translation
+) -> tuple[Tensor, Tensor, Tensor]:  # means [B, N, 3], quats [B, N, 4], opacities [B, N]
+    """Twin of ``kernels.deform.deform_gaussians`` (no ``backend``). Per frame b, Gaussian i:
+    y = means_i + sum_k codes_bk basis_ik;  q = normalise((1 - rigid_i) [1, 0, 0, 0] + rigid_i poses_b[:4]);
+    mean = R(q) (y - pivot) + pivot + rigid_i poses_b[4:];  quat = q * quats_i (Hamilton product);
+    opacity = clamp(opacities_i + sum_k codes_bk opacity_basis_ik, 0, 1)."""
+    moved = means + torch.einsum("bk,nkd->bnd", codes, basis)  # [B, N, 3]
+    identity = torch.zeros_like(poses[:, :4])
+    identity[:, 0] = 1
+    w = rigid[None, :, None]
+    blend = (1 - w) * identity[:, None, :] + w * poses[:, None, :4]  # [B, N, 4]
+    q = blend / blend.norm(dim=-1, keepdim=True)
+    rotated = (_rotmat_from_quat(q) @ (moved - pivot)[..., None])[..., 0]
+    out_means = rotated + pivot + w * poses[:, None, 4:]
+    a, b = q.unbind(-1), quats[None].expand_as(q).unbind(-1)
+    out_quats = torch.stack(
+        [
+            a[0] * b[0] - a[1] * b[1] - a[2] * b[2] - a[3] * b[3],
+            a[0] * b[1] + a[1] * b[0] + a[2] * b[3] - a[3] * b[2],
+            a[0] * b[2] - a[1] * b[3] + a[2] * b[0] + a[3] * b[1],
+            a[0] * b[3] + a[1] * b[2] - a[2] * b[1] + a[3] * b[0],
+        ],
+        dim=-1,
+    )
+    out_opacities = (opacities + codes @ opacity_basis.T).clamp(0, 1)  # [B, N]
+    return out_means, out_quats, out_opacities
