@@ -343,7 +343,7 @@ def rasterize_to_pixels(
         ys, xs = torch.meshgrid(local + ty * tile_size, local + tx * tile_size, indexing="ij")
         pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # [P, 2] pixel centres (x, y)
         centres = means2d_flat[ids]  # [K, 2]
-        if absgrad:
+        if absgrad and centres.requires_grad:
             # one copy of the means per pixel, so that the hook sees per-pixel gradients
             centres = centres[None].repeat(pixels_per_tile, 1, 1)
             centres.register_hook(_absgrad_hook(means2d.absgrad.view(-1, 2), ids))
