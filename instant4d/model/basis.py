@@ -114,7 +114,7 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
     basis[:, JAW_OPEN] = jaw[:, None] * jaw_displacement(p, neutral)
 
     right, left = neutral[lm.MOUTH_CORNERS[0]], neutral[lm.MOUTH_CORNERS[1]]
-    side = np.where(p[:, 0] > mouth[0], 1.0, -1.0)
+    side = np.tanh((p[:, 0] - mouth[0]) / (0.15 * mouth_width))  # smooth across the midline: no crack
     corner_weight = np.maximum(_bump(p, right[None], 0.35 * mouth_width), _bump(p, left[None], 0.35 * mouth_width))
     cheeks = _bump(p, neutral[[50, 280]], 0.12 * h)
     smile = np.stack([0.04 * h * side, -0.07 * h * np.ones(len(p)), 0.03 * h * np.ones(len(p))], -1)
@@ -145,7 +145,7 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
     inner = neutral[[107, 66, 55, 65, 336, 296, 285, 295]]
     inner_weight = _bump(p, inner, 0.06 * h)
     centre = neutral[[168, 9]].mean(0)
-    towards_centre = -np.sign(p[:, 0] - centre[0])
+    towards_centre = -np.tanh((p[:, 0] - centre[0]) / (0.05 * h))
     basis[:, COMPONENTS.index("brows_down")] = brow_weight[:, None] * np.array([0.0, 0.03 * h, 0.0]) + (
         inner_weight * towards_centre * 0.02 * h
     )[:, None] * np.array([1.0, 0.0, 0.0])

@@ -29,10 +29,9 @@ def driving_codes(driver, relative: bool = True, fps: float = 25.0) -> tuple[Ite
             return track(read_video(path), relative=relative), _frame_count(path), video_frame_rate(path)
         code = MotionCode.from_image(path)
         return iter([code] * int(PRESET_SECONDS * fps)), int(PRESET_SECONDS * fps), fps
-    codes = list(driver) if not isinstance(driver, Iterable) or hasattr(driver, "__len__") else driver
-    if isinstance(codes, list):
-        return iter(codes), len(codes), fps
-    return iter(codes), None, fps
+    if not isinstance(driver, Iterable):
+        raise InputError(f"cannot drive an avatar by {type(driver).__name__}: give a video, an image, a preset or MotionCodes")
+    return iter(driver), len(driver) if hasattr(driver, "__len__") else None, fps
 
 
 def _frame_count(path: Path) -> int | None:

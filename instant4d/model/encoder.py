@@ -122,8 +122,8 @@ class Encoder:
         proxy = _head_proxy_depth(grid_u, grid_v, marks, size, config)
         offset = np.where(covered, mesh_values[..., 0] - proxy, 0.0)
         fill = pull_push(offset[..., None], covered.astype(np.float64))[..., 0]
-        near_face = np.clip(2.0 * _smooth(covered.astype(np.float64), max(res // 16, 1)), 0.0, 1.0)
-        depth = np.where(covered, mesh_values[..., 0], proxy + fill * near_face)
+        near_face = np.where(covered, 1.0, np.clip(2.0 * _smooth(covered.astype(np.float64), max(res // 16, 1)), 0.0, 1.0))
+        depth = proxy + fill * near_face  # = the mesh's depth where it covers
         points = _unproject(grid_u, grid_v, depth, size, config)  # [R, R, 3]
 
         # 2. flat Gaussians along the surface
