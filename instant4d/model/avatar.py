@@ -126,25 +126,44 @@ class Avatar:
     ):
         """image: [size, size, 3] in [0, 1] of the avatar with ``motion`` (default neutral) and head
         ``pose`` (default: the code's), seen from ``view``; with ``return_alpha``, also alpha [size, size]."""
-        means, quats, opacities = self.deform(motion, pose, backend)
-        return self.rasterize(means[0], quats[0], opacities[0], size, view, background, backend, return_alpha)
+        codes, poses = self.code_tensors(motion, pose)
+        images, alphas = self.renderer(size, view, background, backend)(codes, poses)
+        return (images[0], alphas[0]) if return_alpha else images[0]
 
-    def rasterize(self, means, quats, opacities, size: int, view: View = View(), background=(1.0, 1.0, 1.0), backend=None, return_alpha=False):
-        """Draw deformed Gaussians (means [N, 3], quats [N, 4], opacities [N]) with ``instant4d.rasterization``."""
+    def renderer(self, size: int = 512, view: View = View(), background=(1.0, 1.0, 1.0), backend: str | None = None, deform=None, rasterize=None):
+        """The per-frame function ``(codes [B, K], poses [B, 7]) -> (images [B, H, W, 3], alphas [B, H, W])``
+        with the cameras prepared once: deformation, then rasterization. ``deform`` / ``rasterize``
+        swap in other implementations with the same signatures (the GPU comparison uses gsplat's)."""
+        from ..kernels.deform import deform_gaussians
         from ..render import rasterization
 
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ValueError(f"size must be a positive int, got {size!r}")
+        g = self.gaussians
+        dtype = g.means.dtype
         viewmat, K = view.cameras(self.config, size, device=self.device)
-        dtype = means.dtype
+        viewmats, Ks = viewmat[None].to(dtype), K[None].to(dtype)
         backgrounds = torch.as_tensor(background, dtype=dtype, device=self.device).reshape(1, 3)
-        colors, alphas, _ = rasterization(
-            means, quats, self.gaussians.scales, opacities, self.gaussians.colors,
-            viewmat[None].to(dtype), K[None].to(dtype), size, size,
-            backgrounds=backgrounds, packed=False, backend=backend,
-        )  # fmt: skip
-        image = colors[0].clamp(0, 1)
-        return (image, alphas[0, ..., 0]) if return_alpha else image
+        if deform is None:
+            def deform(*inputs):
+                return deform_gaussians(*inputs, backend=backend)
+        if rasterize is None:
+            def rasterize(*inputs, **options):
+                return rasterization(*inputs, **options, backend=backend)
+
+        def frame(codes: torch.Tensor, poses: torch.Tensor):
+            means, quats, opacities = deform(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
+            images, alphas = [], []
+            for b in range(codes.shape[0]):
+                colors, alpha, _ = rasterize(
+                    means[b], quats[b], g.scales, opacities[b], g.colors, viewmats, Ks, size, size,
+                    backgrounds=backgrounds, packed=False,
+                )  # fmt: skip
+                images.append(colors[0].clamp(0, 1))
+                alphas.append(alpha[0, ..., 0])
+            return torch.stack(images), torch.stack(alphas)
+
+        return frame
 
     def render_video(
         self,
