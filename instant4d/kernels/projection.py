@@ -26,9 +26,10 @@ at the end; the viewmat gradient is reduced over the block with ``tl.sum`` into 
 Limits: pinhole cameras only; float32 compute (float64 inputs are cast and the outputs cast back);
 packed mode is the unpacked result compacted with ``torch.nonzero`` (a host sync); sparse gradients
 are not implemented. Differences from gsplat: its compensation gradient divides by
-(compensation + 1e-6), ours by the compensation (relative difference 1e-6 / compensation); gsplat
-leaves culled outputs uninitialised and keeps pairs whose 2D covariance is negative definite (only
-reachable with invalid ``covars``) with radii 0 in packed mode, we cull them.
+(compensation + 1e-6) and is written in a form that loses all float32 digits for sub-pixel Gaussians;
+ours is the exact derivative in a cancellation-free form. gsplat leaves culled outputs uninitialised
+and keeps pairs whose 2D covariance is negative definite (only reachable with invalid ``covars``)
+with radii 0 in packed mode; we cull them.
 """
 
 from __future__ import annotations
@@ -270,14 +271,16 @@ if triton is not None:
             wb = -(p * q * g0 + 0.5 * (q * q + p * r) * g1 + q * r * g2)
             wc = -(q * q * g0 + q * r * g1 + r * r * g2)
             if HAS_V_COMPENSATIONS:
-                # compensation^2 = det_orig / det: d/dS = (1 - comp^2) S^-1 - eps2d / det I
+                # compensation^2 = det_orig / det with det = det_orig + eps2d (a + c + eps2d); its
+                # derivatives written as sums of like-signed terms (gsplat's (1 - comp^2) S^-1 -
+                # eps2d / det form cancels catastrophically in float32 for sub-pixel Gaussians)
                 ratio = det_orig / det
                 positive = visible & (ratio > 0)
                 v_comp = tl.load(v_compensations_ptr + out, mask=positive, other=0.0)
-                half_v_over_comp = 0.5 * v_comp / tl.sqrt(tl.where(positive, ratio, 1.0))
-                wa += half_v_over_comp * ((1.0 - ratio) * p - eps2d / det)
-                wb += half_v_over_comp * (1.0 - ratio) * q
-                wc += half_v_over_comp * ((1.0 - ratio) * r - eps2d / det)
+                scale = 0.5 * v_comp / tl.sqrt(tl.where(positive, ratio, 1.0)) * eps2d / (det * det)
+                wa += scale * (c * (c + eps2d) + b * b)
+                wb -= scale * b * (a + c + eps2d)
+                wc += scale * (a * (a + eps2d) + b * b)
 
             # S = J Sigma_c J^T: dL/dSigma_c = J^T W J, dL/dJ = 2 W J Sigma_c
             wj00 = wa * j00
