@@ -54,7 +54,15 @@ if triton is not None:
         return r00, r01, r02, r10, r11, r12, r20, r21, r22
 
     @triton.jit
-    def _load_gaussians(means, quats, opacities, basis, opacity_basis, rigid, offs, mask, ks, kmask, K: tl.constexpr):
+    def _load_block(
+        means, quats, opacities, basis, opacity_basis, rigid, pivot, block, N,
+        K: tl.constexpr, KP: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):  # fmt: skip
+        """Block ``block``'s Gaussians (masked lanes read as an identity Gaussian) and the pivot."""
+        offs = block * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = offs < N
+        ks = tl.arange(0, KP)
+        kmask = ks < K
         x0 = tl.load(means + offs * 3 + 0, mask=mask, other=0.0)
         x1 = tl.load(means + offs * 3 + 1, mask=mask, other=0.0)
         x2 = tl.load(means + offs * 3 + 2, mask=mask, other=0.0)
@@ -70,11 +78,27 @@ if triton is not None:
         b1 = tl.load(basis + b_index + 1, mask=tile, other=0.0)
         b2 = tl.load(basis + b_index + 2, mask=tile, other=0.0)
         a = tl.load(opacity_basis + offs[:, None] * K + ks[None, :], mask=tile, other=0.0)
-        return x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a
+        c0 = tl.load(pivot + 0)
+        c1 = tl.load(pivot + 1)
+        c2 = tl.load(pivot + 2)
+        return offs, mask, ks, kmask, x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a, c0, c1, c2
+
+    @triton.jit
+    def _frame(x0, x1, x2, b0, b1, b2, w, codes, poses, c0, c1, c2, b, ks, kmask, K: tl.constexpr):
+        """Frame b's code row c [1, KP], the offsets d = y - pivot, the pose (p_b, |u|, q) and t_b."""
+        c = tl.load(codes + b * K + ks, mask=kmask, other=0.0)[None, :]
+        d0 = x0 + tl.sum(b0 * c, axis=1) - c0
+        d1 = x1 + tl.sum(b1 * c, axis=1) - c1
+        d2 = x2 + tl.sum(b2 * c, axis=1) - c2
+        pw, px, py, pz, norm, qw, qx, qy, qz = _frame_rotation(poses, b, w)
+        t0 = tl.load(poses + b * 7 + 4)
+        t1 = tl.load(poses + b * 7 + 5)
+        t2 = tl.load(poses + b * 7 + 6)
+        return c, d0, d1, d2, pw, px, py, pz, norm, qw, qx, qy, qz, t0, t1, t2
 
     @triton.jit
     def _frame_rotation(poses, b, w):
-        """The per-Gaussian rotation q = normalise((1 - w) e + w p_b): (u, |u|, q)."""
+        """The per-Gaussian rotation q = normalise((1 - w) e + w p_b): (p_b, |u|, q)."""
         pw = tl.load(poses + b * 7 + 0)
         px = tl.load(poses + b * 7 + 1)
         py = tl.load(poses + b * 7 + 2)
@@ -92,27 +116,14 @@ if triton is not None:
         out_means, out_quats, out_opacities,  # outputs [B, N, 3], [B, N, 4], [B, N]
         N, K: tl.constexpr, KP: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
-        block = tl.program_id(0)
         b = tl.program_id(1)
-        offs = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = offs < N
-        ks = tl.arange(0, KP)
-        kmask = ks < K
-        x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a = _load_gaussians(
-            means, quats, opacities, basis, opacity_basis, rigid, offs, mask, ks, kmask, K
+        offs, mask, ks, kmask, x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a, c0, c1, c2 = _load_block(
+            means, quats, opacities, basis, opacity_basis, rigid, pivot, tl.program_id(0), N, K, KP, BLOCK_N
         )
-        c = tl.load(codes + b * K + ks, mask=kmask, other=0.0)[None, :]
-        c0 = tl.load(pivot + 0)
-        c1 = tl.load(pivot + 1)
-        c2 = tl.load(pivot + 2)
-        d0 = x0 + tl.sum(b0 * c, axis=1) - c0
-        d1 = x1 + tl.sum(b1 * c, axis=1) - c1
-        d2 = x2 + tl.sum(b2 * c, axis=1) - c2
-        pw, px, py, pz, norm, qw, qx, qy, qz = _frame_rotation(poses, b, w)
+        c, d0, d1, d2, pw, px, py, pz, norm, qw, qx, qy, qz, t0, t1, t2 = _frame(
+            x0, x1, x2, b0, b1, b2, w, codes, poses, c0, c1, c2, b, ks, kmask, K
+        )
         r00, r01, r02, r10, r11, r12, r20, r21, r22 = _rotation(qw, qx, qy, qz)
-        t0 = tl.load(poses + b * 7 + 4)
-        t1 = tl.load(poses + b * 7 + 5)
-        t2 = tl.load(poses + b * 7 + 6)
         out = out_means + (b * N + offs) * 3
         tl.store(out + 0, r00 * d0 + r01 * d1 + r02 * d2 + c0 + w * t0, mask=mask)
         tl.store(out + 1, r10 * d0 + r11 * d1 + r12 * d2 + c1 + w * t1, mask=mask)
@@ -134,31 +145,19 @@ if triton is not None:
         N, B, K: tl.constexpr, KP: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
         block = tl.program_id(0)
-        offs = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = offs < N
-        ks = tl.arange(0, KP)
-        kmask = ks < K
-        x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a = _load_gaussians(
-            means, quats, opacities, basis, opacity_basis, rigid, offs, mask, ks, kmask, K
+        offs, mask, ks, kmask, x0, x1, x2, p0, p1, p2, p3, o, w, b0, b1, b2, a, c0, c1, c2 = _load_block(
+            means, quats, opacities, basis, opacity_basis, rigid, pivot, block, N, K, KP, BLOCK_N
         )
-        c0 = tl.load(pivot + 0)
-        c1 = tl.load(pivot + 1)
-        c2 = tl.load(pivot + 2)
         zero = x0 * 0
         acc_x0, acc_x1, acc_x2 = zero, zero, zero
         acc_p0, acc_p1, acc_p2, acc_p3 = zero, zero, zero, zero
         acc_o, acc_w = zero, zero
         acc_b0, acc_b1, acc_b2, acc_a = b0 * 0, b0 * 0, b0 * 0, b0 * 0
         for b in range(0, B):
-            c = tl.load(codes + b * K + ks, mask=kmask, other=0.0)[None, :]
-            d0 = x0 + tl.sum(b0 * c, axis=1) - c0
-            d1 = x1 + tl.sum(b1 * c, axis=1) - c1
-            d2 = x2 + tl.sum(b2 * c, axis=1) - c2
-            pw, px, py, pz, norm, qw, qx, qy, qz = _frame_rotation(poses, b, w)
+            c, d0, d1, d2, pw, px, py, pz, norm, qw, qx, qy, qz, t0, t1, t2 = _frame(
+                x0, x1, x2, b0, b1, b2, w, codes, poses, c0, c1, c2, b, ks, kmask, K
+            )
             r00, r01, r02, r10, r11, r12, r20, r21, r22 = _rotation(qw, qx, qy, qz)
-            t0 = tl.load(poses + b * 7 + 4)
-            t1 = tl.load(poses + b * 7 + 5)
-            t2 = tl.load(poses + b * 7 + 6)
             g = v_out_means + (b * N + offs) * 3
             gm0 = tl.load(g + 0, mask=mask, other=0.0)
             gm1 = tl.load(g + 1, mask=mask, other=0.0)
