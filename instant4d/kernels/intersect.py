@@ -58,7 +58,7 @@ if triton is not None:
 
     @triton.jit
     def _emit_intersections_kernel(
-        means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, first_slot_ptr, isect_ids_ptr, flatten_ids_ptr,
+        means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, slots_end_ptr, isect_ids_ptr, flatten_ids_ptr,
         n, n_per_image, tile_size, tile_width, tile_height, tile_bits,
         PACKED: tl.constexpr, BLOCK: tl.constexpr,
     ):
@@ -72,7 +72,7 @@ if triton is not None:
             image = (i // n_per_image).to(tl.int64)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
-        first = tl.load(first_slot_ptr + i, mask=valid, other=0)
+        first = tl.load(slots_end_ptr + i, mask=valid, other=0) - count  # exclusive cumsum, no extra launch
         rect_width = tl.maximum(rect_width, 1)
         for k in range(0, tl.max(count, axis=0)):
             active = k < count
@@ -100,7 +100,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     flatten_ids = torch.empty(n_isects, device=means2d.device, dtype=torch.int32)
     if n_isects > 0:
         _emit_intersections_kernel[grid](
-            means2d, radii, depths, image_ids if packed else counts, slots_end - counts.reshape(-1),
+            means2d, radii, depths, image_ids if packed else counts, slots_end,
             isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
             PACKED=packed, BLOCK=BLOCK)
     if sort:

@@ -7,6 +7,7 @@ are vectorised so that they are usable as the CPU renderer.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -280,11 +281,17 @@ def isect_offset_encode(isect_ids: Tensor, n_images: int, tile_width: int, tile_
     a tile's intersections are ``offsets[tile] : offsets[next tile]`` (the last ends at M)."""
     n_tiles = tile_width * tile_height
     _, tile_bits = _tile_bits(n_images, n_tiles)
-    image = torch.arange(n_images, device=isect_ids.device)[:, None]
-    tile = torch.arange(n_tiles, device=isect_ids.device)[None, :]
-    targets = ((image << tile_bits) | tile).reshape(-1)
-    offsets = torch.searchsorted(isect_ids >> 32, targets)
-    return offsets.int().reshape(n_images, tile_height, tile_width)
+    targets = _tile_keys(n_images, n_tiles, tile_bits, isect_ids.device)
+    offsets = torch.searchsorted(isect_ids >> 32, targets, out_int32=True)
+    return offsets.reshape(n_images, tile_height, tile_width)
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_keys(n_images: int, n_tiles: int, tile_bits: int, device: torch.device) -> Tensor:
+    """The upper 32 key bits of every (image, tile), in order (cached: the same every frame)."""
+    image = torch.arange(n_images, device=device)[:, None]
+    tile = torch.arange(n_tiles, device=device)[None, :]
+    return ((image << tile_bits) | tile).reshape(-1)
 
 
 def rasterize_to_pixels(

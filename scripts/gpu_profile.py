@@ -1,0 +1,133 @@
+"""GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process, plus a
+sweep of the compositing kernel's launch configurations.
+
+    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat]
+
+Prints a table per scene and writes $OUT/profile.json.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import triton.testing
+
+import instant4d
+from instant4d.gaussians import head_like_scene
+from instant4d.kernels import composite
+
+OUT = os.environ.get("OUT", "gpu-results")
+
+
+def ms(fn) -> float:
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def host_ms(fn, iters: int = 200) -> float:
+    """Wall time per call with no sync between calls: the larger of host and device time."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start) / iters
+
+
+def stages(lib, scene) -> dict:
+    if lib == "gsplat":
+        from gsplat.cuda import _wrapper as w
+    else:
+        w = instant4d
+    width, height, tile = scene.width, scene.height, 16
+    tw, th = math.ceil(width / tile), math.ceil(height / tile)
+    n_images = scene.viewmats.shape[0]
+    proj = lambda: w.fully_fused_projection(scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks,
+                                            width, height, opacities=scene.opacities)
+    radii, means2d, depths, conics, _ = proj()
+    isect = lambda: w.isect_tiles(means2d, radii, depths, tile, tw, th)
+    _, isect_ids, flatten_ids = isect()
+    offsets = lambda: w.isect_offset_encode(isect_ids, n_images, tw, th)
+    isect_offsets = offsets().reshape(n_images, th, tw)
+    colors = scene.colors[None].expand(n_images, -1, -1).contiguous()
+    opac = scene.opacities[None].expand(n_images, -1).contiguous()
+    leaves = [t.detach().clone().requires_grad_() for t in (means2d, conics, colors, opac)]
+    raster = lambda: w.rasterize_to_pixels(means2d, conics, colors, opac, width, height, tile, isect_offsets, flatten_ids)
+
+    def raster_bwd():
+        out, alpha = w.rasterize_to_pixels(*leaves, width, height, tile, isect_offsets, flatten_ids)
+        out.sum().backward()
+
+    rasterization = w.rasterization if lib != "gsplat" else __import__("gsplat").rasterization
+    full = lambda: rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
+                                 scene.viewmats, scene.Ks, width, height, packed=False)
+    grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales, scene.opacities,
+                                                            scene.colors)]
+    full_bwd = lambda: rasterization(*grads, scene.viewmats, scene.Ks, width, height, packed=False)[0].sum().backward()
+    return dict(projection=ms(proj), isect_tiles=ms(isect), offsets=ms(offsets), composite_fwd=ms(raster),
+                composite_fwd_bwd=ms(raster_bwd), full_forward=ms(full), full_forward_backward=ms(full_bwd),
+                wall_projection=host_ms(proj), wall_isect_tiles=host_ms(isect), wall_composite_fwd=host_ms(raster),
+                wall_full_forward=host_ms(full),
+                n_isects=int(isect_ids.numel()))
+
+
+def sweep_composite(scene) -> list[dict]:
+    width, height = scene.width, scene.height
+    radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
+        scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
+    n_images = scene.viewmats.shape[0]
+    tw, th = math.ceil(width / 16), math.ceil(height / 16)
+    _, isect_ids, flatten_ids = instant4d.isect_tiles(means2d, radii, depths, 16, tw, th)
+    offsets = instant4d.isect_offset_encode(isect_ids, n_images, tw, th).reshape(n_images, th, tw)
+    colors = scene.colors[None].expand(n_images, -1, -1).contiguous()
+    opac = scene.opacities[None].expand(n_images, -1).contiguous()
+    original = composite._launch_config
+    rows = []
+    for block_g, warps in itertools.product((4, 8, 16), (4, 8)):
+        def config(channels, tile_size, block_g=block_g, warps=warps):
+            c = original(channels, tile_size)
+            c.update(BLOCK_G=block_g, num_warps=warps)
+            return c
+
+        composite._launch_config = config
+        leaves = [t.detach().clone().requires_grad_() for t in (means2d, conics, colors, opac)]
+
+        def fwd_bwd():
+            out, _ = instant4d.rasterize_to_pixels(*leaves, width, height, 16, offsets, flatten_ids)
+            out.sum().backward()
+
+        try:
+            rows.append(dict(block_g=block_g, num_warps=warps,
+                             fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height, 16,
+                                                                          offsets, flatten_ids)),
+                             fwd_bwd=ms(fwd_bwd)))
+        except Exception as exc:  # a config that does not compile (registers) is reported, not fatal
+            rows.append(dict(block_g=block_g, num_warps=warps, error=str(exc)[:200]))
+        print(rows[-1], flush=True)
+    composite._launch_config = original
+    return rows
+
+
+def main():
+    libs = ("instant4d",) if "--no-gsplat" in sys.argv else ("gsplat", "instant4d")
+    os.makedirs(OUT, exist_ok=True)
+    results = {}
+    for name, scene in (("100k 512x512 1cam", head_like_scene(100_000, 512, 512)),
+                        ("1M 1024x1024 1cam", head_like_scene(1_000_000, 1024, 1024)),
+                        ("100k 512x512 8cam", head_like_scene(100_000, 512, 512, n_cameras=8))):
+        scene = scene.to("cuda")
+        results[name] = {lib: stages(lib, scene) for lib in libs}
+        print(name, json.dumps(results[name], indent=1), flush=True)
+    results["composite_sweep_100k_512"] = sweep_composite(head_like_scene(100_000, 512, 512).to("cuda"))
+    with open(os.path.join(OUT, "profile.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
