@@ -170,8 +170,11 @@ if triton is not None:
         s00, s01, s02, s11, s12, s22 = _world_covar(covars_ptr, quats_ptr, scales_ptr, g, in_range, USE_COVARS)
         if HAS_OPACITIES:
             opacity = tl.load(opacities_ptr + g, mask=in_range, other=0.0)
-        for cam_in_batch in range(C):
+        # a while loop: the Triton 3.6 interpreter cannot take range() of a runtime int (numpy >= 2.4)
+        cam_in_batch = 0
+        while cam_in_batch < C:
             cam = batch * C + cam_in_batch
+            cam_in_batch += 1
             r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(
                 viewmats_ptr, Ks_ptr, cam)
             x = r00 * mx + r01 * my + r02 * mz + t0
@@ -240,8 +243,10 @@ if triton is not None:
         zero = tl.zeros([BLOCK_N], dtype=tl.float32)
         v_mx, v_my, v_mz = zero, zero, zero
         v_s00, v_s01, v_s02, v_s11, v_s12, v_s22 = zero, zero, zero, zero, zero, zero
-        for cam_in_batch in range(C):
+        cam_in_batch = 0
+        while cam_in_batch < C:  # not range(C): see the forward kernel
             cam = batch * C + cam_in_batch
+            cam_in_batch += 1
             r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(
                 viewmats_ptr, Ks_ptr, cam)
             out = cam * N + n
