@@ -52,21 +52,22 @@ if triton is not None:
     _RADIUS_EXTENT = tl.constexpr(shapes.RADIUS_EXTENT)
 
     @triton.jit
-    def _unit_quat(quats_ptr, g, mask):
+    def _quat_scale(quats_ptr, scales_ptr, g, mask):
+        """The unit quaternion (w, x, y, z), 1 / |q|, its row-major rotation matrix and the scales."""
         qw = tl.load(quats_ptr + g * 4, mask=mask, other=1.0)
         qx = tl.load(quats_ptr + g * 4 + 1, mask=mask, other=0.0)
         qy = tl.load(quats_ptr + g * 4 + 2, mask=mask, other=0.0)
         qz = tl.load(quats_ptr + g * 4 + 3, mask=mask, other=0.0)
         inv_norm = 1.0 / tl.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-        return qw * inv_norm, qx * inv_norm, qy * inv_norm, qz * inv_norm, inv_norm
-
-    @triton.jit
-    def _rotmat(w, x, y, z):
-        """Row-major rotation matrix of a unit quaternion (w, x, y, z)."""
+        w, x, y, z = qw * inv_norm, qx * inv_norm, qy * inv_norm, qz * inv_norm
         return (
+            w, x, y, z, inv_norm,
             1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y),
             2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x),
             2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y),
+            tl.load(scales_ptr + g * 3, mask=mask, other=0.0),
+            tl.load(scales_ptr + g * 3 + 1, mask=mask, other=0.0),
+            tl.load(scales_ptr + g * 3 + 2, mask=mask, other=0.0),
         )
 
     @triton.jit
@@ -89,8 +90,17 @@ if triton is not None:
         )
 
     @triton.jit
-    def _world_covar(covars_ptr, quats_ptr, scales_ptr, g, mask, USE_COVARS: tl.constexpr):
-        """Upper triangle of each Gaussian's world covariance."""
+    def _gaussians(means_ptr, covars_ptr, quats_ptr, scales_ptr, N, USE_COVARS: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+        """This program's scene, Gaussian ids (in the scene, in range, flat) and the Gaussians' world
+        means and upper-triangle covariances."""
+        batch = tl.program_id(1).to(tl.int64)
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = n < N
+        g = batch * N + n
+        mx = tl.load(means_ptr + g * 3, mask=mask, other=0.0)
+        my = tl.load(means_ptr + g * 3 + 1, mask=mask, other=0.0)
+        mz = tl.load(means_ptr + g * 3 + 2, mask=mask, other=0.0)
         if USE_COVARS:
             s00 = tl.load(covars_ptr + g * 6, mask=mask, other=0.0)
             s01 = tl.load(covars_ptr + g * 6 + 1, mask=mask, other=0.0)
@@ -99,11 +109,8 @@ if triton is not None:
             s12 = tl.load(covars_ptr + g * 6 + 4, mask=mask, other=0.0)
             s22 = tl.load(covars_ptr + g * 6 + 5, mask=mask, other=0.0)
         else:
-            w, x, y, z, _ = _unit_quat(quats_ptr, g, mask)
-            r00, r01, r02, r10, r11, r12, r20, r21, r22 = _rotmat(w, x, y, z)
-            sx = tl.load(scales_ptr + g * 3, mask=mask, other=0.0)
-            sy = tl.load(scales_ptr + g * 3 + 1, mask=mask, other=0.0)
-            sz = tl.load(scales_ptr + g * 3 + 2, mask=mask, other=0.0)
+            _, _, _, _, _, r00, r01, r02, r10, r11, r12, r20, r21, r22, sx, sy, sz = _quat_scale(
+                quats_ptr, scales_ptr, g, mask)
             # M = Rq diag(s), Sigma = M M^T
             m00, m01, m02 = r00 * sx, r01 * sy, r02 * sz
             m10, m11, m12 = r10 * sx, r11 * sy, r12 * sz
@@ -114,7 +121,7 @@ if triton is not None:
             s11 = m10 * m10 + m11 * m11 + m12 * m12
             s12 = m10 * m20 + m11 * m21 + m12 * m22
             s22 = m20 * m20 + m21 * m21 + m22 * m22
-        return s00, s01, s02, s11, s12, s22
+        return batch, n, mask, g, mx, my, mz, s00, s01, s02, s11, s12, s22
 
     @triton.jit
     def _camera(viewmats_ptr, Ks_ptr, cam):
@@ -126,6 +133,19 @@ if triton is not None:
             tl.load(v + 8), tl.load(v + 9), tl.load(v + 10), tl.load(v + 3), tl.load(v + 7), tl.load(v + 11),
             tl.load(k), tl.load(k + 4), tl.load(k + 2), tl.load(k + 5),
         )
+
+    @triton.jit
+    def _to_camera(mx, my, mz, s00, s01, s02, s11, s12, s22, r00, r01, r02, r10, r11, r12, r20, r21, r22,
+                   t0, t1, t2):
+        """Camera-space mean (x, y, z) and the upper triangle of Sigma_c = R Sigma R^T."""
+        t00, t01, t02, t10, t11, t12, t20, t21, t22 = _mul_sym(
+            r00, r01, r02, r10, r11, r12, r20, r21, r22, s00, s01, s02, s11, s12, s22)
+        c00, c01, c02, c11, c12, c22 = _mul_transpose_sym(
+            t00, t01, t02, t10, t11, t12, t20, t21, t22, r00, r01, r02, r10, r11, r12, r20, r21, r22)
+        x = r00 * mx + r01 * my + r02 * mz + t0
+        y = r10 * mx + r11 * my + r12 * mz + t1
+        z = r20 * mx + r21 * my + r22 * mz + t2
+        return x, y, z, c00, c01, c02, c11, c12, c22
 
     @triton.jit
     def _perspective(x, y, z, c00, c01, c02, c11, c12, c22, fx, fy, cx, cy, width, height):
@@ -160,14 +180,8 @@ if triton is not None:
         USE_COVARS: tl.constexpr, HAS_OPACITIES: tl.constexpr, CALC_COMPENSATIONS: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
-        batch = tl.program_id(1).to(tl.int64)
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_range = n < N
-        g = batch * N + n
-        mx = tl.load(means_ptr + g * 3, mask=in_range, other=0.0)
-        my = tl.load(means_ptr + g * 3 + 1, mask=in_range, other=0.0)
-        mz = tl.load(means_ptr + g * 3 + 2, mask=in_range, other=0.0)
-        s00, s01, s02, s11, s12, s22 = _world_covar(covars_ptr, quats_ptr, scales_ptr, g, in_range, USE_COVARS)
+        batch, n, in_range, g, mx, my, mz, s00, s01, s02, s11, s12, s22 = _gaussians(
+            means_ptr, covars_ptr, quats_ptr, scales_ptr, N, USE_COVARS, BLOCK_N)
         if HAS_OPACITIES:
             opacity = tl.load(opacities_ptr + g, mask=in_range, other=0.0)
         # a while loop: the Triton 3.6 interpreter cannot take range() of a runtime int (numpy >= 2.4)
@@ -177,15 +191,10 @@ if triton is not None:
             cam_in_batch += 1
             r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(
                 viewmats_ptr, Ks_ptr, cam)
-            x = r00 * mx + r01 * my + r02 * mz + t0
-            y = r10 * mx + r11 * my + r12 * mz + t1
-            z = r20 * mx + r21 * my + r22 * mz + t2
+            x, y, z, c00, c01, c02, c11, c12, c22 = _to_camera(
+                mx, my, mz, s00, s01, s02, s11, s12, s22, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2)
             in_depth = (z >= near_plane) & (z <= far_plane)
             z = tl.where(in_depth, z, 1.0)
-            t00, t01, t02, t10, t11, t12, t20, t21, t22 = _mul_sym(
-                r00, r01, r02, r10, r11, r12, r20, r21, r22, s00, s01, s02, s11, s12, s22)
-            c00, c01, c02, c11, c12, c22 = _mul_transpose_sym(
-                t00, t01, t02, t10, t11, t12, t20, t21, t22, r00, r01, r02, r10, r11, r12, r20, r21, r22)
             px, py, a, b, c, _, _, _, _, _, _, _, _ = _perspective(
                 x, y, z, c00, c01, c02, c11, c12, c22, fx, fy, cx, cy, width, height)
             det_orig = a * c - b * b
@@ -231,15 +240,8 @@ if triton is not None:
         USE_COVARS: tl.constexpr, HAS_V_COMPENSATIONS: tl.constexpr, VIEWMATS_GRAD: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
-        block = tl.program_id(0)
-        batch = tl.program_id(1).to(tl.int64)
-        n = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_range = n < N
-        g = batch * N + n
-        mx = tl.load(means_ptr + g * 3, mask=in_range, other=0.0)
-        my = tl.load(means_ptr + g * 3 + 1, mask=in_range, other=0.0)
-        mz = tl.load(means_ptr + g * 3 + 2, mask=in_range, other=0.0)
-        s00, s01, s02, s11, s12, s22 = _world_covar(covars_ptr, quats_ptr, scales_ptr, g, in_range, USE_COVARS)
+        batch, n, in_range, g, mx, my, mz, s00, s01, s02, s11, s12, s22 = _gaussians(
+            means_ptr, covars_ptr, quats_ptr, scales_ptr, N, USE_COVARS, BLOCK_N)
         zero = tl.zeros([BLOCK_N], dtype=tl.float32)
         v_mx, v_my, v_mz = zero, zero, zero
         v_s00, v_s01, v_s02, v_s11, v_s12, v_s22 = zero, zero, zero, zero, zero, zero
@@ -252,13 +254,9 @@ if triton is not None:
             out = cam * N + n
             visible = (tl.load(radii_ptr + out * 2, mask=in_range, other=0) > 0) & (
                 tl.load(radii_ptr + out * 2 + 1, mask=in_range, other=0) > 0)
-            x = r00 * mx + r01 * my + r02 * mz + t0
-            y = r10 * mx + r11 * my + r12 * mz + t1
-            z = tl.where(visible, r20 * mx + r21 * my + r22 * mz + t2, 1.0)
-            t00, t01, t02, t10, t11, t12, t20, t21, t22 = _mul_sym(
-                r00, r01, r02, r10, r11, r12, r20, r21, r22, s00, s01, s02, s11, s12, s22)
-            c00, c01, c02, c11, c12, c22 = _mul_transpose_sym(
-                t00, t01, t02, t10, t11, t12, t20, t21, t22, r00, r01, r02, r10, r11, r12, r20, r21, r22)
+            x, y, z, c00, c01, c02, c11, c12, c22 = _to_camera(
+                mx, my, mz, s00, s01, s02, s11, s12, s22, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2)
+            z = tl.where(visible, z, 1.0)
             _, _, a, b, c, j00, j02, j11, j12, u, v, u_inside, v_inside = _perspective(
                 x, y, z, c00, c01, c02, c11, c12, c22, fx, fy, cx, cy, width, height)
             det_orig = a * c - b * b
@@ -338,7 +336,9 @@ if triton is not None:
 
             if VIEWMATS_GRAD:
                 # dL/dR = v_m_c m^T + 2 (dL/dSigma_c) R Sigma, dL/dt = v_m_c; rows of [R | t]
-                partial = v_viewmats_ptr + (cam * tl.num_programs(0) + block) * 12
+                partial = v_viewmats_ptr + (cam * tl.num_programs(0) + tl.program_id(0)) * 12
+                t00, t01, t02, t10, t11, t12, t20, t21, t22 = _mul_sym(
+                    r00, r01, r02, r10, r11, r12, r20, r21, r22, s00, s01, s02, s11, s12, s22)
                 for row in tl.static_range(3):
                     if row == 0:
                         v_row, vc_0, vc_1, vc_2 = v_x, vc00, vc01, vc02
@@ -367,11 +367,8 @@ if triton is not None:
             tl.store(v_covars_ptr + g * 6 + 5, v_s22, mask=in_range)
         else:
             # Sigma = M M^T, M = Rq diag(s): dL/dM = 2 (dL/dSigma) M
-            w, qx, qy, qz, inv_norm = _unit_quat(quats_ptr, g, in_range)
-            q00, q01, q02, q10, q11, q12, q20, q21, q22 = _rotmat(w, qx, qy, qz)
-            sx = tl.load(scales_ptr + g * 3, mask=in_range, other=0.0)
-            sy = tl.load(scales_ptr + g * 3 + 1, mask=in_range, other=0.0)
-            sz = tl.load(scales_ptr + g * 3 + 2, mask=in_range, other=0.0)
+            w, qx, qy, qz, inv_norm, q00, q01, q02, q10, q11, q12, q20, q21, q22, sx, sy, sz = _quat_scale(
+                quats_ptr, scales_ptr, g, in_range)
             n00, n01, n02, n10, n11, n12, n20, n21, n22 = _mul_sym(
                 q00 * sx, q10 * sx, q20 * sx, q01 * sy, q11 * sy, q21 * sy, q02 * sz, q12 * sz, q22 * sz,
                 v_s00, v_s01, v_s02, v_s11, v_s12, v_s22)  # rows of M^T dL/dSigma = columns of dL/dM / 2

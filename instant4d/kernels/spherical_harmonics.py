@@ -114,27 +114,23 @@ if triton is not None:
         return gx, gy, gz
 
     @triton.jit
-    def _unit_dirs(dirs_ptr, i, in_range):
+    def _points(dirs_ptr, masks_ptr, n_points, HAS_MASKS: tl.constexpr, BLOCK: tl.constexpr):
+        """This program's point ids, which are in range, which are unmasked, and their unit directions."""
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        in_range = i < n_points
+        active = in_range
+        if HAS_MASKS:
+            active = active & (tl.load(masks_ptr + i, mask=in_range, other=0) != 0)
         dx = tl.load(dirs_ptr + i * 3, mask=in_range, other=0.0)
         dy = tl.load(dirs_ptr + i * 3 + 1, mask=in_range, other=0.0)
         dz = tl.load(dirs_ptr + i * 3 + 2, mask=in_range, other=0.0)
         inv_norm = 1.0 / tl.maximum(tl.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
-        return dx * inv_norm, dy * inv_norm, dz * inv_norm, inv_norm
-
-    @triton.jit
-    def _active(masks_ptr, i, in_range, HAS_MASKS: tl.constexpr):
-        active = in_range
-        if HAS_MASKS:
-            active = active & (tl.load(masks_ptr + i, mask=in_range, other=0) != 0)
-        return active
+        return i, in_range, active, dx * inv_norm, dy * inv_norm, dz * inv_norm, inv_norm
 
     @triton.jit
     def _sh_fwd_kernel(dirs_ptr, coeffs_ptr, masks_ptr, colors_ptr, n_points, K,
                        DEGREE: tl.constexpr, HAS_MASKS: tl.constexpr, BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        in_range = i < n_points
-        active = _active(masks_ptr, i, in_range, HAS_MASKS)
-        x, y, z, _ = _unit_dirs(dirs_ptr, i, in_range)
+        i, in_range, active, x, y, z, _ = _points(dirs_ptr, masks_ptr, n_points, HAS_MASKS, BLOCK)
         row = coeffs_ptr + i * K * 3
         red = tl.zeros([BLOCK], dtype=tl.float32)
         green = tl.zeros([BLOCK], dtype=tl.float32)
@@ -152,10 +148,7 @@ if triton is not None:
     def _sh_bwd_kernel(dirs_ptr, coeffs_ptr, masks_ptr, v_colors_ptr, v_coeffs_ptr, v_dirs_ptr, n_points, K,
                        DEGREE: tl.constexpr, HAS_MASKS: tl.constexpr, V_DIRS: tl.constexpr,
                        BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        in_range = i < n_points
-        active = _active(masks_ptr, i, in_range, HAS_MASKS)
-        x, y, z, inv_norm = _unit_dirs(dirs_ptr, i, in_range)
+        i, in_range, active, x, y, z, inv_norm = _points(dirs_ptr, masks_ptr, n_points, HAS_MASKS, BLOCK)
         v_red = tl.load(v_colors_ptr + i * 3, mask=active, other=0.0)
         v_green = tl.load(v_colors_ptr + i * 3 + 1, mask=active, other=0.0)
         v_blue = tl.load(v_colors_ptr + i * 3 + 2, mask=active, other=0.0)
