@@ -134,7 +134,7 @@ def assert_radii_match(actual, twin32, expected, opacities, calc_compensations):
 
 @given(
     batch=st.sampled_from([(), (2,)]),
-    n=st.sampled_from([0, 1, 7, 40, BLOCK_N + 5]),
+    n=st.sampled_from([0, 1, 7, 41, BLOCK_N + 5]),
     n_cameras=st.integers(1, 3),
     width=st.integers(1, 45),
     height=st.integers(1, 37),
