@@ -294,6 +294,9 @@ def _tile_keys(n_images: int, n_tiles: int, tile_bits: int, device: torch.device
     return ((image << tile_bits) | tile).reshape(-1)
 
 
+TWIN_CHUNK = 128  # Gaussians per step of the twin's compositing loop
+
+
 def rasterize_to_pixels(
     means2d: Tensor,  # [..., N, 2] or [nnz, 2]
     conics: Tensor,  # [..., N, 3] or [nnz, 3]
@@ -346,26 +349,36 @@ def rasterize_to_pixels(
             tile_transmittance.append(torch.ones(pixels_per_tile, device=device, dtype=dtype))
             continue
         ty, tx = divmod(flat_tile % (tile_height * tile_width), tile_width)
-        ids = flatten_ids[start:end].long()
         ys, xs = torch.meshgrid(local + ty * tile_size, local + tx * tile_size, indexing="ij")
         pixels = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # [P, 2] pixel centres (x, y)
-        centres = means2d_flat[ids]  # [K, 2]
-        if absgrad and centres.requires_grad:
-            # one copy of the means per pixel, so that the hook sees per-pixel gradients
-            centres = centres[None].repeat(pixels_per_tile, 1, 1)
-            centres.register_hook(_absgrad_hook(means2d.absgrad.view(-1, 2), ids))
-        delta = centres - pixels[:, None, :]  # [P, K, 2]
-        a, b, c = conics_flat[ids].unbind(-1)
-        sigma = 0.5 * (a * delta[..., 0] ** 2 + c * delta[..., 1] ** 2) + b * delta[..., 0] * delta[..., 1]
-        alpha = torch.clamp(opacities_flat[ids] * torch.exp(-sigma), max=MAX_ALPHA)  # [P, K]
-        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
-        transmit_incl = torch.cumprod(1 - alpha, dim=-1)
-        transmit_excl = torch.cat([torch.ones_like(alpha[:, :1]), transmit_incl[:, :-1]], dim=-1)
-        # T never rises, so "before the stop" is exactly "inclusive T still above the floor"
-        included = transmit_incl > TRANSMITTANCE_MIN
-        weights = torch.where(included, alpha * transmit_excl, torch.zeros_like(alpha))
-        tile_colors.append(weights @ colors_flat[ids])
-        tile_transmittance.append(torch.where(included, 1 - alpha, torch.ones_like(alpha)).prod(dim=-1))
+        transmittance = torch.ones(pixels_per_tile, device=device, dtype=dtype)
+        color = torch.zeros(pixels_per_tile, channels, device=device, dtype=dtype)
+        done = torch.zeros(pixels_per_tile, device=device, dtype=torch.bool)
+        # chunks of the depth-sorted list, so that a tile stops once every pixel is opaque
+        for chunk in range(start, end, TWIN_CHUNK):
+            ids = flatten_ids[chunk:min(chunk + TWIN_CHUNK, end)].long()
+            centres = means2d_flat[ids]  # [K, 2]
+            if absgrad and centres.requires_grad:
+                # one copy of the means per pixel, so that the hook sees per-pixel gradients
+                centres = centres[None].repeat(pixels_per_tile, 1, 1)
+                centres.register_hook(_absgrad_hook(means2d.absgrad.view(-1, 2), ids))
+            delta = centres - pixels[:, None, :]  # [P, K, 2]
+            a, b, c = conics_flat[ids].unbind(-1)
+            sigma = 0.5 * (a * delta[..., 0] ** 2 + c * delta[..., 1] ** 2) + b * delta[..., 0] * delta[..., 1]
+            alpha = torch.clamp(opacities_flat[ids] * torch.exp(-sigma), max=MAX_ALPHA)  # [P, K]
+            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
+            transmit_incl = transmittance[:, None] * torch.cumprod(1 - alpha, dim=-1)
+            transmit_excl = torch.cat([transmittance[:, None], transmit_incl[:, :-1]], dim=-1)
+            # T never rises, so "before the stop" is exactly "inclusive T still above the floor"
+            included = (transmit_incl > TRANSMITTANCE_MIN) & ~done[:, None]
+            weights = torch.where(included, alpha * transmit_excl, torch.zeros_like(alpha))
+            color = color + weights @ colors_flat[ids]
+            transmittance = transmittance * torch.where(included, 1 - alpha, torch.ones_like(alpha)).prod(dim=-1)
+            done = done | (transmit_incl[:, -1] <= TRANSMITTANCE_MIN)
+            if bool(done.all()):
+                break
+        tile_colors.append(color)
+        tile_transmittance.append(transmittance)
 
     def to_images(tiles: list[Tensor]) -> Tensor:  # I * TH * TW tiles of [P, X] -> [I, H, W, X]
         grid = torch.stack(tiles).reshape(n_images, tile_height, tile_width, tile_size, tile_size, -1)
