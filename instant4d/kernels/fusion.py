@@ -54,7 +54,7 @@ from ._triton import next_power_of_2, triton, tl
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-FP32_DOTS = ("tf32", "bf16", "ieee")
+DOT_OPERANDS = ("fp16", "bf16")
 QUAT_EPS = 1e-12  # F.normalize's default
 HEAD_CHANNELS = 11  # 3 mean offset + 3 scale + 4 rotation + 1 opacity, before the colour channels
 MAX_FEATURE_DIM, MAX_HIDDEN_DIM, MAX_OUTPUTS = 128, 256, 64
@@ -72,15 +72,15 @@ class FusionConfig:
     max_scale: float = 0.05  # scale = max_scale * sigmoid(.)
     delta_scale: float = 0.01  # delta = delta_scale * MLP(h)
     layer_norm_eps: float = 1e-5  # torch's default
-    fp32_dot: str = "tf32"  # Triton tl.dot operand precision for float32 inputs: tf32 | bf16 | ieee
+    dot_operands: str = "fp16"  # Triton tl.dot operands: fp16 (scaled per tile) | bf16; see kernels/fusion.py
 
     def __post_init__(self):
         for name in ("feature_dim", "hidden_dim", "color_dim", "motion_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"FusionConfig.{name} must be a positive int, got {value!r}")
-        if self.fp32_dot not in FP32_DOTS:
-            raise ValueError(f"FusionConfig.fp32_dot must be one of {FP32_DOTS}, got {self.fp32_dot!r}")
+        if self.dot_operands not in DOT_OPERANDS:
+            raise ValueError(f"FusionConfig.dot_operands must be one of {DOT_OPERANDS}, got {self.dot_operands!r}")
 
     @property
     def out_dim(self) -> int:
@@ -150,18 +150,18 @@ class FusionLaunch:
 
     block_n: int  # Gaussians per block: the M of every per-Gaussian tl.dot
     num_warps: int
+    num_stages: int  # software pipelining of the loads; backward must use 1 (see op_backward)
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
 
 
-INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, programs_per_sm=3)
+INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 
 
 def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
-    hidden_pad = next_power_of_2(max(16, config.hidden_dim))
+    small = next_power_of_2(max(16, config.hidden_dim)) <= 128
     if backward:
-        # every weight gradient is a register accumulator for the program's lifetime
-        return FusionLaunch(block_n=32 if hidden_pad <= 128 else 16, num_warps=8, programs_per_sm=1)
-    return FusionLaunch(block_n=64 if hidden_pad <= 128 else 32, num_warps=4, programs_per_sm=2)
+        return FusionLaunch(block_n=64 if small else 32, num_warps=4, num_stages=1, programs_per_sm=2)
+    return FusionLaunch(block_n=64 if small else 32, num_warps=4, num_stages=2, programs_per_sm=2)
 
 
 if triton is not None:
@@ -169,37 +169,59 @@ if triton is not None:
 
     @triton.jit
     def _operand(x, DOT: tl.constexpr):
-        """x as a tl.dot operand of the given precision."""
-        if DOT == "bf16":
-            out = x.to(tl.bfloat16)
-        elif DOT == "bf16_rounded":
-            out = x.to(tl.bfloat16).to(tl.float32)
+        """float32 tile x as a tl.dot operand, and the factor that undoes its scaling.
+        fp16: x is scaled so that its largest magnitude is 2^14, then rounded (11 significant bits,
+        like tf32, with float32's range); bf16: rounded (8 bits); bf16_rounded: bf16 values held in
+        float32, for the interpreter."""
+        if DOT == "fp16":
+            scale = 16384.0 / tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0), 1e-30)
+            op = (x * scale).to(tl.float16)
+            unscale = 1.0 / scale
+        elif DOT == "bf16":
+            op = x.to(tl.bfloat16)
+            unscale = 1.0
         else:
-            out = x.to(tl.float32)
-        return out
+            op = x.to(tl.bfloat16).to(tl.float32)
+            unscale = 1.0
+        return op, unscale
 
     @triton.jit
-    def _dot(a, b, acc, DOT: tl.constexpr):
-        """acc + a @ b with float32 accumulation (acc may be None)."""
-        if DOT == "bf16":
-            out = tl.dot(_operand(a, DOT), _operand(b, DOT), acc)
-        elif DOT == "bf16_rounded":
-            out = tl.dot(_operand(a, DOT), _operand(b, DOT), acc, input_precision="ieee")
+    def _dot(a, a_unscale, b, b_unscale, DOT: tl.constexpr):
+        """(a @ b) * a_unscale * b_unscale for operands from _operand, accumulated in float32."""
+        if DOT == "bf16_rounded":
+            out = tl.dot(a, b, input_precision="ieee")
         else:
-            out = tl.dot(_operand(a, DOT), _operand(b, DOT), acc, input_precision=DOT)
-        return out
+            out = tl.dot(a, b)
+        return out * (a_unscale * b_unscale)
+
+    @triton.jit
+    def _mm(x, w, w_unscale, DOT: tl.constexpr):
+        """x @ W for a float32 activation tile x and a weight operand W."""
+        x_op, x_unscale = _operand(x, DOT)
+        return _dot(x_op, x_unscale, w, w_unscale, DOT)
+
+    @triton.jit
+    def _mm_tn(x, g, DOT: tl.constexpr):
+        """x^T @ g for float32 tiles: a weight gradient summed over the rows of a block."""
+        x_op, x_unscale = _operand(tl.trans(x), DOT)
+        g_op, g_unscale = _operand(g, DOT)
+        return _dot(x_op, x_unscale, g_op, g_unscale, DOT)
 
     @triton.jit
     def _softplus(z):
         return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
 
     @triton.jit
-    def _tile(ptr, R, C, RP: tl.constexpr, CP: tl.constexpr):
-        """Row-major [R, C] tensor at ptr as a float32 [RP, CP] tile, zero-padded."""
-        r = tl.arange(0, RP)
-        c = tl.arange(0, CP)
-        return tl.load(ptr + r[:, None] * C + c[None, :], mask=(r < R)[:, None] & (c < C)[None, :],
-                       other=0.0).to(tl.float32)
+    def _tile(ptr, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSE: tl.constexpr = False):
+        """Row-major [R, C] tensor at ptr as a float32 [RP, CP] tile, zero-padded (or its transpose
+        [CP, RP], read transposed from memory)."""
+        if TRANSPOSE:
+            r = tl.arange(0, RP)[None, :]
+            c = tl.arange(0, CP)[:, None]
+        else:
+            r = tl.arange(0, RP)[:, None]
+            c = tl.arange(0, CP)[None, :]
+        return tl.load(ptr + r * C + c, mask=(r < R) & (c < C), other=0.0).to(tl.float32)
 
     @triton.jit
     def _vec(ptr, C, CP: tl.constexpr):
@@ -274,17 +296,27 @@ if triton is not None:
         return centred * rstd[:, None], rstd
 
     @triton.jit
-    def _frame_forward(ln, f, scale, shift, w_in, b_in, w1, b1, w2, b2, d1, e1, d2, e2, delta_scale,
-                       DOT: tl.constexpr):
-        """One frame's fusion MLP and decoder for a block: the pre-activations backward needs."""
-        x = ln * scale[None, :] + shift[None, :]
-        h = _dot(x, w_in, None, DOT) + b_in[None, :]
-        z1 = _dot(h, w1, None, DOT) + b1[None, :]
-        delta = delta_scale * (_dot(_softplus(z1), w2, None, DOT) + b2[None, :])
-        f_new = f + delta
-        z2 = _dot(f_new, d1, None, DOT) + e1[None, :]
-        a = _dot(_softplus(z2), d2, None, DOT) + e2[None, :]
-        return x, h, z1, delta, f_new, z2, a
+    def _fusion_mlp(motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
+                    w2, u2, b2_ptr, delta_scale, ln_eps, F: tl.constexpr, HD: tl.constexpr, FP: tl.constexpr,
+                    HP: tl.constexpr, DOT: tl.constexpr):
+        """Frame b's feature offset for a block of rows, and the values its backward needs.
+        Inputs and biases are (re-)read where they are used rather than held across frames: a
+        [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along
+        a tl.dot result costs one register per column a thread owns; the re-reads hit L1/L2."""
+        ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP), F, FP, ln_eps)
+        scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
+        x = ln * scale[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
+        h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
+        z1 = _mm(h, w1, u1, DOT) + _vec(b1_ptr, HD, HP)[None, :]
+        delta = delta_scale * (_mm(_softplus(z1), w2, u2, DOT) + _vec(b2_ptr, F, FP)[None, :])
+        return ln, rstd, scale, x, h, z1, delta
+
+    @triton.jit
+    def _decoder(f_new, d1, v1, e1_ptr, d2, v2, e2_ptr, HD: tl.constexpr, O: tl.constexpr,
+                 HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr):
+        """Decoder pre-activations z2 [BLOCK_N, HP] and outputs a [BLOCK_N, OP] of the new features."""
+        z2 = _mm(f_new, d1, v1, DOT) + _vec(e1_ptr, HD, HP)[None, :]
+        return z2, _mm(_softplus(z2), d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :]
 
     @triton.jit
     def _heads(a, anchors, offset_scale, max_scale, OP: tl.constexpr):
@@ -319,6 +351,27 @@ if triton is not None:
         return tl.where(col >= 11, g * sig * (1.0 - sig), v_a)
 
     @triton.jit
+    def _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F: tl.constexpr, HD: tl.constexpr, FP: tl.constexpr,
+                        HP: tl.constexpr, DOT: tl.constexpr, TRANSPOSE: tl.constexpr = False):
+        """The fusion MLP's weights (or their transposes) as tl.dot operands, with their unscales.
+        Loaded once per program before its loop, they stay in shared memory. Backward reads the
+        transposes from memory too: tl.trans of the held operands made the compiler keep them in
+        registers instead."""
+        w_in, u_in = _operand(_tile(w_in_ptr, F, F, FP, FP, TRANSPOSE), DOT)
+        w1, u1 = _operand(_tile(w1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
+        w2, u2 = _operand(_tile(w2_ptr, HD, F, HP, FP, TRANSPOSE), DOT)
+        return w_in, u_in, w1, u1, w2, u2
+
+    @triton.jit
+    def _decoder_weights(d1_ptr, d2_ptr, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr,
+                         FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
+                         TRANSPOSE: tl.constexpr = False):
+        """The decoder's weights (or their transposes) as tl.dot operands, with their unscales."""
+        d1, v1 = _operand(_tile(d1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
+        d2, v2 = _operand(_tile(d2_ptr, HD, O, HP, OP, TRANSPOSE), DOT)
+        return d1, v1, d2, v2
+
+    @triton.jit
     def _fusion_forward_kernel(
         features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr,
         w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr,
@@ -328,144 +381,169 @@ if triton is not None:
         FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
         DOT: tl.constexpr, RETURN_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        w_in = _operand(_tile(w_in_ptr, F, F, FP, FP), DOT)
-        w1 = _operand(_tile(w1_ptr, F, HD, FP, HP), DOT)
-        w2 = _operand(_tile(w2_ptr, HD, F, HP, FP), DOT)
-        d1 = _operand(_tile(d1_ptr, F, HD, FP, HP), DOT)
-        d2 = _operand(_tile(d2_ptr, HD, O, HP, OP), DOT)
-        b_in = _vec(b_in_ptr, F, FP)
-        b1 = _vec(b1_ptr, HD, HP)
-        b2 = _vec(b2_ptr, F, FP)
-        e1 = _vec(e1_ptr, HD, HP)
-        e2 = _vec(e2_ptr, O, OP)
-        cf = tl.arange(0, FP)
-        for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
+        d1, v1, d2, v2 = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT)
+        # work items (block, frame), frame fastest: programs running together share a block in L2
+        for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
+            b = item % B
+            rows = (item // B) * BLOCK_N + tl.arange(0, BLOCK_N)
             row_ok = rows < N
-            f = _rows(features_ptr, rows, row_ok, F, FP)
-            ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP), F, FP, ln_eps)
+            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
+                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
+                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
+            z2, a = _decoder(_rows(features_ptr, rows, row_ok, F, FP) + delta, d1, v1, e1_ptr, d2, v2, e2_ptr,
+                             HD, O, HP, OP, DOT)
+            items = tl.cast(b, tl.int64) * N + rows
             anchors = _rows(anchors_ptr, rows, row_ok, 3, OP)
-            for b in range(B):
-                scale = tl.load(scale_shift_ptr + b * 2 * F + cf, mask=cf < F, other=0.0).to(tl.float32)
-                shift = tl.load(scale_shift_ptr + b * 2 * F + F + cf, mask=cf < F, other=0.0).to(tl.float32)
-                _, _, _, delta, _, _, a = _frame_forward(ln, f, scale, shift, w_in, b_in, w1, b1, w2, b2,
-                                                         d1, e1, d2, e2, delta_scale, DOT)
-                items = tl.cast(b, tl.int64) * N + rows
-                _store_heads(_heads(a, anchors, offset_scale, max_scale, OP), items, row_ok,
-                             means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
-                if RETURN_DELTA:
-                    _store_rows(delta_ptr, delta, items, row_ok, F, FP)
+            _store_heads(_heads(a, anchors, offset_scale, max_scale, OP), items, row_ok,
+                         means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
+            if RETURN_DELTA:
+                _store_rows(delta_ptr, delta, items, row_ok, F, FP)
 
     @triton.jit
-    def _fusion_backward_kernel(
+    def _accumulate_rows(ptr, value, rows, row_ok, b, C, CP: tl.constexpr):
+        """Add frame b's gradient of a per-Gaussian input (rows of a row-major [N, C] tensor); the
+        program walking a block's frames owns its rows, so this needs no atomics or zeroing."""
+        c = tl.arange(0, CP)
+        ptrs = ptr + rows[:, None] * C + c[None, :]
+        mask = row_ok[:, None] & (c < C)[None, :]
+        later_frame = (rows * 0 + b) > 0  # a tensor, which the interpreter needs in a mask
+        value += tl.load(ptrs, mask=mask & later_frame[:, None], other=0.0).to(tl.float32)
+        tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _partials_row(v_weights_ptr, pid, partials_stride, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr):
+        """Pointers to each weight's gradient in this program's row of the [programs, weights]
+        float32 partials, in FusionWeights field order."""
+        v_w_in = v_weights_ptr + pid.to(tl.int64) * partials_stride
+        v_b_in = v_w_in + F * F
+        v_w1 = v_b_in + F
+        v_b1 = v_w1 + F * HD
+        v_w2 = v_b1 + HD
+        v_b2 = v_w2 + HD * F
+        v_d1 = v_b2 + F
+        v_e1 = v_d1 + F * HD
+        v_d2 = v_e1 + HD
+        return v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, v_d2 + HD * O
+
+    @triton.jit
+    def _block_of_item(item, pid, programs, B, N, BLOCK_N: tl.constexpr):
+        """Work item -> (frame, rows, row_ok): frames fastest, the blocks pid, pid + programs, ...
+        so that one program walks all frames of each of its blocks."""
+        rows = (pid + (item // B) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
+        return item % B, rows, rows < N
+
+    @triton.jit
+    def _decoder_backward_kernel(
         features_ptr, motion_basis_ptr, scale_shift_ptr,
         w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr,
         v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
-        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, v_weights_ptr, v_scale_shift_ptr,
+        v_features_ptr, v_anchors_ptr, v_f_new_ptr, v_weights_ptr,
         N, B, partials_stride, offset_scale, max_scale, delta_scale, ln_eps,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
         DOT: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
+        """Backward, part 1: recompute the forward; gradients of the decoder weights (summed over
+        this program's items in registers), of the anchors and features, and dL/d delta per frame
+        (stored in v_f_new [B, N, F] for part 2)."""
         pid = tl.program_id(0)
-        w_in = _operand(_tile(w_in_ptr, F, F, FP, FP), DOT)
-        w1 = _operand(_tile(w1_ptr, F, HD, FP, HP), DOT)
-        w2 = _operand(_tile(w2_ptr, HD, F, HP, FP), DOT)
-        d1 = _operand(_tile(d1_ptr, F, HD, FP, HP), DOT)
-        d2 = _operand(_tile(d2_ptr, HD, O, HP, OP), DOT)
-        b_in = _vec(b_in_ptr, F, FP)
-        b1 = _vec(b1_ptr, HD, HP)
-        b2 = _vec(b2_ptr, F, FP)
-        e1 = _vec(e1_ptr, HD, HP)
-        e2 = _vec(e2_ptr, O, OP)
+        programs = tl.num_programs(0)
+        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
+        d1, v1, d2, v2 = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT)
+        d1_t, v1_t, d2_t, v2_t = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT, True)
+        v_d1 = tl.zeros([FP, HP], tl.float32)
+        v_d2 = tl.zeros([HP, OP], tl.float32)
+        v_e1 = tl.zeros([HP], tl.float32)
+        v_e2 = tl.zeros([OP], tl.float32)
+        for item in range(0, tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * B):
+            b, rows, row_ok = _block_of_item(item, pid, programs, B, N, BLOCK_N)
+            items = tl.cast(b, tl.int64) * N + rows
+            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
+                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
+                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
+            f_new = _rows(features_ptr, rows, row_ok, F, FP) + delta
+            z2, a = _decoder(f_new, d1, v1, e1_ptr, d2, v2, e2_ptr, HD, O, HP, OP, DOT)
+            g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
+                            v_colors_ptr, D, OP)
+            _accumulate_rows(v_anchors_ptr, g, rows, row_ok, b, 3, OP)
+            v_a = _heads_backward(a, g, offset_scale, max_scale, OP)
+            v_d2 += _mm_tn(_softplus(z2), v_a, DOT)
+            v_e2 += tl.sum(v_a, axis=0)
+            v_z2 = _mm(v_a, d2_t, v2_t, DOT) * tl.sigmoid(z2)
+            v_d1 += _mm_tn(f_new, v_z2, DOT)
+            v_e1 += tl.sum(v_z2, axis=0)
+            v_f_new = _mm(v_z2, d1_t, v1_t, DOT)
+            _accumulate_rows(v_features_ptr, v_f_new, rows, row_ok, b, F, FP)
+            if HAS_V_DELTA:
+                v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP)
+            _store_rows(v_f_new_ptr, v_f_new, items, row_ok, F, FP)
+        _, _, _, _, _, _, v_d1_ptr, v_e1_ptr, v_d2_ptr, v_e2_ptr = _partials_row(
+            v_weights_ptr, pid, partials_stride, F, HD, O)
+        _store_tile(v_d1_ptr, v_d1, F, HD, FP, HP)
+        _store_tile(v_e1_ptr, v_e1[None, :], 1, HD, 1, HP)
+        _store_tile(v_d2_ptr, v_d2, HD, O, HP, OP)
+        _store_tile(v_e2_ptr, v_e2[None, :], 1, O, 1, OP)
+
+    @triton.jit
+    def _fusion_backward_kernel(
+        motion_basis_ptr, scale_shift_ptr, w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+        v_f_new_ptr, v_motion_basis_ptr, v_weights_ptr, v_scale_shift_ptr,
+        N, B, partials_stride, delta_scale, ln_eps,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr,
+        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
+        DOT: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        """Backward, part 2: from dL/d delta (v_f_new), the fusion MLP's weight gradients, the
+        motion basis gradient and the per-frame v_scale_shift (this program's row)."""
+        pid = tl.program_id(0)
+        programs = tl.num_programs(0)
+        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
+        w_in_t, u_in_t, w1_t, u1_t, w2_t, u2_t = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT, True)
         v_w_in = tl.zeros([FP, FP], tl.float32)
         v_w1 = tl.zeros([FP, HP], tl.float32)
         v_w2 = tl.zeros([HP, FP], tl.float32)
-        v_d1 = tl.zeros([FP, HP], tl.float32)
-        v_d2 = tl.zeros([HP, OP], tl.float32)
         v_b_in = tl.zeros([FP], tl.float32)
         v_b1 = tl.zeros([HP], tl.float32)
         v_b2 = tl.zeros([FP], tl.float32)
-        v_e1 = tl.zeros([HP], tl.float32)
-        v_e2 = tl.zeros([OP], tl.float32)
         cf = tl.arange(0, FP)
-        for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-            row_ok = rows < N
-            f = _rows(features_ptr, rows, row_ok, F, FP)
-            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP), F, FP, ln_eps)
-            v_f = tl.zeros([BLOCK_N, FP], tl.float32)
-            v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
-            v_p = tl.zeros([BLOCK_N, OP], tl.float32)
-            for b in range(B):
-                scale = tl.load(scale_shift_ptr + b * 2 * F + cf, mask=cf < F, other=0.0).to(tl.float32)
-                shift = tl.load(scale_shift_ptr + b * 2 * F + F + cf, mask=cf < F, other=0.0).to(tl.float32)
-                x, h, z1, delta, f_new, z2, a = _frame_forward(ln, f, scale, shift, w_in, b_in, w1, b1, w2,
-                                                               b2, d1, e1, d2, e2, delta_scale, DOT)
-                items = tl.cast(b, tl.int64) * N + rows
-                g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
-                                v_colors_ptr, D, OP)
-                v_p += g
-                v_a = _heads_backward(a, g, offset_scale, max_scale, OP)
-                # decoder
-                v_d2 = _dot(tl.trans(_softplus(z2)), v_a, v_d2, DOT)
-                v_e2 += tl.sum(v_a, axis=0)
-                v_z2 = _dot(v_a, tl.trans(d2), None, DOT) * tl.sigmoid(z2)
-                v_d1 = _dot(tl.trans(f_new), v_z2, v_d1, DOT)
-                v_e1 += tl.sum(v_z2, axis=0)
-                v_f_new = _dot(v_z2, tl.trans(d1), None, DOT)
-                v_f += v_f_new
-                # fusion MLP
-                v_delta = v_f_new
-                if HAS_V_DELTA:
-                    v_delta += _rows(v_delta_ptr, items, row_ok, F, FP)
-                v_y = delta_scale * v_delta
-                v_w2 = _dot(tl.trans(_softplus(z1)), v_y, v_w2, DOT)
-                v_b2 += tl.sum(v_y, axis=0)
-                v_z1 = _dot(v_y, tl.trans(w2), None, DOT) * tl.sigmoid(z1)
-                v_w1 = _dot(tl.trans(h), v_z1, v_w1, DOT)
-                v_b1 += tl.sum(v_z1, axis=0)
-                v_h = _dot(v_z1, tl.trans(w1), None, DOT)
-                v_w_in = _dot(tl.trans(x), v_h, v_w_in, DOT)
-                v_b_in += tl.sum(v_h, axis=0)
-                v_x = _dot(v_h, tl.trans(w_in), None, DOT)
-                v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
-                tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
-                tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
-                v_ln += v_x * scale[None, :]
-            # LayerNorm backward is linear in v_ln, so it runs once on the sum over frames
+        for item in range(0, tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * B):
+            b, rows, row_ok = _block_of_item(item, pid, programs, B, N, BLOCK_N)
+            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
+                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
+                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
+            v_y = delta_scale * _rows(v_f_new_ptr, tl.cast(b, tl.int64) * N + rows, row_ok, F, FP)
+            v_w2 += _mm_tn(_softplus(z1), v_y, DOT)
+            v_b2 += tl.sum(v_y, axis=0)
+            v_z1 = _mm(v_y, w2_t, u2_t, DOT) * tl.sigmoid(z1)
+            v_w1 += _mm_tn(h, v_z1, DOT)
+            v_b1 += tl.sum(v_z1, axis=0)
+            v_h = _mm(v_z1, w1_t, u1_t, DOT)
+            v_w_in += _mm_tn(x, v_h, DOT)
+            v_b_in += tl.sum(v_h, axis=0)
+            v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+            v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
+            tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
+            tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
+            # LayerNorm backward (no affine)
+            v_ln = v_x * scale[None, :]
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP)
-            _store_rows(v_motion_basis_ptr, v_m, rows, row_ok, F, FP)
-            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP)
-        # this program's row of the weight-gradient partials, in FusionWeights field order
-        row = v_weights_ptr + pid.to(tl.int64) * partials_stride
-        _store_tile(row, v_w_in, F, F, FP, FP)
-        row += F * F
-        tl.store(row + cf, v_b_in, mask=cf < F)
-        row += F
-        _store_tile(row, v_w1, F, HD, FP, HP)
-        row += F * HD
-        tl.store(row + tl.arange(0, HP), v_b1, mask=tl.arange(0, HP) < HD)
-        row += HD
-        _store_tile(row, v_w2, HD, F, HP, FP)
-        row += HD * F
-        tl.store(row + cf, v_b2, mask=cf < F)
-        row += F
-        _store_tile(row, v_d1, F, HD, FP, HP)
-        row += F * HD
-        tl.store(row + tl.arange(0, HP), v_e1, mask=tl.arange(0, HP) < HD)
-        row += HD
-        _store_tile(row, v_d2, HD, O, HP, OP)
-        row += HD * O
-        tl.store(row + tl.arange(0, OP), v_e2, mask=tl.arange(0, OP) < O)
+            _accumulate_rows(v_motion_basis_ptr, v_m, rows, row_ok, b, F, FP)
+        v_w_in_ptr, v_b_in_ptr, v_w1_ptr, v_b1_ptr, v_w2_ptr, v_b2_ptr, _, _, _, _ = _partials_row(
+            v_weights_ptr, pid, partials_stride, F, HD, O)
+        _store_tile(v_w_in_ptr, v_w_in, F, F, FP, FP)
+        _store_tile(v_b_in_ptr, v_b_in[None, :], 1, F, 1, FP)
+        _store_tile(v_w1_ptr, v_w1, F, HD, FP, HP)
+        _store_tile(v_b1_ptr, v_b1[None, :], 1, HD, 1, HP)
+        _store_tile(v_w2_ptr, v_w2, HD, F, HP, FP)
+        _store_tile(v_b2_ptr, v_b2[None, :], 1, F, 1, FP)
 
 
-def _dot_mode(dtype: torch.dtype, config: FusionConfig) -> str:
-    mode = "bf16" if dtype == torch.bfloat16 else config.fp32_dot
-    return "bf16_rounded" if mode == "bf16" and interpreting() else mode
+def _dot_mode(config: FusionConfig) -> str:
+    # the interpreter's bf16 tl.dot multiplies the raw bits: emulate with bf16 values in float32
+    return "bf16_rounded" if config.dot_operands == "bf16" and interpreting() else config.dot_operands
 
 
 def _grid(n: int, device: torch.device, launch: FusionLaunch) -> tuple[int]:
@@ -478,12 +556,12 @@ def _grid(n: int, device: torch.device, launch: FusionLaunch) -> tuple[int]:
     return (max(1, min(triton.cdiv(n, launch.block_n), slots)),)
 
 
-def _constexprs(config: FusionConfig, dtype: torch.dtype, launch: FusionLaunch) -> dict:
+def _constexprs(config: FusionConfig, launch: FusionLaunch) -> dict:
     return dict(
         F=config.feature_dim, HD=config.hidden_dim, D=config.color_dim, O=config.out_dim,
         FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
-        OP=next_power_of_2(max(16, config.out_dim)), DOT=_dot_mode(dtype, config),
-        BLOCK_N=launch.block_n, num_warps=launch.num_warps,
+        OP=next_power_of_2(max(16, config.out_dim)), DOT=_dot_mode(config),
+        BLOCK_N=launch.block_n, num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
 
 
@@ -507,7 +585,7 @@ def op_forward(
     _fusion_forward_kernel[_grid(n, features.device, launch)](
         features, motion_basis, anchors, scale_shift, *weights.tensors(), *outputs, delta,
         n, b, config.offset_scale, config.max_scale, config.delta_scale, config.layer_norm_eps,
-        RETURN_DELTA=return_delta, **_constexprs(config, features.dtype, launch),
+        RETURN_DELTA=return_delta, **_constexprs(config, launch),
     )
     return outputs + ((delta,) if return_delta else ())
 
@@ -521,25 +599,37 @@ def op_backward(
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launch: Optional[FusionLaunch] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, FusionWeights]:
-    """Launch the backward kernel: (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights)."""
+    """Launch the two backward kernels: (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights).
+
+    Both run on one grid, so that each program fills its whole row of weight-gradient partials.
+    Their loops read back per-Gaussian gradients they stored for the previous frame, so their
+    loads must not be software-pipelined: num_stages = 1."""
     n, b = features.shape[0], scale_shift.shape[0]
     launch = launch or (INTERPRETER_LAUNCH if interpreting() else default_launch(config, True))
+    if launch.num_stages != 1:
+        raise ValueError(f"the backward kernels need num_stages=1, got {launch.num_stages}")
     grid = _grid(n, features.device, launch)
     shapes_ = config.weight_shapes()
     sizes = [math.prod(s) for s in shapes_.values()]
-    v_features = torch.empty_like(features)
-    v_motion_basis = torch.empty_like(motion_basis)
+    new = dict(device=features.device, dtype=torch.float32)
+    v_features, v_motion_basis = torch.empty_like(features), torch.empty_like(motion_basis)
     v_anchors = torch.empty(n, 3, device=features.device, dtype=features.dtype)
-    partials = torch.empty(grid[0], sum(sizes), device=features.device, dtype=torch.float32)
-    v_ss_partials = torch.zeros(grid[0], b, 2 * config.feature_dim, device=features.device, dtype=torch.float32)
+    v_f_new = torch.empty(b, n, config.feature_dim, **new)  # dL/d delta per frame, part 1 -> part 2
+    partials = torch.empty(grid[0], sum(sizes), **new)
+    v_ss_partials = torch.zeros(grid[0], b, 2 * config.feature_dim, **new)
     v_outputs = [v.contiguous() for v in v_outputs]
     has_v_delta = len(v_outputs) == 6
+    constexprs = _constexprs(config, launch)
+    scalars = (config.offset_scale, config.max_scale, config.delta_scale, config.layer_norm_eps)
+    _decoder_backward_kernel[grid](
+        features, motion_basis, scale_shift, *weights.tensors(), *v_outputs[:5],
+        v_outputs[5] if has_v_delta else v_outputs[0], v_features, v_anchors, v_f_new, partials,
+        n, b, partials.stride(0), *scalars, HAS_V_DELTA=has_v_delta, **constexprs,
+    )
+    constexprs.pop("D")
     _fusion_backward_kernel[grid](
-        features, motion_basis, scale_shift, *weights.tensors(),
-        *v_outputs[:5], v_outputs[5] if has_v_delta else v_outputs[0],
-        v_features, v_motion_basis, v_anchors, partials, v_ss_partials,
-        n, b, partials.stride(0), config.offset_scale, config.max_scale, config.delta_scale,
-        config.layer_norm_eps, HAS_V_DELTA=has_v_delta, **_constexprs(config, features.dtype, launch),
+        motion_basis, scale_shift, *weights.tensors()[:6], v_f_new, v_motion_basis, partials, v_ss_partials,
+        n, b, partials.stride(0), *scalars[2:], **constexprs,
     )
     w_dtype = weights.w_in.dtype
     v_weights = FusionWeights(*(v.view(s).to(w_dtype) for v, s in
