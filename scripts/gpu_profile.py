@@ -8,7 +8,6 @@ Prints a table per scene and writes $OUT/profile.json.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -89,10 +88,10 @@ def sweep_composite(scene) -> list[dict]:
     opac = scene.opacities[None].expand(n_images, -1).contiguous()
     original = composite._launch_config
     rows = []
-    for block_g, warps in itertools.product((4, 8, 16), (4, 8)):
-        def config(channels, tile_size, block_g=block_g, warps=warps):
-            c = original(channels, tile_size)
-            c.update(BLOCK_G=block_g, num_warps=warps)
+    for block_g, fwd_warps, bwd_warps in ((4, 4, 4), (8, 4, 1), (8, 4, 2), (8, 4, 4), (16, 4, 2), (16, 2, 1)):
+        def config(channels, tile_size, backward=False, block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps):
+            c = original(channels, tile_size, backward)
+            c.update(BLOCK_G=block_g, num_warps=bwd_warps if backward else fwd_warps)
             return c
 
         composite._launch_config = config
@@ -103,12 +102,12 @@ def sweep_composite(scene) -> list[dict]:
             out.sum().backward()
 
         try:
-            rows.append(dict(block_g=block_g, num_warps=warps,
+            rows.append(dict(block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps,
                              fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height, 16,
                                                                           offsets, flatten_ids)),
                              fwd_bwd=ms(fwd_bwd)))
         except Exception as exc:  # a config that does not compile (registers) is reported, not fatal
-            rows.append(dict(block_g=block_g, num_warps=warps, error=str(exc)[:200]))
+            rows.append(dict(block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps, error=str(exc)[:200]))
         print(rows[-1], flush=True)
     composite._launch_config = original
     return rows

@@ -215,14 +215,17 @@ if triton is not None:
             b += BLOCK_G
 
 
-def _launch_config(channels: int, tile_size: int) -> dict:
+def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dict:
     channels_pad = next_power_of_2(channels)
     # up to 8 channels are walked one by one inside each thread; more go through tl.dot (>= 16 wide)
     use_dot = channels_pad > 8
     tile_pad = next_power_of_2(tile_size)
-    # BLOCK_G 8 with 2 pixels per thread was the fastest forward+backward on an H100 (scripts/gpu_profile.py)
-    return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels, CHANNELS_PAD=max(channels_pad, 16) if use_dot
-                else channels_pad, BLOCK_G=16 if use_dot else 8, UNROLL=4, USE_DOT=use_dot,
+    # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py):
+    # 2 pixels per thread beat 1 and 4; the forward is fastest with 4 Gaussians per block, the
+    # backward with 8; 16 and more spill registers and run 2-4x slower.
+    return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
+                CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
+                BLOCK_G=16 if use_dot else (8 if backward else 4), UNROLL=4, USE_DOT=use_dot,
                 num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
 
 
@@ -252,7 +255,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         ctx.save_for_backward(means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids,
                               out_colors, out_transmittance, last_ids)
         # absgrad_target: [the caller's means2d] or None; backward sets its .absgrad like gsplat does
-        ctx.config, ctx.absgrad_target, ctx.size = config, absgrad_target, (width, height)
+        ctx.channels, ctx.tile_size = channels, tile_size
+        ctx.absgrad_target, ctx.size = absgrad_target, (width, height)
         ctx.has_background = backgrounds is not None
         ctx.background_shape = backgrounds.shape if backgrounds is not None else None
         ctx.mark_non_differentiable(last_ids)
@@ -278,7 +282,8 @@ class _RasterizeToPixels(torch.autograd.Function):
                 v_out_colors.contiguous(), v_out_alphas.contiguous(),
                 v_means2d, v_absgrad, v_conics, v_colors, v_opacities,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
-                HAS_MASK=masks is not None, ABSGRAD=absgrad, **ctx.config,
+                HAS_MASK=masks is not None, ABSGRAD=absgrad,
+                **_launch_config(ctx.channels, ctx.tile_size, backward=True),
             )
         if absgrad:
             target = ctx.absgrad_target[0]
