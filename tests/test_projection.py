@@ -202,6 +202,51 @@ def test_triton_matches_twin(interpret_triton, batch, n, n_cameras, width, heigh
             assert (a.reshape(culled_everywhere.shape + (-1,))[culled_everywhere] == 0).all(), f"v_{name} culled"
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_elongated_gaussians_gradients_match_twin(interpret_triton, seed):
+    """Regression: needle-like Gaussians (one scale 10-100x the others) spanning tens of pixels, with
+    conic gradients shaped like compositing's (v_conic ~ -k (S_xx / 2, S_xy, S_yy / 2): sums over pixels
+    of the offsets' second moments). Their 2D covariance S is ill-conditioned and W = dL/dS nearly
+    commutes with S, so the rotation gradient is the small antisymmetric part of W S. Forming W as
+    -P G P from the rounded conic P amplified float32 rounding by cond(S): quaternion gradients were
+    ~1e-3 off (50x the float32 twin's error) on random_scene. Must stay within 3x the twin's error."""
+    g = torch.Generator().manual_seed(seed)
+    n, width, height = 40, 256, 192
+    means = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
+    thin = 0.005 + 0.025 * torch.rand(n, 3, generator=g, dtype=torch.float64)
+    axis = torch.randint(0, 3, (n,), generator=g)
+    scales = torch.where(torch.nn.functional.one_hot(axis, 3).bool(),
+                         0.3 + 0.3 * torch.rand(n, 3, generator=g, dtype=torch.float64), thin)
+    quats = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    viewmats = torch.stack([orbit_viewmat(0.0, 0.0, 4.0, dtype=torch.float64),
+                            orbit_viewmat(20.0, -10.0, 4.0, dtype=torch.float64)])
+    focal = 0.5 * height / math.tan(math.radians(20.0))
+    Ks = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]],
+                      dtype=torch.float64).expand(2, 3, 3)
+    scene = {k: v.float() for k, v in dict(means=means, covars=None, quats=quats, scales=scales, viewmats=viewmats,
+                                           Ks=Ks, opacities=torch.full((n,), 0.8, dtype=torch.float64)).items()
+             if v is not None}
+    scene["covars"] = None
+    grad_names = ("means", "quats", "scales")
+    runs = [project(scene, dtype, backend, grad_names, width=width, height=height)
+            for dtype, backend in ((torch.float32, "triton"), (torch.float32, "torch"), (torch.float64, "torch"))]
+    radii, means2d, _, conics, _ = runs[2][0]
+    visible = (radii > 0).all(-1)
+    assert int(visible.sum()) >= n, "the scene should keep most pairs"
+    p, q, r = conics.detach().unbind(-1)
+    det = p * r - q * q
+    moments = torch.stack([0.5 * r, -q, 0.5 * p], dim=-1) / torch.where(visible, det, 1.0)[..., None]  # S / 2
+    k = 1e3 * (1 + torch.rand(visible.shape, generator=g, dtype=torch.float64))[..., None]
+    v_conics = -k * moments * (1 + 1e-3 * torch.randn(moments.shape, generator=g, dtype=torch.float64))
+    v_conics = torch.where(visible[..., None], v_conics, 0.0)
+    v_means2d = torch.randn(means2d.shape, generator=g, dtype=torch.float64)
+    for out, _ in runs:
+        ((out[1] * v_means2d.to(out[1].dtype)).sum() + (out[3] * v_conics.to(out[3].dtype)).sum()).backward()
+    for name in grad_names:
+        a, t, e = [leaves[name].grad for _, leaves in runs]
+        within_float32_error(a, e, t, "v_" + name, factor=3, floor=1e-5)
+
+
 def camera_at_origin(fx, fy, cx, cy, dtype=torch.float64):
     viewmats = torch.eye(4, dtype=dtype)[None]  # [1, 4, 4]: camera frame = world frame
     Ks = torch.tensor([[[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]], dtype=dtype)

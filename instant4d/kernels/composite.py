@@ -222,7 +222,7 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     tile_pad = next_power_of_2(tile_size)
     # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py):
     # 2 pixels per thread beat 1 and 4; the forward is fastest with 4 Gaussians per block, the
-    # backward with 8; 16 and more spill registers and run 2-4x slower.
+    # backward with 8; 16 ran 2-4x slower (likely register pressure; not checked in the compiler report).
     return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
                 CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
                 BLOCK_G=16 if use_dot else (8 if backward else 4), UNROLL=4, USE_DOT=use_dot,

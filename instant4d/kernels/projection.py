@@ -262,17 +262,20 @@ if triton is not None:
             det_orig = a * c - b * b
             det = (a + eps2d) * (c + eps2d) - b * b
             det = tl.where(visible, det, 1.0)
-            p = (c + eps2d) / det
-            q = -b / det
-            r = (a + eps2d) / det
 
-            # conic = S^-1: dL/dS = -P G P with G = [[g0, g1/2], [g1/2, g2]]; W = [[wa, wb], [wb, wc]]
+            # conic = S^-1 = adj(S) / det with G = [[g0, g1/2], [g1/2, g2]]: dL/dS = -P G P, evaluated
+            # as (adj(G) - t adj(S)) / det, t = tr(G adj(S)) / det (the derivative of the forward's
+            # c / det, -b / det, a / det). Not -P G P from the rounded conic: for an elongated
+            # Gaussian P's rounding is amplified by cond(S) in W S (the rotation gradient), which cost
+            # quaternion gradients ~1e-3 relative; adj(S) holds the exact a, b, c, so here W S =
+            # (adj(G) S - t det I) / det up to scalar roundings. W = [[wa, wb], [wb, wc]].
             g0 = tl.load(v_conics_ptr + out * 3, mask=visible, other=0.0)
             g1 = tl.load(v_conics_ptr + out * 3 + 1, mask=visible, other=0.0)
             g2 = tl.load(v_conics_ptr + out * 3 + 2, mask=visible, other=0.0)
-            wa = -(p * p * g0 + p * q * g1 + q * q * g2)
-            wb = -(p * q * g0 + 0.5 * (q * q + p * r) * g1 + q * r * g2)
-            wc = -(q * q * g0 + q * r * g1 + r * r * g2)
+            t_adj = (g0 * (c + eps2d) - g1 * b + g2 * (a + eps2d)) / det
+            wa = (g2 - t_adj * (c + eps2d)) / det
+            wb = (t_adj * b - 0.5 * g1) / det
+            wc = (g0 - t_adj * (a + eps2d)) / det
             if HAS_V_COMPENSATIONS:
                 # compensation^2 = det_orig / det with det = det_orig + eps2d (a + c + eps2d); its
                 # derivatives written as sums of like-signed terms (gsplat's (1 - comp^2) S^-1 -

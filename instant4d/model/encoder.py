@@ -35,8 +35,12 @@ import torch.nn.functional as F
 from . import basis as expression
 from . import landmarks as lm
 from .face import FaceObservation, observe
+from .geometry import matrix_to_quaternion
 
 ENCODER_NAME = "mesh-lifting"
+BACKING_DEPTH = 1.5  # the backing layer's least distance behind the surface, in grid steps
+BACKING_SCALE = 0.8  # its splats' sigma per (doubled) grid step: alpha >= 0.997 between them
+REVEAL_RATE = 4.0  # opacity change per unit of jaw_open: the mouth interior is opaque from jaw_open 0.25
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class EncoderConfig:
     min_mask: float = 0.3  # person-mask value below which a pixel gets no Gaussian
     mouth_interior: bool = True
     sharpen: float = 0.5  # unsharp-mask amount compensating the Gaussians' blur
+    backing: bool = True  # a sparser layer of wider splats behind the surface: no see-through gaps
 
     @property
     def focal_fraction(self) -> float:
@@ -72,6 +77,33 @@ class CanonicalGaussians:
     rigid: torch.Tensor  # [N] how much each Gaussian follows the head pose
     pivot: torch.Tensor  # [3] the head's centre of rotation
     landmarks: torch.Tensor  # [478, 3] the source face's landmarks in world units
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """The similarity (world = scale * rotation @ canonical + translation) that best aligns the
+    reference face (upright, frontal) to a face, on landmarks that expressions barely move."""
+
+    scale: float
+    rotation: np.ndarray  # [3, 3]
+    translation: np.ndarray  # [3]
+
+    @classmethod
+    def fit(cls, marks: np.ndarray) -> "FaceFrame":
+        from .geometry import procrustes
+        from .motion import default_reference
+
+        rigid = list(lm.RIGID)
+        return cls(*procrustes(default_reference()[rigid], marks[rigid]))
+
+    def to_canonical(self, points: np.ndarray) -> np.ndarray:
+        return (points - self.translation) @ self.rotation / self.scale
+
+    def to_world(self, points: np.ndarray) -> np.ndarray:
+        return self.scale * points @ self.rotation.T + self.translation
+
+    def vectors_to_world(self, vectors: np.ndarray) -> np.ndarray:
+        return self.scale * vectors @ self.rotation.T
 
 
 def world_landmarks(observation: FaceObservation, config: EncoderConfig = EncoderConfig()) -> np.ndarray:
@@ -109,14 +141,16 @@ class Encoder:
     def encode(self, observation: FaceObservation) -> CanonicalGaussians:
         config, size, res = self.config, observation.size, self.config.resolution
         marks = world_landmarks(observation, config)
-        h = expression.face_scale(marks)
+        frame = FaceFrame.fit(marks)  # the rig works on an upright, frontal copy of the face
+        canon_marks = frame.to_canonical(marks)
+        h = expression.face_scale(canon_marks)
         step = size / res
         grid_u, grid_v = np.meshgrid((np.arange(res) + 0.5) * step, (np.arange(res) + 0.5) * step)
 
         # 1. depth: mesh inside its triangles, head proxy + extrapolated mesh offset elsewhere
         triangles = mesh_triangles()
         pixel_marks = observation.landmarks[:, :2] / step
-        jaw_marks = expression.landmark_jaw_weight(marks)
+        jaw_marks = expression.landmark_jaw_weight(canon_marks)
         attributes = np.stack([marks[:, 2], jaw_marks], -1)
         mesh_values, covered = rasterize_triangles(pixel_marks, triangles, attributes, res)
         proxy = _head_proxy_depth(grid_u, grid_v, marks, size, config)
@@ -126,54 +160,57 @@ class Encoder:
         depth = proxy + fill * near_face  # = the mesh's depth where it covers
         points = _unproject(grid_u, grid_v, depth, size, config)  # [R, R, 3]
 
-        # 2. flat Gaussians along the surface
-        d_u = np.gradient(points, axis=1)
-        d_v = np.gradient(points, axis=0)
-        pixel_world = config.distance / (config.focal_fraction * res)
-        frames, lengths = _tangent_frames(d_u, d_v, max_length=8 * pixel_world)
-        scales = np.stack([lengths[..., 0], lengths[..., 1], config.thickness * lengths.min(-1)], -1) * config.splat_scale
-
-        # 3. who is drawn, in what colour
+        # 2. who is drawn, in what colour, how the jaw moves it
         mask = _resize(observation.mask[..., None].astype(np.float64), res)[..., 0]
         mask = np.where(covered, 1.0, mask)
-        keep = mask > config.min_mask
-        opacity = 0.99 * _smoothstep((mask - config.min_mask) / 0.3)
         colors = _resize(observation.image.astype(np.float64) / 255.0, res)
         if config.sharpen:
             colors = np.clip(colors + config.sharpen * (colors - _box_blur(colors)), 0.0, 1.0)
-
-        # 4. motion basis: the jaw follows the mesh's lip split; the mouth opening stays with the upper lip
         mouth_hole = rasterize_polygon(pixel_marks[list(lm.MOUTH_OPENING)], res)
-        jaw = np.where(covered, mesh_values[..., 1], expression.jaw_weight(points.reshape(-1, 3), marks).reshape(res, res) * near_face)
+        jaw_outside = expression.jaw_weight(frame.to_canonical(points.reshape(-1, 3)), canon_marks).reshape(res, res)
+        jaw = np.where(covered, mesh_values[..., 1], jaw_outside * near_face)
         # inside the mouth opening (teeth in a smiling photo): the upper half stays, the lower half
         # rides the jaw, so the lips and teeth part where they meet
         upper = _curve(pixel_marks[list(lm.UPPER_LIP_INNER)], grid_u / step)
         lower = _curve(pixel_marks[list(lm.LOWER_LIP_INNER)], grid_u / step)
         jaw = np.where(mouth_hole, (grid_v / step > (upper + lower) / 2).astype(np.float64), jaw)
-        means = points[keep]
-        from .geometry import matrix_to_quaternion
+        pixel_world = config.distance / (config.focal_fraction * res)
 
-        gaussians = {
-            "means": means,
-            "quats": matrix_to_quaternion(frames[keep]),
-            "scales": scales[keep],
-            "opacities": opacity[keep],
-            "colors": colors[keep],
-            "jaw": jaw[keep],
-        }
+        # 3. flat Gaussians along the surface: the front layer, narrow enough to keep the photo sharp
+        gaussians = _surface_splats(points, mask, colors, jaw, config, config.splat_scale, pixel_world)
+        if config.backing:
+            # the backing layer: one splat per 2x2 block, twice as wide, pushed back along the rays by
+            # more than the surface recedes under its footprint, so it never sorts in front of the front
+            # layer and only shows where the front splats leave a gap (between them, alpha ~ 0.95);
+            # behind the lips it fades out as the jaw opens, so that the lips part cleanly
+            slope = np.abs(np.stack(np.gradient(depth), -1)).max(-1)  # world depth per grid step
+            slope = F.max_pool2d(torch.as_tensor(slope)[None, None], 5, stride=1, padding=2)[0, 0].numpy()
+            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw], -1), res // 2)
+            half = (np.arange(res // 2) + 0.5) * 2 * step
+            half_u, half_v = np.meshgrid(half, half)
+            lips = rasterize_polygon(pixel_marks[list(lm.LIPS_OUTER)] / 2, res // 2)
+            back = _surface_splats(
+                _unproject(half_u, half_v, behind[..., 0], size, config), behind[..., 1],
+                _resize(colors, res // 2), behind[..., 2], config, BACKING_SCALE, 2 * pixel_world,
+                reveal=np.where(lips, -REVEAL_RATE, 0.0),
+            )  # fmt: skip
+            gaussians = {k: np.concatenate([gaussians[k], back[k]]) for k in gaussians}
         if config.mouth_interior:
-            interior = _mouth_interior(marks, pixel_world)
+            interior = _mouth_interior(canon_marks, pixel_world / frame.scale)
+            interior["means"] = frame.to_world(interior["means"])
+            interior["scales"] = interior["scales"] * frame.scale
+            interior["quats"][:] = matrix_to_quaternion(frame.rotation)
             gaussians = {k: np.concatenate([gaussians[k], interior[k]]) for k in gaussians}
         count = len(gaussians["means"])
-        basis = expression.expression_basis(marks, gaussians["means"], jaw=gaussians["jaw"])
-        opacity_basis = np.zeros((count, expression.K if hasattr(expression, "K") else len(expression.COMPONENTS)))
-        if config.mouth_interior:
-            opacity_basis[-len(interior["means"]) :, expression.JAW_OPEN] = 4.0
+        canon_means = frame.to_canonical(gaussians["means"])
+        basis = frame.vectors_to_world(expression.expression_basis(canon_marks, canon_means, jaw=gaussians["jaw"]))
+        opacity_basis = np.zeros((count, len(expression.COMPONENTS)))
+        opacity_basis[:, expression.JAW_OPEN] = gaussians["reveal"]
 
-        chin = marks[lm.CHIN]
-        rigid = 1.0 - _smoothstep((gaussians["means"][:, 1] - (chin[1] + 0.05 * h)) / (0.3 * h))
-        centre = marks[list(lm.CHEEK_EXTREMES)].mean(0)
-        pivot = np.array([centre[0], chin[1] + 0.1 * h, centre[2]])
+        chin = canon_marks[lm.CHIN]
+        rigid = 1.0 - _smoothstep((canon_means[:, 1] - (chin[1] + 0.05 * h)) / (0.3 * h))
+        centre = canon_marks[list(lm.CHEEK_EXTREMES)].mean(0)
+        pivot = frame.to_world(np.array([[centre[0], chin[1] + 0.1 * h, centre[2]]]))[0]
 
         def t(x):
             return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
@@ -190,6 +227,24 @@ class Encoder:
             pivot=t(pivot),
             landmarks=t(marks),
         )
+
+
+def _surface_splats(points, mask, colors, jaw, config: EncoderConfig, splat_scale: float, spacing: float, reveal=None) -> dict:
+    """One Gaussian per grid cell [R, R] whose person-mask value clears ``config.min_mask``: at
+    ``points``, flat along the surface (axes = the grid's tangents x ``splat_scale``), nearly opaque;
+    ``reveal`` [R, R]: opacity change per unit of jaw_open (default 0)."""
+    frames, lengths = _tangent_frames(np.gradient(points, axis=1), np.gradient(points, axis=0), max_length=8 * spacing)
+    scales = np.stack([lengths[..., 0], lengths[..., 1], config.thickness * lengths.min(-1)], -1) * splat_scale
+    keep = mask > config.min_mask
+    return {
+        "means": points[keep],
+        "quats": matrix_to_quaternion(frames[keep]),
+        "scales": scales[keep],
+        "opacities": 0.99 * _smoothstep((mask[keep] - config.min_mask) / 0.3),
+        "colors": colors[keep],
+        "jaw": jaw[keep],
+        "reveal": np.zeros(int(keep.sum())) if reveal is None else reveal[keep],
+    }
 
 
 def mesh_triangles() -> np.ndarray:
@@ -348,4 +403,5 @@ def _mouth_interior(marks: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
         "opacities": np.zeros(len(x)),
         "colors": colors,
         "jaw": t,
+        "reveal": np.full(len(x), REVEAL_RATE),
     }
