@@ -208,8 +208,9 @@ def test_elongated_gaussians_gradients_match_twin(interpret_triton, seed):
     conic gradients shaped like compositing's (v_conic ~ -k (S_xx / 2, S_xy, S_yy / 2): sums over pixels
     of the offsets' second moments). Their 2D covariance S is ill-conditioned and W = dL/dS nearly
     commutes with S, so the rotation gradient is the small antisymmetric part of W S. Forming W as
-    -P G P from the rounded conic P amplified float32 rounding by cond(S): quaternion gradients were
-    ~1e-3 off (50x the float32 twin's error) on random_scene. Must stay within 3x the twin's error."""
+    -P G P from the rounded conic P amplified float32 rounding by cond(S) (~500 here): quaternion and mean
+    gradients were ~2e-3 off (50-140x the float32 twin's error), as on random_scene. Compositing's
+    v_conic is within ~1e-3 of that moment form, hence the small perturbation."""
     g = torch.Generator().manual_seed(seed)
     n, width, height = 40, 256, 192
     means = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
@@ -223,16 +224,15 @@ def test_elongated_gaussians_gradients_match_twin(interpret_triton, seed):
     focal = 0.5 * height / math.tan(math.radians(20.0))
     Ks = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]],
                       dtype=torch.float64).expand(2, 3, 3)
-    scene = {k: v.float() for k, v in dict(means=means, covars=None, quats=quats, scales=scales, viewmats=viewmats,
-                                           Ks=Ks, opacities=torch.full((n,), 0.8, dtype=torch.float64)).items()
-             if v is not None}
-    scene["covars"] = None
+    scene = dict(means=means, covars=None, quats=quats, scales=scales, viewmats=viewmats, Ks=Ks,
+                 opacities=torch.full((n,), 0.8, dtype=torch.float64))
+    scene = {k: None if v is None else v.float() for k, v in scene.items()}
     grad_names = ("means", "quats", "scales")
     runs = [project(scene, dtype, backend, grad_names, width=width, height=height)
             for dtype, backend in ((torch.float32, "triton"), (torch.float32, "torch"), (torch.float64, "torch"))]
     radii, means2d, _, conics, _ = runs[2][0]
     visible = (radii > 0).all(-1)
-    assert int(visible.sum()) >= n, "the scene should keep most pairs"
+    assert int(visible.sum()) >= n, "the scene should keep at least half the pairs"
     p, q, r = conics.detach().unbind(-1)
     det = p * r - q * q
     moments = torch.stack([0.5 * r, -q, 0.5 * p], dim=-1) / torch.where(visible, det, 1.0)[..., None]  # S / 2
@@ -242,9 +242,11 @@ def test_elongated_gaussians_gradients_match_twin(interpret_triton, seed):
     v_means2d = torch.randn(means2d.shape, generator=g, dtype=torch.float64)
     for out, _ in runs:
         ((out[1] * v_means2d.to(out[1].dtype)).sum() + (out[3] * v_conics.to(out[3].dtype)).sum()).backward()
-    for name in grad_names:
-        a, t, e = [leaves[name].grad for _, leaves in runs]
-        within_float32_error(a, e, t, "v_" + name, factor=3, floor=1e-5)
+    for name in grad_names:  # ||kernel - twin64|| within 3x ||twin32 - twin64|| (the old kernel: 50-140x)
+        a, t, e = [leaves[name].grad.double() for _, leaves in runs]
+        kernel_error, twin_error = float((a - e).norm()), float((t - e).norm())
+        assert kernel_error <= 3 * twin_error + 1e-6 * float(e.norm()), (
+            f"v_{name}: relative error {kernel_error / float(e.norm()):.2e}, float32 twin's {twin_error / float(e.norm()):.2e}")
 
 
 def camera_at_origin(fx, fy, cx, cy, dtype=torch.float64):

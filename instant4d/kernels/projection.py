@@ -27,7 +27,10 @@ Limits: pinhole cameras only; float32 compute (float64 inputs are cast and the o
 packed mode is the unpacked result compacted with ``torch.nonzero`` (a host sync); sparse gradients
 are not implemented. Differences from gsplat: its compensation gradient divides by
 (compensation + 1e-6) and is written in a form that loses all float32 digits for sub-pixel Gaussians;
-ours is the exact derivative in a cancellation-free form. gsplat leaves culled outputs uninitialised
+ours is the exact derivative in a cancellation-free form. Its conic gradient is -P G P formed from the
+rounded conic P, whose float32 rounding an elongated Gaussian's cond(S) amplifies in the rotation
+(quaternion) and mean gradients (~1e-3 relative on random_scene); ours forms the same derivative from
+adj(S) = (c, -b, a) exactly (as the twin's autograd does). gsplat leaves culled outputs uninitialised
 and keeps pairs whose 2D covariance is negative definite (only reachable with invalid ``covars``)
 with radii 0 in packed mode; we cull them.
 """
