@@ -32,8 +32,9 @@ bf16 inputs, and for float32 inputs ``config.fp32_dot``: "tf32" (default), "bf16
 Outputs and input gradients are returned in the input dtype, weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
-float64); feature_dim <= 128, hidden_dim <= 256, 11 + color_dim <= 64 (larger tiles would not fit
-on chip). Under the Triton interpreter bf16 dots are emulated by rounding the operands to bf16 and
+float64); 11 + color_dim <= 64; the padded fp16 weights held by the largest kernel must fit in
+180 KB of shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128;
+``triton_unsupported_reasons`` says). Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton interpreter bf16 dots are emulated by rounding the operands to bf16 and
 multiplying in float32 (its native bf16 ``tl.dot`` multiplies the raw bits), which is the same
 arithmetic as the hardware's bf16 products with float32 accumulation.
 """
@@ -57,7 +58,8 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 DOT_OPERANDS = ("fp16", "bf16")
 QUAT_EPS = 1e-12  # F.normalize's default
 HEAD_CHANNELS = 11  # 3 mean offset + 3 scale + 4 rotation + 1 opacity, before the colour channels
-MAX_FEATURE_DIM, MAX_HIDDEN_DIM, MAX_OUTPUTS = 128, 256, 64
+MAX_OUTPUTS = 64  # 11 + color_dim, padded: one tile of decoder outputs
+MAX_WEIGHT_BYTES = 180 * 1024  # fp16 weight tiles held on chip by the largest kernel (228 KB a multiprocessor)
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,13 @@ INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, program
 
 
 def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
-    small = next_power_of_2(max(16, config.hidden_dim)) <= 128
+    """Launch shapes chosen by the compiler's resource report for sm_90 (registers, spills, shared
+    memory; docs/benchmarks-fusion.md has the timings). Backward holds every weight gradient in
+    registers for the program's lifetime: at 32 rows and 8 warps (mma.sync tiles) they fit without
+    spilling, at 64 rows (wgmma) they spill kilobytes a thread."""
     if backward:
-        return FusionLaunch(block_n=64 if small else 32, num_warps=4, num_stages=1, programs_per_sm=2)
+        return FusionLaunch(block_n=32, num_warps=8, num_stages=1, programs_per_sm=1)
+    small = next_power_of_2(max(16, config.hidden_dim)) <= 128
     return FusionLaunch(block_n=64 if small else 32, num_warps=4, num_stages=2, programs_per_sm=2)
 
 
@@ -670,13 +676,24 @@ def _check_inputs(features, motion_basis, anchors, scale_shift, weights, config)
         shapes.check_tensor(f"weights.{name}", getattr(weights, name), shape, dtypes=dtypes, device=device)
 
 
-def _kernel_limits(features: Tensor, config: FusionConfig) -> list[str]:
+def held_weight_bytes(config: FusionConfig) -> int:
+    """Shared memory the backward's decoder kernel holds: every weight and the decoder's transposes,
+    as fp16 tiles padded to powers of two."""
+    fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
+    return 2 * (fp * fp + 4 * fp * hp + 2 * hp * op)
+
+
+def triton_unsupported_reasons(config: FusionConfig, dtype: torch.dtype) -> list[str]:
+    """Why the Triton kernels cannot run this config and input dtype (empty when they can)."""
     reasons = []
-    if features.dtype not in KERNEL_DTYPES:
-        reasons.append(f"inputs are {features.dtype}; the kernels take {[str(d) for d in KERNEL_DTYPES]}")
-    if config.feature_dim > MAX_FEATURE_DIM or config.hidden_dim > MAX_HIDDEN_DIM or config.out_dim > MAX_OUTPUTS:
-        reasons.append(f"feature_dim {config.feature_dim}, hidden_dim {config.hidden_dim}, 11 + color_dim "
-                       f"{config.out_dim}: the kernels take at most {MAX_FEATURE_DIM}, {MAX_HIDDEN_DIM}, {MAX_OUTPUTS}")
+    if dtype not in KERNEL_DTYPES:
+        reasons.append(f"inputs are {dtype}; the kernels take {[str(d) for d in KERNEL_DTYPES]}")
+    if config.out_dim > MAX_OUTPUTS:
+        reasons.append(f"11 + color_dim = {config.out_dim} outputs; the kernels take at most {MAX_OUTPUTS}")
+    if held_weight_bytes(config) > MAX_WEIGHT_BYTES:
+        reasons.append(f"feature_dim {config.feature_dim} with hidden_dim {config.hidden_dim} needs "
+                       f"{held_weight_bytes(config) // 1024} KB of weights on chip; the kernels hold at most "
+                       f"{MAX_WEIGHT_BYTES // 1024} KB")
     return reasons
 
 
@@ -702,7 +719,7 @@ def local_fusion(
     if resolve_backend(backend, *tensors) == "torch":
         return reference.local_fusion(features, motion_basis, anchors, scale_shift, weights, config,
                                       return_delta=return_delta)
-    reasons = _kernel_limits(features, config)
+    reasons = triton_unsupported_reasons(config, features.dtype)
     if reasons:
         raise ValueError("the Triton local_fusion kernels cannot run: " + "; ".join(reasons) + " (use backend='torch')")
     outputs = _LocalFusion.apply(*(t.contiguous() for t in tensors[:4]), config, return_delta,
