@@ -746,13 +746,14 @@ def example_inputs(
 
 
 def memory_floor_bytes(config: FusionConfig, n: int, b: int, dtype: torch.dtype, *, backward: bool) -> int:
-    """Fewest bytes a pass must move through device memory: each input read once, each output
-    written once (weights included; the backward reads f, m, the output gradients and writes the
-    input gradients)."""
+    """Fewest bytes one pass must move through device memory, each tensor read or written once:
+    forward reads f, m, p, scale_shift and the weights and writes the B frames of Gaussians;
+    backward reads f, m, scale_shift, the weights and the Gaussians' gradients and writes the
+    gradients of all of them (in the inputs' dtype throughout)."""
     f, o = config.feature_dim, config.out_dim
     weights = sum(math.prod(s) for s in config.weight_shapes().values())
-    per_gaussian = 2 * f + 3  # f, m, p read (forward) / v_f, v_m, v_p written (backward)
-    elements = n * per_gaussian + b * n * o + b * 2 * f + weights
+    per_gaussian = n * (2 * f + 3)  # f, m, p (or their gradients)
+    elements = per_gaussian + b * 2 * f + weights + b * n * o
     if backward:
-        elements += n * 2 * f + b * 2 * f + weights  # f, m read again; v_scale_shift, v_weights written
+        elements += n * 2 * f + b * 2 * f + weights
     return elements * torch.finfo(dtype).bits // 8
