@@ -12,7 +12,7 @@ height ``h`` (forehead landmark to chin), so a code means the same motion on eve
     stretch      lips 20% wider, 15% thinner
     blink_left   the upper lid of the subject's left (right) eye slides down to the lower lid; the skin
     blink_right  above it follows, fading over one eye height
-    brows_up     brows up 5% h, fading over 8% h (forehead, upper lids)
+    brows_up     brows up 5% h, fading over 8% h up the forehead, 3% h down towards the lids
     brows_down   brows down 3% h, inner ends 2% h towards the centre
     eyes_wide    upper lids up by 40% of the eye opening
 
@@ -140,7 +140,7 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
         wide += (follow * closing * -0.4)[:, None] * np.array([0.0, 1.0, 0.0])
 
     brows = neutral[list(lm.RIGHT_BROW + lm.LEFT_BROW)]
-    brow_weight = _bump(p, brows, 0.08 * h)
+    brow_weight = np.maximum(_brow_weight(p, neutral[list(lm.RIGHT_BROW)], h), _brow_weight(p, neutral[list(lm.LEFT_BROW)], h))
     basis[:, COMPONENTS.index("brows_up")] = brow_weight[:, None] * np.array([0.0, -0.05 * h, 0.0])
     inner = neutral[[107, 66, 55, 65, 336, 296, 285, 295]]
     inner_weight = _bump(p, inner, 0.06 * h)
@@ -150,6 +150,20 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
         inner_weight * towards_centre * 0.02 * h
     )[:, None] * np.array([1.0, 0.0, 0.0])
     return basis.astype(np.float32)
+
+
+def _brow_weight(points: np.ndarray, brow: np.ndarray, h: float) -> np.ndarray:
+    """[P] in [0, 1]: how much each point follows one brow. Along the brow's smooth centre line
+    (a parabola through its landmarks) 1; fading over 8% h up the forehead but over 3% h down towards
+    the upper lid (so that the brows move against the eyes), and over 5% h beyond its ends; continuous
+    everywhere, so brow motion opens no cracks."""
+    line = np.polyfit(brow[:, 0], brow[:, 1], 2)
+    lo, hi = brow[:, 0].min(), brow[:, 0].max()
+    x = np.clip(points[:, 0], lo, hi)
+    v = points[:, 1] - np.polyval(line, x)  # > 0 below the brow
+    radius = np.where(v > 0, 0.03 * h, 0.08 * h)
+    beyond = points[:, 0] - x
+    return np.exp(-(v**2) / (2 * radius**2) - beyond**2 / (2 * (0.05 * h) ** 2))
 
 
 def _eyelid(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
