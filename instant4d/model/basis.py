@@ -9,7 +9,7 @@ height ``h`` (forehead landmark to chin), so a code means the same motion on eve
     smile        mouth corners up 7% h, out 4% h, back 3% h; cheeks rise 2.5% h
     frown        mouth corners down 5% h, in 1% h
     pucker       lips 35% closer to the mouth centre, 4% h forward
-    stretch      lips 20% wider, 15% thinner
+    stretch      lips 20% wider
     blink_left   the upper lid of the subject's left (right) eye slides down to the lower lid; the skin
     blink_right  above it follows, fading over one eye height
     brows_up     brows up 5% h, fading over 8% h up the forehead, 3% h down towards the lids
@@ -125,7 +125,8 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
     lips = _bump(p, neutral[list(lm.LIPS_OUTER + lm.LIPS_INNER)], 0.12 * mouth_width)
     pucker = np.stack([-0.35 * (p[:, 0] - mouth[0]), np.zeros(len(p)), -0.04 * h * np.ones(len(p))], -1)
     basis[:, COMPONENTS.index("pucker")] = lips[:, None] * pucker
-    stretch = np.stack([0.2 * (p[:, 0] - mouth[0]), -0.15 * (p[:, 1] - mouth[1]), np.zeros(len(p))], -1)
+    # wider only: thinner lips would look, to a landmark fit, like a closing jaw
+    stretch = np.stack([0.2 * (p[:, 0] - mouth[0]), np.zeros(len(p)), np.zeros(len(p))], -1)
     basis[:, COMPONENTS.index("stretch")] = lips[:, None] * stretch
 
     for name, upper, lower in (

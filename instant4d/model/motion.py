@@ -142,12 +142,13 @@ class MotionCode:
         ``reference``: the neutral face [478, 3] in world units that the basis is rigged on (default: the
         sample avatar's). ``neutral``: this driver's own neutral face, already canonicalised (see
         :func:`canonicalise`); when given, expressions are measured relative to it, which removes the
-        driver's identity from the code (how videos are driven).
+        driver's identity from the code (how videos are driven), and the rig is built on it.
         """
         reference = default_reference() if reference is None else np.asarray(reference, dtype=np.float64)
         canonical, rotation = canonicalise(points, reference)
-        rest = reference if neutral is None else neutral
-        amplitudes = fit_expression(canonical - rest, reference)
+        rest = reference if neutral is None else np.asarray(neutral, dtype=np.float64)
+        # with the driver's own neutral face, its own rig explains its motion best
+        amplitudes = fit_expression(canonical - rest, rest)
         return cls(tuple(amplitudes), HeadPose.from_rotation(rotation))
 
 
@@ -167,7 +168,8 @@ def _fit_system(reference_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
     weights = np.full(lm.NUM_LANDMARKS, 0.25)
     weights[list(lm.LIPS_OUTER + lm.LIPS_INNER + lm.RIGHT_EYE + lm.LEFT_EYE + lm.RIGHT_BROW + lm.LEFT_BROW)] = 1.0
     a = matrix.transpose(0, 2, 1).reshape(-1, K)  # [478 * 3, K]
-    w = np.repeat(weights, 3)[:, None]
+    # a face-mesh model's depth is far less reliable than its image positions: z counts a tenth
+    w = (weights[:, None] * np.array([1.0, 1.0, 0.1])).reshape(-1, 1)
     scale = expression.face_scale(reference)
     gram = a.T @ (w * a) + 1e-4 * scale**2 * np.eye(K)
     return gram, (w * a).T
