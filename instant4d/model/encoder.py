@@ -185,12 +185,17 @@ class Encoder:
             # behind the lips it fades out as the jaw opens, so that the lips part cleanly
             slope = np.abs(np.stack(np.gradient(depth), -1)).max(-1)  # world depth per grid step
             slope = F.max_pool2d(torch.as_tensor(slope)[None, None], 5, stride=1, padding=2)[0, 0].numpy()
-            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw], -1), res // 2)
+            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw, slope], -1), res // 2)
             half = (np.arange(res // 2) + 0.5) * 2 * step
             half_u, half_v = np.meshgrid(half, half)
             lips = rasterize_polygon(pixel_marks[list(lm.LIPS_OUTER)] / 2, res // 2)
+            # only well inside the person (two blocks from the mask's edge) and where the surface is
+            # less steep than 45 degrees: there a wide splat, or one pushed far back, would peek out
+            # of the silhouette as a halo when the head turns
+            inside = -F.max_pool2d(-torch.as_tensor(behind[..., 1])[None, None], 5, stride=1, padding=2)[0, 0].numpy()
+            solid = (inside > 0.9) & (behind[..., 3] < pixel_world)
             back = _surface_splats(
-                _unproject(half_u, half_v, behind[..., 0], size, config), behind[..., 1],
+                _unproject(half_u, half_v, behind[..., 0], size, config), np.where(solid, behind[..., 1], 0.0),
                 _resize(colors, res // 2), behind[..., 2], config, BACKING_SCALE, 2 * pixel_world,
                 reveal=np.where(lips, -REVEAL_RATE, 0.0),
             )  # fmt: skip
