@@ -123,7 +123,7 @@ def run_demo(args) -> int:
     from tqdm import tqdm
 
     from .model import Avatar, EncoderConfig, View
-    from .model.media import VideoWriter, save_image
+    from .model.media import VideoWriter
 
     start = time.perf_counter()
     out = Path(args.output)
@@ -147,7 +147,6 @@ def run_demo(args) -> int:
 
 def contact_sheet(tiles, path, columns: int = 3) -> None:
     """Labelled frames [H, W, 3] in a grid, saved as PNG."""
-    import numpy as np
     from PIL import Image, ImageDraw
 
     from .model.media import _frame_to_uint8

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from instant4d.camera import intrinsics, orbit_viewmat
 from instant4d.model import Avatar, EncoderConfig, HeadPose, InputError, MotionCode, View
 from instant4d.model import basis as rig
 from instant4d.model import landmarks as lm

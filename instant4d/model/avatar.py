@@ -12,9 +12,8 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..camera import intrinsics, orbit_viewmat

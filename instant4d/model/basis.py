@@ -140,7 +140,6 @@ def expression_basis(neutral: np.ndarray, points: np.ndarray | None = None, jaw:
         wide = basis[:, COMPONENTS.index("eyes_wide")]
         wide += (follow * closing * -0.4)[:, None] * np.array([0.0, 1.0, 0.0])
 
-    brows = neutral[list(lm.RIGHT_BROW + lm.LEFT_BROW)]
     brow_weight = np.maximum(_brow_weight(p, neutral[list(lm.RIGHT_BROW)], h), _brow_weight(p, neutral[list(lm.LEFT_BROW)], h))
     basis[:, COMPONENTS.index("brows_up")] = brow_weight[:, None] * np.array([0.0, -0.05 * h, 0.0])
     inner = neutral[[107, 66, 55, 65, 336, 296, 285, 295]]

@@ -32,7 +32,6 @@ def require_mediapipe():
     """The mediapipe module, or an ImportError that says exactly what to install."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
-        import mediapipe  # noqa: F401
         from mediapipe.python.solutions import face_detection, face_mesh, selfie_segmentation
     except ImportError as exc:
         raise ImportError(
