@@ -1,11 +1,12 @@
 """Local fusion + Gaussian decoder: the Triton kernels (interpreter) vs the float64 twin, forward and
 every gradient, plus the module, the attribute ranges and the input checks.
 
-Tolerance (the style's flash-attention rule): the kernels round tl.dot operands to fp16 (scaled per
-tile) or bf16 and do everything else in float32, so their error against the float64 twin must stay
-within 2x (outputs) or 3x (gradients) of the error PyTorch makes running the same twin entirely in
-that low precision (float16 for fp16 operands, bfloat16 for bf16 operands or bf16 inputs), per
-quantity, measured as the largest absolute deviation. With a handful of elements PyTorch can be
+Tolerance (the style's flash-attention rule): the kernels round tl.dot operands to bf16, or to fp16
+with rows scaled, and do everything else in float32 (weight gradients always from bf16 operands),
+so their error against the float64 twin must stay within 2x (outputs) or 3x (gradients) of the
+error PyTorch makes running the same twin entirely in that low precision (bfloat16 for bf16
+operands, bf16 inputs and weight gradients, float16 otherwise), per quantity, measured as the
+largest absolute deviation. With a handful of elements PyTorch can be
 exact by luck, so the bound never drops below 4 unit roundoffs of that precision (2^-11, 2^-8)
 times the quantity's largest magnitude. Empty tensors compare by shape only.
 """
@@ -22,6 +23,7 @@ from tolerance import assert_close
 
 OUTPUTS = ("means", "quats", "scales", "opacities", "colors", "delta")
 INPUTS = ("features", "motion_basis", "anchors", "scale_shift") + tuple(FusionConfig().weight_shapes())
+WEIGHT_GRADIENTS = ("v_w_in", "v_w1", "v_w2", "v_d1", "v_d2")
 
 
 def run(fn, inputs, config, dtype, v_outputs):
@@ -47,14 +49,16 @@ def check_against_twin(config, n, b, dtype, seed):
     expected = run(reference.local_fusion, inputs, config, torch.float64, v_outputs)
     low = torch.bfloat16 if torch.bfloat16 == dtype or config.dot_operands == "bf16" else torch.float16
     pytorch_low = run(reference.local_fusion, inputs, config, low, v_outputs)
+    pytorch_bf16 = run(reference.local_fusion, inputs, config, torch.bfloat16, v_outputs)
     for name, value in expected.items():
         assert actual[name].dtype == dtype, name
         if value.numel() == 0:
             assert actual[name].shape == value.shape, name
             continue
         factor = 2.0 if name in OUTPUTS else 3.0
-        pytorch_error = (pytorch_low[name].double() - value).abs().max().item()
-        floor = 4 * torch.finfo(low).eps / 2 * value.abs().max().item()
+        yardstick = pytorch_bf16 if name in WEIGHT_GRADIENTS else pytorch_low
+        pytorch_error = (yardstick[name].double() - value).abs().max().item()
+        floor = 4 * torch.finfo(yardstick[name].dtype).eps / 2 * value.abs().max().item()
         assert_close(actual[name], value, name, rtol=0.0, atol=factor * pytorch_error + floor)
 
 
@@ -78,7 +82,7 @@ def test_triton_matches_twin(interpret_triton, n, b, feature_dim, hidden_dim, co
 
 
 def test_module_grads_reach_motion_code(interpret_triton):
-    config = FusionConfig(feature_dim=32, hidden_dim=64, motion_dim=24)
+    config = FusionConfig(feature_dim=32, hidden_dim=64, motion_dim=24, dot_operands="fp16")
     module = LocalFusion(config, generator=torch.Generator().manual_seed(3))
     f, m, p, _, _ = example_inputs(config, 21, 2, seed=4)
     code = torch.randn(2, config.motion_dim, generator=torch.Generator().manual_seed(5))
@@ -93,8 +97,11 @@ def test_module_grads_reach_motion_code(interpret_triton):
         results[backend] = (out.means, c.grad, mod.w_ada.grad, mod.d2.grad)
     for name, actual, expected in zip(("means", "v_code", "v_w_ada", "v_d2"), results["triton"], results["torch"]):
         assert expected.abs().max() > 0, name  # the gradient really flows
-        # fp16 dot operands: 2^-11 relative rounding, a few layers deep
-        assert_close(actual, expected, name, rtol=0.0, atol=2e-3 * expected.abs().max().item())
+        # fp16 operands (2^-11 relative rounding, a few layers deep), bf16 (2^-8) for the kernels'
+        # weight gradients (v_d2; v_w_ada comes from v_scale_shift); the property test above holds
+        # the kernels to PyTorch's own low-precision error, this one checks the module's wiring
+        unit = 2.0**-8 if name == "v_d2" else 2.0**-11
+        assert_close(actual, expected, name, rtol=0.0, atol=8 * unit * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -55,7 +55,7 @@ from ._triton import next_power_of_2, triton, tl
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-DOT_OPERANDS = ("fp16", "bf16")
+DOT_OPERANDS = ("bf16", "fp16")
 QUAT_EPS = 1e-12  # F.normalize's default
 HEAD_CHANNELS = 11  # 3 mean offset + 3 scale + 4 rotation + 1 opacity, before the colour channels
 MAX_OUTPUTS = 64  # 11 + color_dim, padded: one tile of decoder outputs
@@ -74,7 +74,7 @@ class FusionConfig:
     max_scale: float = 0.05  # scale = max_scale * sigmoid(.)
     delta_scale: float = 0.01  # delta = delta_scale * MLP(h)
     layer_norm_eps: float = 1e-5  # torch's default
-    dot_operands: str = "fp16"  # Triton tl.dot operands: fp16 (scaled per tile) | bf16; see kernels/fusion.py
+    dot_operands: str = "bf16"  # Triton tl.dot operands: bf16 | fp16 (rows scaled; slower); see kernels/fusion.py
 
     def __post_init__(self):
         for name in ("feature_dim", "hidden_dim", "color_dim", "motion_dim"):
@@ -160,62 +160,108 @@ INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, program
 
 
 def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
-    """Launch shapes chosen by the compiler's resource report for sm_90 (registers, spills, shared
-    memory; docs/benchmarks-fusion.md has the timings). Backward holds every weight gradient in
-    registers for the program's lifetime: at 32 rows and 8 warps (mma.sync tiles) they fit without
-    spilling, at 64 rows (wgmma) they spill kilobytes a thread."""
+    """Launch shapes chosen from the compiler's resource report for sm_90 (registers, spills,
+    shared memory) and the timings in docs/benchmarks-fusion.md. Backward holds every weight
+    gradient in registers for the program's lifetime: at 32 rows and 8 warps (mma.sync tiles) they
+    fit without spilling, at 64 rows (wgmma) they spill kilobytes a thread."""
     if backward:
         return FusionLaunch(block_n=32, num_warps=8, num_stages=1, programs_per_sm=1)
-    small = next_power_of_2(max(16, config.hidden_dim)) <= 128
-    return FusionLaunch(block_n=64 if small else 32, num_warps=4, num_stages=2, programs_per_sm=2)
+    fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
+    if fp <= 64 and hp <= 128:
+        return FusionLaunch(block_n=128, num_warps=8, num_stages=2, programs_per_sm=1)
+    return FusionLaunch(block_n=32, num_warps=4, num_stages=2, programs_per_sm=1)  # 128 rows: over 228 KB
 
 
 if triton is not None:
     _QUAT_EPS = tl.constexpr(QUAT_EPS)
+    # Decided at import, like Triton's own switch: the interpreter runs no inline PTX, and its bf16
+    # tl.dot multiplies raw bits, so there bf16 operands are bf16 values held in float32.
+    _INTERPRET = tl.constexpr(interpreting())
 
     @triton.jit
-    def _operand(x, DOT: tl.constexpr):
-        """float32 tile x as a tl.dot operand, and the factor that undoes its scaling.
-        fp16: x is scaled so that its largest magnitude is 2^14, then rounded (11 significant bits,
-        like tf32, with float32's range); bf16: rounded (8 bits); bf16_rounded: bf16 values held in
-        float32, for the interpreter."""
-        if DOT == "fp16":
-            scale = 16384.0 / tl.maximum(tl.max(tl.max(tl.abs(x), axis=1), axis=0), 1e-30)
-            op = (x * scale).to(tl.float16)
-            unscale = 1.0 / scale
-        elif DOT == "bf16":
-            op = x.to(tl.bfloat16)
-            unscale = 1.0
+    def _log(x):
+        """Natural log by lg2.approx: one special-function op where tl.log inlines libdevice's logf
+        (about 20 instructions with branches), which dominated the kernels' instruction count."""
+        if _INTERPRET:
+            y = tl.log(x)
         else:
-            op = x.to(tl.bfloat16).to(tl.float32)
+            y = 0.6931471805599453 * tl.inline_asm_elementwise(
+                "lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+        return y
+
+    @triton.jit
+    def _rcp(x):
+        """1 / x by rcp.approx (tl.sigmoid and "/" compile to a full-precision division)."""
+        if _INTERPRET:
+            y = 1.0 / x
+        else:
+            y = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+        return y
+
+    @triton.jit
+    def _sigmoid(z):
+        return _rcp(1.0 + tl.exp(-z))
+
+    @triton.jit
+    def _softplus(z):
+        return tl.maximum(z, 0.0) + _log(1.0 + tl.exp(-tl.abs(z)))
+
+    @triton.jit
+    def _softplus_sigmoid(z):
+        """softplus(z) and its derivative sigmoid(z), sharing one exp."""
+        e = tl.exp(-tl.abs(z))
+        r = _rcp(1.0 + e)
+        return tl.maximum(z, 0.0) + _log(1.0 + e), tl.where(z >= 0, r, e * r)
+
+    @triton.jit
+    def _bf16(x):
+        if _INTERPRET:
+            y = x.to(tl.bfloat16).to(tl.float32)
+        else:
+            y = x.to(tl.bfloat16)
+        return y
+
+    @triton.jit
+    def _dot(a, b):
+        if _INTERPRET:
+            out = tl.dot(a, b, input_precision="ieee")
+        else:
+            out = tl.dot(a, b)
+        return out
+
+    @triton.jit
+    def _weight_operand(w, DOT: tl.constexpr):
+        """A float32 weight tile as a tl.dot operand, and the factor that undoes its scaling
+        (fp16: scaled so that its largest magnitude is 2^14; bf16: rounded, factor 1)."""
+        if DOT == "fp16":
+            scale = 16384.0 / tl.maximum(tl.max(tl.max(tl.abs(w), axis=1), axis=0), 1e-30)
+            op = (w * scale).to(tl.float16)
+            unscale = 1.0 / scale
+        else:
+            op = _bf16(w)
             unscale = 1.0
         return op, unscale
 
     @triton.jit
-    def _dot(a, a_unscale, b, b_unscale, DOT: tl.constexpr):
-        """(a @ b) * a_unscale * b_unscale for operands from _operand, accumulated in float32."""
-        if DOT == "bf16_rounded":
-            out = tl.dot(a, b, input_precision="ieee")
-        else:
-            out = tl.dot(a, b)
-        return out * (a_unscale * b_unscale)
-
-    @triton.jit
     def _mm(x, w, w_unscale, DOT: tl.constexpr):
-        """x @ W for a float32 activation tile x and a weight operand W."""
-        x_op, x_unscale = _operand(x, DOT)
-        return _dot(x_op, x_unscale, w, w_unscale, DOT)
+        """x @ W for a float32 activation (or gradient) tile x [BLOCK_N, K] and a weight operand.
+        fp16: each row of x is scaled to largest magnitude 2^14 before rounding (11 significant
+        bits, like tf32, over float32's range; a row maximum needs no cross-warp reduction) and
+        the result's rows are scaled back; bf16: x rounded to bf16."""
+        if DOT == "fp16":
+            scale = 16384.0 / tl.maximum(tl.max(tl.abs(x), axis=1), 1e-30)
+            out = _dot((x * scale[:, None]).to(tl.float16), w) * (_rcp(scale)[:, None] * w_unscale)
+        else:
+            out = _dot(_bf16(x), w)
+        return out
 
     @triton.jit
-    def _mm_tn(x, g, DOT: tl.constexpr):
-        """x^T @ g for float32 tiles: a weight gradient summed over the rows of a block."""
-        x_op, x_unscale = _operand(tl.trans(x), DOT)
-        g_op, g_unscale = _operand(g, DOT)
-        return _dot(x_op, x_unscale, g_op, g_unscale, DOT)
-
-    @triton.jit
-    def _softplus(z):
-        return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
+    def _mm_tn(x, g):
+        """x^T @ g for float32 tiles: a weight gradient summed over the rows of a block, from bf16
+        operands (range-safe for gradients of any scale; a per-row fp16 scale cannot apply along
+        the summed dimension)."""
+        return _dot(_bf16(tl.trans(x)), _bf16(g))
 
     @triton.jit
     def _tile(ptr, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSE: tl.constexpr = False):
@@ -329,13 +375,13 @@ if triton is not None:
         """Decoder outputs a [BLOCK_N, OP] -> attributes, column by column (anchors in columns 0-2)."""
         col = tl.arange(0, OP)[None, :]
         is_rot = (col >= 6) & (col < 10)
-        sig = tl.sigmoid(a)
-        tanh = 2.0 * tl.sigmoid(2.0 * a) - 1.0
+        sig = _sigmoid(a)
+        tanh = 2.0 * _sigmoid(2.0 * a) - 1.0
         norm = tl.sqrt(tl.sum(tl.where(is_rot, a * a, 0.0), axis=1))
-        quat = a / tl.maximum(norm, _QUAT_EPS)[:, None]
+        quat = a * _rcp(tl.maximum(norm, _QUAT_EPS))[:, None]
         out = tl.where(col < 3, anchors + offset_scale * tanh, max_scale * sig)
         out = tl.where(is_rot, quat, out)
-        out = tl.where(col == 10, tl.sigmoid(a - 1.0), out)
+        out = tl.where(col == 10, _sigmoid(a - 1.0), out)
         return tl.where(col >= 11, sig, out)
 
     @triton.jit
@@ -343,14 +389,14 @@ if triton is not None:
         """d loss / d a from the gradients g of the attributes (same column layout)."""
         col = tl.arange(0, OP)[None, :]
         is_rot = (col >= 6) & (col < 10)
-        sig = tl.sigmoid(a)
-        tanh = 2.0 * tl.sigmoid(2.0 * a) - 1.0
-        opacity = tl.sigmoid(a - 1.0)
+        sig = _sigmoid(a)
+        tanh = 2.0 * _sigmoid(2.0 * a) - 1.0
+        opacity = _sigmoid(a - 1.0)
         norm = tl.sqrt(tl.sum(tl.where(is_rot, a * a, 0.0), axis=1))
-        clamped = tl.maximum(norm, _QUAT_EPS)
-        quat = a / clamped[:, None]
+        inv_norm = _rcp(tl.maximum(norm, _QUAT_EPS))
+        quat = a * inv_norm[:, None]
         radial = tl.where(norm > _QUAT_EPS, tl.sum(tl.where(is_rot, quat * g, 0.0), axis=1), 0.0)
-        v_rot = (g - quat * radial[:, None]) / clamped[:, None]
+        v_rot = (g - quat * radial[:, None]) * inv_norm[:, None]
         v_a = tl.where(col < 3, g * offset_scale * (1.0 - tanh * tanh), g * max_scale * sig * (1.0 - sig))
         v_a = tl.where(is_rot, v_rot, v_a)
         v_a = tl.where(col == 10, g * opacity * (1.0 - opacity), v_a)
@@ -363,9 +409,9 @@ if triton is not None:
         Loaded once per program before its loop, they stay in shared memory. Backward reads the
         transposes from memory too: tl.trans of the held operands made the compiler keep them in
         registers instead."""
-        w_in, u_in = _operand(_tile(w_in_ptr, F, F, FP, FP, TRANSPOSE), DOT)
-        w1, u1 = _operand(_tile(w1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
-        w2, u2 = _operand(_tile(w2_ptr, HD, F, HP, FP, TRANSPOSE), DOT)
+        w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, FP, FP, TRANSPOSE), DOT)
+        w1, u1 = _weight_operand(_tile(w1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
+        w2, u2 = _weight_operand(_tile(w2_ptr, HD, F, HP, FP, TRANSPOSE), DOT)
         return w_in, u_in, w1, u1, w2, u2
 
     @triton.jit
@@ -373,8 +419,8 @@ if triton is not None:
                          FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
                          TRANSPOSE: tl.constexpr = False):
         """The decoder's weights (or their transposes) as tl.dot operands, with their unscales."""
-        d1, v1 = _operand(_tile(d1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
-        d2, v2 = _operand(_tile(d2_ptr, HD, O, HP, OP, TRANSPOSE), DOT)
+        d1, v1 = _weight_operand(_tile(d1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
+        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP, TRANSPOSE), DOT)
         return d1, v1, d2, v2
 
     @triton.jit
@@ -474,10 +520,11 @@ if triton is not None:
                             v_colors_ptr, D, OP)
             _accumulate_rows(v_anchors_ptr, g, rows, row_ok, b, 3, OP)
             v_a = _heads_backward(a, g, offset_scale, max_scale, OP)
-            v_d2 += _mm_tn(_softplus(z2), v_a, DOT)
+            a2, sigmoid_z2 = _softplus_sigmoid(z2)
+            v_d2 += _mm_tn(a2, v_a)
             v_e2 += tl.sum(v_a, axis=0)
-            v_z2 = _mm(v_a, d2_t, v2_t, DOT) * tl.sigmoid(z2)
-            v_d1 += _mm_tn(f_new, v_z2, DOT)
+            v_z2 = _mm(v_a, d2_t, v2_t, DOT) * sigmoid_z2
+            v_d1 += _mm_tn(f_new, v_z2)
             v_e1 += tl.sum(v_z2, axis=0)
             v_f_new = _mm(v_z2, d1_t, v1_t, DOT)
             _accumulate_rows(v_features_ptr, v_f_new, rows, row_ok, b, F, FP)
@@ -519,13 +566,14 @@ if triton is not None:
                 motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
                 w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
             v_y = delta_scale * _rows(v_f_new_ptr, tl.cast(b, tl.int64) * N + rows, row_ok, F, FP)
-            v_w2 += _mm_tn(_softplus(z1), v_y, DOT)
+            a1, sigmoid_z1 = _softplus_sigmoid(z1)
+            v_w2 += _mm_tn(a1, v_y)
             v_b2 += tl.sum(v_y, axis=0)
-            v_z1 = _mm(v_y, w2_t, u2_t, DOT) * tl.sigmoid(z1)
-            v_w1 += _mm_tn(h, v_z1, DOT)
+            v_z1 = _mm(v_y, w2_t, u2_t, DOT) * sigmoid_z1
+            v_w1 += _mm_tn(h, v_z1)
             v_b1 += tl.sum(v_z1, axis=0)
             v_h = _mm(v_z1, w1_t, u1_t, DOT)
-            v_w_in += _mm_tn(x, v_h, DOT)
+            v_w_in += _mm_tn(x, v_h)
             v_b_in += tl.sum(v_h, axis=0)
             v_x = _mm(v_h, w_in_t, u_in_t, DOT)
             v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
@@ -547,11 +595,6 @@ if triton is not None:
         _store_tile(v_b2_ptr, v_b2[None, :], 1, F, 1, FP)
 
 
-def _dot_mode(config: FusionConfig) -> str:
-    # the interpreter's bf16 tl.dot multiplies the raw bits: emulate with bf16 values in float32
-    return "bf16_rounded" if config.dot_operands == "bf16" and interpreting() else config.dot_operands
-
-
 def _grid(n: int, device: torch.device, launch: FusionLaunch) -> tuple[int]:
     """Persistent grid: one program per block up to programs_per_sm per multiprocessor (never 0,
     so the backward always writes at least one row of partials)."""
@@ -566,7 +609,7 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch) -> dict:
     return dict(
         F=config.feature_dim, HD=config.hidden_dim, D=config.color_dim, O=config.out_dim,
         FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
-        OP=next_power_of_2(max(16, config.out_dim)), DOT=_dot_mode(config),
+        OP=next_power_of_2(max(16, config.out_dim)), DOT=config.dot_operands,
         BLOCK_N=launch.block_n, num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
 
