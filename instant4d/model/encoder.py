@@ -40,6 +40,7 @@ from .geometry import matrix_to_quaternion
 ENCODER_NAME = "mesh-lifting"
 BACKING_DEPTH = 1.5  # the backing layer's least distance behind the surface, in grid steps
 BACKING_SCALE = 0.8  # its splats' sigma per (doubled) grid step: alpha >= 0.997 between them
+BACKING_MAX_SLOPE = 1.0  # no backing off the face where the surface recedes faster (45 degrees)
 REVEAL_RATE = 4.0  # opacity change per unit of jaw_open: the mouth interior is opaque from jaw_open 0.25
 
 
@@ -185,15 +186,16 @@ class Encoder:
             # behind the lips it fades out as the jaw opens, so that the lips part cleanly
             slope = np.abs(np.stack(np.gradient(depth), -1)).max(-1)  # world depth per grid step
             slope = F.max_pool2d(torch.as_tensor(slope)[None, None], 5, stride=1, padding=2)[0, 0].numpy()
-            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw, slope], -1), res // 2)
+            steep = slope > BACKING_MAX_SLOPE * pixel_world
+            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw, steep & ~covered], -1), res // 2)
             half = (np.arange(res // 2) + 0.5) * 2 * step
             half_u, half_v = np.meshgrid(half, half)
             lips = rasterize_polygon(pixel_marks[list(lm.LIPS_OUTER)] / 2, res // 2)
-            # only well inside the person (two blocks from the mask's edge) and where the surface is
-            # less steep than 45 degrees: there a wide splat, or one pushed far back, would peek out
-            # of the silhouette as a halo when the head turns
+            # only well inside the person (two blocks from the mask's edge), and off the steep folds of
+            # hair and neck (steeper than BACKING_MAX_SLOPE, outside the face mesh): a wide splat there,
+            # or one pushed far back, would peek out of the silhouette as a halo when the head turns
             inside = -F.max_pool2d(-torch.as_tensor(behind[..., 1])[None, None], 5, stride=1, padding=2)[0, 0].numpy()
-            solid = (inside > 0.9) & (behind[..., 3] < pixel_world)
+            solid = (inside > 0.9) & (behind[..., 3] == 0)
             back = _surface_splats(
                 _unproject(half_u, half_v, behind[..., 0], size, config), np.where(solid, behind[..., 1], 0.0),
                 _resize(colors, res // 2), behind[..., 2], config, BACKING_SCALE, 2 * pixel_world,
