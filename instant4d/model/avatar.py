@@ -151,16 +151,19 @@ class Avatar:
                 return rasterization(*inputs, **options, backend=backend)
 
         def frame(codes: torch.Tensor, poses: torch.Tensor):
+            # colours in [0, 1] over a background in [0, 1] composite into [0, 1]: no clamp needed
             means, quats, opacities = deform(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
             images, alphas = [], []
-            for b in range(codes.shape[0]):
+            for b in range(codes.shape[0]):  # one camera per frame: [1, H, W, .] each
                 colors, alpha, _ = rasterize(
                     means[b], quats[b], g.scales, opacities[b], g.colors, viewmats, Ks, size, size,
                     backgrounds=backgrounds, packed=False,
                 )  # fmt: skip
-                images.append(colors[0].clamp(0, 1))
-                alphas.append(alpha[0, ..., 0])
-            return torch.stack(images), torch.stack(alphas)
+                images.append(colors)
+                alphas.append(alpha[..., 0])
+            if len(images) == 1:  # batch 1, the real-time case: no copies
+                return images[0], alphas[0]
+            return torch.cat(images), torch.cat(alphas)
 
         return frame
 
