@@ -187,12 +187,12 @@ class Encoder:
             slope = np.abs(np.stack(np.gradient(depth), -1)).max(-1)  # world depth per grid step
             slope = F.max_pool2d(torch.as_tensor(slope)[None, None], 5, stride=1, padding=2)[0, 0].numpy()
             steep = slope > BACKING_MAX_SLOPE * pixel_world
-            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw, steep & ~covered], -1), res // 2)
+            behind = _resize(np.stack([depth + BACKING_DEPTH * pixel_world + 5 * slope, mask, jaw, steep & (near_face < 0.5)], -1), res // 2)
             half = (np.arange(res // 2) + 0.5) * 2 * step
             half_u, half_v = np.meshgrid(half, half)
             lips = rasterize_polygon(pixel_marks[list(lm.LIPS_OUTER)] / 2, res // 2)
             # only well inside the person (two blocks from the mask's edge), and off the steep folds of
-            # hair and neck (steeper than BACKING_MAX_SLOPE, outside the face mesh): a wide splat there,
+            # hair and neck (steeper than BACKING_MAX_SLOPE, away from the face): a wide splat there,
             # or one pushed far back, would peek out of the silhouette as a halo when the head turns
             inside = -F.max_pool2d(-torch.as_tensor(behind[..., 1])[None, None], 5, stride=1, padding=2)[0, 0].numpy()
             solid = (inside > 0.9) & (behind[..., 3] == 0)
