@@ -13,30 +13,39 @@ feature f_i [F], motion basis m_i [F] and anchor p_i [3]; the paper's form, no `
 Both MLPs have hidden width Hd; (scale, shift) = c @ W_ada comes from the motion code outside the
 kernel (a plain matmul once per frame; autograd takes its gradient to c and W_ada).
 
-Work split: a persistent grid of at most ``programs_per_sm`` programs per multiprocessor. Each program
-loads all weights once, then walks blocks of BLOCK_N Gaussians (block = pid, pid + programs, ...)
-and, per block, every frame b: the block's f, m, p and LayerNorm(m) are read and computed once for
-all B frames. The five matmuls per frame are ``tl.dot`` on tiles padded to powers of two >= 16
-(F -> FP, Hd -> HP, O -> OP, masked), the activations and heads are fused, and the heads are stored
-straight into the rasterizer's layout (means [B,N,3], quats [B,N,4], scales [B,N,3], opacities
-[B,N], colors [B,N,D]).
-Backward recomputes the forward of each (block, frame) in registers (no activations are stored),
-sums the per-Gaussian gradients v_f, v_m, v_p over the B frames in registers, and accumulates every
-weight gradient over the program's blocks with ``tl.dot``; each program writes its own row of a
-[programs, weights] float32 buffer that torch sums (deterministic: no atomics on weights). The
-per-frame v_scale_shift is reduced over the block with ``tl.sum`` and added into the program's own
-row of a [programs, B, 2F] buffer, then summed by torch.
+Work split: a persistent grid of ``programs_per_sm`` programs per multiprocessor. Each program
+loads every weight once (they stay in shared memory as tl.dot operands) and walks work items
+(block of BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl.dot`` on
+tiles padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are
+fused and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4],
+scales [B,N,3], opacities [B,N], colors [B,N,D]).
+Backward, two kernels on one grid, each recomputing the forward it needs in registers (nothing is
+stored by the forward): ``_decoder_backward_kernel`` gives the decoder's weight gradients, v_p,
+v_f and dL/d delta per frame ([B, N, F] float32 scratch); ``_fusion_backward_kernel`` gives the
+fusion MLP's weight gradients, v_m and v_scale_shift. Each program walks all frames of its blocks,
+so it alone owns their per-Gaussian gradients (summed over frames by read-add-write, no atomics);
+weight gradients accumulate in registers over the program's items and land in its own row of a
+[programs, weights] float32 buffer that torch sums; v_scale_shift rows likewise ([programs, B, 2F]).
+The result is deterministic. (One fused backward kernel holds too many accumulators: it spilled
+kilobytes a thread in the compiler's report.)
 
-Precision: elementwise maths and every accumulation in float32. ``tl.dot`` operands are bf16 for
-bf16 inputs, and for float32 inputs ``config.fp32_dot``: "tf32" (default), "bf16" or "ieee".
-Outputs and input gradients are returned in the input dtype, weight gradients in the weights' dtype.
+Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
+approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
+division had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
+"bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
+largest magnitude 2^14, weights scaled per tensor; measured 0.9-1.2x the forward's time and
+1.3x the backward's). Weight gradients (sums over the Gaussians) always come from bf16 operands. Measured
+errors against the float64 twin are in docs/benchmarks-fusion.md. Outputs and input gradients
+come in the inputs' dtype (a bf16 input's per-Gaussian gradient is rounded once per frame),
+weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
 float64); 11 + color_dim <= 64; the padded fp16 weights held by the largest kernel must fit in
 180 KB of shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128;
-``triton_unsupported_reasons`` says). Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton interpreter bf16 dots are emulated by rounding the operands to bf16 and
-multiplying in float32 (its native bf16 ``tl.dot`` multiplies the raw bits), which is the same
-arithmetic as the hardware's bf16 products with float32 accumulation.
+``triton_unsupported_reasons`` says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles
+spill registers. Under the Triton interpreter bf16 dots are emulated by rounding the operands to
+bf16 and multiplying in float32 (its native bf16 ``tl.dot`` multiplies the raw bits: the same
+arithmetic as the hardware's bf16 products with float32 accumulation) and exp/log/1/x are exact.
 """
 
 from __future__ import annotations
@@ -160,16 +169,14 @@ INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, program
 
 
 def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
-    """Launch shapes chosen from the compiler's resource report for sm_90 (registers, spills,
-    shared memory) and the timings in docs/benchmarks-fusion.md. Backward holds every weight
-    gradient in registers for the program's lifetime: at 32 rows and 8 warps (mma.sync tiles) they
-    fit without spilling, at 64 rows (wgmma) they spill kilobytes a thread."""
-    if backward:
-        return FusionLaunch(block_n=32, num_warps=8, num_stages=1, programs_per_sm=1)
+    """The fastest launch of the sweep on an H100 (docs/benchmarks-fusion.md) for F <= 64, Hd <= 128;
+    larger tiles take the shapes that the compiler's report for sm_90 shows fitting in shared memory
+    with the fewest spills (not timed)."""
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
-    if fp <= 64 and hp <= 128:
-        return FusionLaunch(block_n=128, num_warps=8, num_stages=2, programs_per_sm=1)
-    return FusionLaunch(block_n=32, num_warps=4, num_stages=2, programs_per_sm=1)  # 128 rows: over 228 KB
+    small = fp <= 64 and hp <= 128
+    if backward:
+        return FusionLaunch(32, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1)
+    return FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1)
 
 
 if triton is not None:
@@ -371,30 +378,30 @@ if triton is not None:
         return z2, _mm(_softplus(z2), d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :]
 
     @triton.jit
-    def _heads(a, anchors, offset_scale, max_scale, OP: tl.constexpr):
-        """Decoder outputs a [BLOCK_N, OP] -> attributes, column by column (anchors in columns 0-2)."""
+    def _head_terms(a, OP: tl.constexpr):
+        """What the heads take from the decoder outputs a [BLOCK_N, OP], for every column (each
+        column then keeps the term of its head): the column index, the rotation columns, sigmoid(a),
+        tanh(a), the opacity sigmoid(a - 1), the quaternion norm per row and a / max(norm, eps)."""
         col = tl.arange(0, OP)[None, :]
         is_rot = (col >= 6) & (col < 10)
-        sig = _sigmoid(a)
-        tanh = 2.0 * _sigmoid(2.0 * a) - 1.0
         norm = tl.sqrt(tl.sum(tl.where(is_rot, a * a, 0.0), axis=1))
-        quat = a * _rcp(tl.maximum(norm, _QUAT_EPS))[:, None]
+        inv_norm = _rcp(tl.maximum(norm, _QUAT_EPS))
+        return (col, is_rot, _sigmoid(a), 2.0 * _sigmoid(2.0 * a) - 1.0, _sigmoid(a - 1.0), norm, inv_norm,
+                a * inv_norm[:, None])
+
+    @triton.jit
+    def _heads(a, anchors, offset_scale, max_scale, OP: tl.constexpr):
+        """Decoder outputs a [BLOCK_N, OP] -> attributes, column by column (anchors in columns 0-2)."""
+        col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
         out = tl.where(col < 3, anchors + offset_scale * tanh, max_scale * sig)
         out = tl.where(is_rot, quat, out)
-        out = tl.where(col == 10, _sigmoid(a - 1.0), out)
+        out = tl.where(col == 10, opacity, out)
         return tl.where(col >= 11, sig, out)
 
     @triton.jit
     def _heads_backward(a, g, offset_scale, max_scale, OP: tl.constexpr):
         """d loss / d a from the gradients g of the attributes (same column layout)."""
-        col = tl.arange(0, OP)[None, :]
-        is_rot = (col >= 6) & (col < 10)
-        sig = _sigmoid(a)
-        tanh = 2.0 * _sigmoid(2.0 * a) - 1.0
-        opacity = _sigmoid(a - 1.0)
-        norm = tl.sqrt(tl.sum(tl.where(is_rot, a * a, 0.0), axis=1))
-        inv_norm = _rcp(tl.maximum(norm, _QUAT_EPS))
-        quat = a * inv_norm[:, None]
+        col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
         radial = tl.where(norm > _QUAT_EPS, tl.sum(tl.where(is_rot, quat * g, 0.0), axis=1), 0.0)
         v_rot = (g - quat * radial[:, None]) * inv_norm[:, None]
         v_a = tl.where(col < 3, g * offset_scale * (1.0 - tanh * tanh), g * max_scale * sig * (1.0 - sig))

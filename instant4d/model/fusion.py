@@ -1,7 +1,7 @@
 """The learned per-Gaussian path: motion code -> (scale, shift) -> local fusion -> Gaussian decoder.
 
-``LocalFusion`` owns every weight of the paper's local fusion and decoder (section 4-5 of
-docs/method.md) and runs them through :func:`instant4d.kernels.fusion.local_fusion` (one fused Triton
+``LocalFusion`` owns every weight of the paper's local fusion and Gaussian decoder and runs them
+through :func:`instant4d.kernels.fusion.local_fusion` (one fused Triton
 kernel on CUDA, its PyTorch twin elsewhere).
 """
 
