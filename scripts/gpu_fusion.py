@@ -42,9 +42,9 @@ DEVICE = "cuda"
 SIZES = [(n, b) for n in (50_000, 200_000, 1_000_000) for b in (1, 8)]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OUTPUTS = ("means", "quats", "scales", "opacities", "colors")
-FWD_SWEEP = [FusionLaunch(128, 8, 2, 1), FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 3, 1),
-             FusionLaunch(32, 4, 2, 2)]  # the first of each is the default
-BWD_SWEEP = [FusionLaunch(32, 8, 1, 1), FusionLaunch(32, 4, 1, 2), FusionLaunch(16, 8, 1, 1)]
+FWD_SWEEP = [FusionLaunch(64, 4, 2, 2), FusionLaunch(128, 8, 2, 1), FusionLaunch(64, 4, 3, 1),
+             FusionLaunch(32, 4, 2, 2)]  # the first of each is the default for F <= 64, Hd <= 128
+BWD_SWEEP = [FusionLaunch(32, 4, 1, 2), FusionLaunch(32, 8, 1, 1), FusionLaunch(16, 8, 1, 1)]
 WEIGHT_GRADIENTS = ("v_w_in", "v_w1", "v_w2", "v_d1", "v_d2")
 START = time.time()
 
