@@ -35,7 +35,7 @@ division had made up most of the instructions. ``config.dot_operands`` picks the
 "bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
 largest magnitude 2^14, weights scaled per tensor; measured 0.9-1.2x the forward's time and
 1.3x the backward's). Weight gradients (sums over the Gaussians) always come from bf16 operands. Measured
-errors against the float64 twin are in docs/benchmarks-fusion.md. Outputs and input gradients
+errors against the float64 twin are in docs/benchmarks.md. Outputs and input gradients
 come in the inputs' dtype (a bf16 input's per-Gaussian gradient is rounded once per frame),
 weight gradients in the weights' dtype.
 
@@ -157,7 +157,7 @@ class FusedGaussians:
 
 @dataclass(frozen=True)
 class FusionLaunch:
-    """How the kernels split the work (tuned on an H100, see docs/benchmarks-fusion.md)."""
+    """How the kernels split the work (tuned on an H100, see docs/benchmarks.md)."""
 
     block_n: int  # Gaussians per block: the M of every per-Gaussian tl.dot
     num_warps: int
@@ -169,7 +169,7 @@ INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, program
 
 
 def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
-    """The fastest launch of the sweep on an H100 (docs/benchmarks-fusion.md) for F <= 64, Hd <= 128;
+    """The fastest launch of the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128;
     larger tiles take the shapes that the compiler's report for sm_90 shows fitting in shared memory
     with the fewest spills (not timed)."""
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
