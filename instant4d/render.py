@@ -157,8 +157,9 @@ def rasterization(
     if channels_in == 0:
         raise ValueError("colors must have at least one channel")
     if backgrounds is not None:
-        width_expected = {"RGB": channels_in, "RGB+D": channels_in, "RGB+ED": channels_in}.get(render_mode, None)
-        shapes.check_tensor("backgrounds", backgrounds, batch_dims + (n_cameras, width_expected), device=device)
+        # colour modes need one background value per channel; depth-only modes ignore backgrounds (as gsplat)
+        channels_expected = channels_in if render_mode.startswith("RGB") else None
+        shapes.check_tensor("backgrounds", backgrounds, batch_dims + (n_cameras, channels_expected), device=device)
 
     n_batches = math.prod(batch_dims)
     n_images = n_batches * n_cameras
