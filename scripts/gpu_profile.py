@@ -76,7 +76,18 @@ def stages(lib, scene) -> dict:
                 n_isects=int(isect_ids.numel()))
 
 
+def compiled_registers(kernel) -> list[tuple[int, int]]:
+    """(registers, spilled registers) of each compiled variant of a Triton kernel (Triton 3.x caches)."""
+    found = []
+    for entry in getattr(kernel, "device_caches", {}).values():
+        cache = entry[0] if isinstance(entry, tuple) else entry
+        found += [(c.n_regs, c.n_spills) for c in cache.values()]
+    return found
+
+
 def sweep_composite(scene) -> list[dict]:
+    """Compositing launch variants: (forward blocks between early-exit checks, forward block, backward
+    block, forward warps, backward warps), with times and the compiled kernels' register use."""
     width, height = scene.width, scene.height
     radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
         scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
@@ -87,28 +98,34 @@ def sweep_composite(scene) -> list[dict]:
     colors = scene.colors[None].expand(n_images, -1, -1).contiguous()
     opac = scene.opacities[None].expand(n_images, -1).contiguous()
     original = composite._launch_config
+    kernels = (composite._composite_forward_kernel, composite._composite_backward_kernel)
     rows = []
-    for block_g, fwd_warps, bwd_warps in ((4, 4, 4), (8, 4, 1), (8, 4, 2), (8, 4, 4), (16, 4, 2), (16, 2, 1)):
-        def config(channels, tile_size, backward=False, block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps):
+    for unroll, fwd_block, bwd_block, fwd_warps, bwd_warps in (
+            (2, 4, 8, 4, 4), (4, 4, 8, 4, 4), (1, 4, 8, 4, 4), (1, 8, 8, 4, 4), (1, 4, 4, 4, 4), (1, 8, 16, 4, 4),
+            (2, 4, 8, 4, 2), (2, 4, 8, 8, 8)):
+        def config(channels, tile_size, backward=False):
             c = original(channels, tile_size, backward)
-            c.update(BLOCK_G=block_g, num_warps=bwd_warps if backward else fwd_warps)
+            c.update(BLOCK_G=bwd_block if backward else fwd_block, num_warps=bwd_warps if backward else fwd_warps)
+            if not backward:
+                c["UNROLL"] = unroll
             return c
 
         composite._launch_config = config
+        for kernel in kernels:  # recompile, so that the register report is this variant's
+            for entry in getattr(kernel, "device_caches", {}).values():
+                (entry[0] if isinstance(entry, tuple) else entry).clear()
         leaves = [t.detach().clone().requires_grad_() for t in (means2d, conics, colors, opac)]
 
         def fwd_bwd():
             out, _ = instant4d.rasterize_to_pixels(*leaves, width, height, 16, offsets, flatten_ids)
             out.sum().backward()
 
-        try:
-            rows.append(dict(block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps,
-                             fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height, 16,
-                                                                          offsets, flatten_ids)),
-                             fwd_bwd=ms(fwd_bwd)))
-        except Exception as exc:  # a config that does not compile (registers) is reported, not fatal
-            rows.append(dict(block_g=block_g, fwd_warps=fwd_warps, bwd_warps=bwd_warps, error=str(exc)[:200]))
-        print(rows[-1], flush=True)
+        row = dict(unroll=unroll, fwd_block=fwd_block, bwd_block=bwd_block, fwd_warps=fwd_warps, bwd_warps=bwd_warps)
+        row.update(fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height, 16,
+                                                                offsets, flatten_ids)),
+                   fwd_bwd=ms(fwd_bwd), registers_spills=[compiled_registers(k) for k in kernels])
+        rows.append(row)
+        print(row, flush=True)
     composite._launch_config = original
     return rows
 

@@ -147,8 +147,7 @@ if triton is not None:
         v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
-        BLOCK_G: tl.constexpr, UNROLL: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr,
-        ABSGRAD: tl.constexpr,
+        BLOCK_G: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr,
     ):
         image, pixel, inside, fx, fy, start, end = _tile_setup(
             offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
@@ -220,13 +219,17 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     # up to 8 channels are walked one by one inside each thread; more go through tl.dot (>= 16 wide)
     use_dot = channels_pad > 8
     tile_pad = next_power_of_2(tile_size)
-    # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py):
-    # 2 pixels per thread beat 1 and 4; the forward is fastest with 4 Gaussians per block, the
-    # backward with 8; 16 ran 2-4x slower (likely register pressure; not checked in the compiler report).
-    return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
-                CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
-                BLOCK_G=16 if use_dot else (8 if backward else 4), UNROLL=4, USE_DOT=use_dot,
-                num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
+    # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py and
+    # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: 4 Gaussians
+    # per block, 2 blocks between early-exit checks (80 registers; 4 blocks took 168 and ran 16% slower).
+    # Backward: 8 per block (255 registers, 20 spilled; 4 per block spills nothing but runs 30% slower).
+    config = dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
+                  CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
+                  BLOCK_G=16 if use_dot else (8 if backward else 4), USE_DOT=use_dot,
+                  num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
+    if not backward:
+        config["UNROLL"] = 2
+    return config
 
 
 class _RasterizeToPixels(torch.autograd.Function):
