@@ -33,8 +33,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", f"{CACHE}/inductor")
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-import triton.testing  # noqa: E402
 
+from gpu_compare import bench_ms as ms  # noqa: E402  (one timing protocol for every GPU table)
 from instant4d.kernels import fusion, reference  # noqa: E402
 from instant4d.kernels.fusion import FusionConfig, FusionLaunch, FusionWeights  # noqa: E402
 
@@ -47,10 +47,6 @@ FWD_SWEEP = [FusionLaunch(64, 4, 2, 2), FusionLaunch(128, 8, 2, 1), FusionLaunch
 BWD_SWEEP = [FusionLaunch(32, 4, 1, 2), FusionLaunch(32, 8, 1, 1), FusionLaunch(16, 8, 1, 1)]
 WEIGHT_GRADIENTS = ("v_w_in", "v_w1", "v_w2", "v_d1", "v_d2")
 START = time.time()
-
-
-def ms(fn) -> float:
-    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
 def inputs_for(config, n, b, dtype, seed=0):

@@ -15,17 +15,15 @@ import sys
 import time
 
 import torch
-import triton.testing
 
 import instant4d
 from instant4d.gaussians import head_like_scene
 from instant4d.kernels import composite
+from gpu_compare import bench_ms as ms  # one timing protocol for every GPU table
 
 OUT = os.environ.get("OUT", "gpu-results")
 
 
-def ms(fn) -> float:
-    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
 def host_ms(fn, iters: int = 200) -> float:

@@ -260,7 +260,6 @@ class _RasterizeToPixels(torch.autograd.Function):
         # absgrad_target: [the caller's means2d] or None; backward sets its .absgrad like gsplat does
         ctx.channels, ctx.tile_size = channels, tile_size
         ctx.absgrad_target, ctx.size = absgrad_target, (width, height)
-        ctx.has_background = backgrounds is not None
         ctx.background_shape = backgrounds.shape if backgrounds is not None else None
         ctx.mark_non_differentiable(last_ids)
         return out_colors, out_alphas
@@ -292,7 +291,7 @@ class _RasterizeToPixels(torch.autograd.Function):
             target = ctx.absgrad_target[0]
             target.absgrad = v_absgrad.reshape(target.shape).to(target.dtype)
         v_backgrounds = None
-        if ctx.has_background and ctx.needs_input_grad[4]:
+        if ctx.needs_input_grad[4]:  # False when there is no background
             v_backgrounds = (v_out_colors * out_transmittance[..., None]).sum(dim=(1, 2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
         return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 7)
