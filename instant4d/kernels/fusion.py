@@ -1,4 +1,4 @@
-"""Per-Gaussian local motion fusion + Gaussian decoder, fused into one Triton kernel per pass.
+"""Per-Gaussian local motion fusion + Gaussian decoder, fused into Triton kernels.
 
 Math (per frame b with modulation (scale_b, shift_b) = split(scale_shift[b]), per Gaussian i with
 feature f_i [F], motion basis m_i [F] and anchor p_i [3]; the paper's form, no ``1 + scale``):
@@ -13,44 +13,53 @@ feature f_i [F], motion basis m_i [F] and anchor p_i [3]; the paper's form, no `
 Both MLPs have hidden width Hd; (scale, shift) = c @ W_ada comes from the motion code outside the
 kernel (a plain matmul once per frame; autograd takes its gradient to c and W_ada).
 
-Work split: a persistent grid of ``programs_per_sm`` programs per multiprocessor. Each program
-loads every weight once (they stay in shared memory as tl.dot operands) and walks work items
-(block of BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl.dot`` on
-tiles padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are
-fused and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4],
-scales [B,N,3], opacities [B,N], colors [B,N,D]).
-Backward, two kernels on one grid, each recomputing the forward it needs in registers (nothing is
-stored by the forward): ``_decoder_backward_kernel`` gives the decoder's weight gradients, v_p,
-v_f and dL/d delta per frame ([B, N, F] float32 scratch); ``_fusion_backward_kernel`` gives the
-fusion MLP's weight gradients, v_m and v_scale_shift. Each program walks all frames of its blocks,
-so it alone owns their per-Gaussian gradients (summed over frames by read-add-write, no atomics);
-weight gradients accumulate in registers over the program's items and land in its own row of a
-[programs, weights] float32 buffer that torch sums; v_scale_shift rows likewise ([programs, B, 2F]).
-The result is deterministic. (One fused backward kernel holds too many accumulators: it spilled
-kilobytes a thread in the compiler's report.)
+Weights travel as one float32 buffer (``FusionWeights.packed``, every weight flattened in field
+order, built once and reused until a weight changes), so that a launch binds few arguments: the
+public call is short on the host, which at 200k Gaussians takes as long as the kernel.
+
+Forward: a persistent grid of ``programs_per_sm`` programs per multiprocessor. Each program loads
+every weight once (they stay in shared memory as tl.dot operands) and walks work items (block of
+BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl.dot`` on tiles
+padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are fused
+and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4], scales
+[B,N,3], opacities [B,N], colors [B,N,D]). When a gradient is wanted the forward also saves, per
+Gaussian and frame, the activations the backward needs (h, f', softplus of both hidden layers:
+[B, N, 2F + 2Hd], 576 bytes in bf16 at the paper's widths), so the backward recomputes nothing.
+
+Backward, two kernels with their own launch shapes: ``_decoder_backward_kernel`` gives the decoder's
+weight gradients, v_p, v_f and dL/d delta per frame ([B, N, F] float32 scratch);
+``_fusion_backward_kernel`` gives the fusion MLP's weight gradients, v_m and v_scale_shift. Each
+program walks blocks of Gaussians and, inside, all B frames of the block, so per-Gaussian gradients
+are summed over frames in registers and stored once (the LayerNorm backward, linear, runs once per
+block on the frame sum). Weight gradients accumulate in registers over the program's items and
+land in its own row of a [programs, weights] float32 buffer that torch sums; v_scale_shift rows
+likewise ([programs, B, 2F]). The result is deterministic. The softplus derivative comes from the
+saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
 division had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
 "bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
-largest magnitude 2^14, weights scaled per tensor; measured 0.9-1.2x the forward's time and
-1.3x the backward's). Weight gradients (sums over the Gaussians) always come from bf16 operands. Measured
-errors against the float64 twin are in docs/benchmarks.md. Outputs and input gradients
-come in the inputs' dtype (a bf16 input's per-Gaussian gradient is rounded once per frame),
+largest magnitude 2^14, weights scaled per tensor; slower). Weight gradients (sums over the
+Gaussians) always come from bf16 operands. The saved activations are bf16 with bf16 operands (the
+backward's softplus derivatives then carry their 2^-9 relative rounding) and float32 with fp16
+operands. Measured errors against the
+float64 twin are in docs/benchmarks.md. Outputs and input gradients come in the inputs' dtype,
 weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
-float64); 11 + color_dim <= 64; the padded fp16 weights held by the largest kernel must fit in
-180 KB of shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128;
-``triton_unsupported_reasons`` says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles
-spill registers. Under the Triton interpreter bf16 dots are emulated by rounding the operands to
-bf16 and multiplying in float32 (its native bf16 ``tl.dot`` multiplies the raw bits: the same
-arithmetic as the hardware's bf16 products with float32 accumulation) and exp/log/1/x are exact.
+float64); 11 + color_dim <= 64; the padded fp16 weights held by the forward must fit in 180 KB of
+shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128; ``triton_unsupported_reasons``
+says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton
+interpreter bf16 dots are emulated by rounding the operands to bf16 and multiplying in float32 (its
+native bf16 ``tl.dot`` multiplies the raw bits: the same arithmetic as the hardware's bf16 products
+with float32 accumulation) and exp/log/1/x are exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -119,9 +128,25 @@ class FusionWeights:
     e1: Tensor  # [Hd]
     d2: Tensor  # [Hd, O]
     e2: Tensor  # [O]
+    # the packed buffer and the state of the weights it was built from (see packed)
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def tensors(self) -> tuple[Tensor, ...]:
-        return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
+        return (self.w_in, self.b_in, self.w1, self.b1, self.w2, self.b2, self.d1, self.e1, self.d2, self.e2)
+
+    def packed(self, config: "FusionConfig", dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Every weight, detached and flattened in field order, in one float32 buffer [P] (the
+        kernels' single weight argument), after checking their shapes against ``config`` and their
+        dtype and device against the inputs'. Built once and reused while every weight keeps its
+        storage and version counter (an in-place update, an optimizer step say, bumps it)."""
+        tensors = self.tensors()
+        key = (config, dtype, device, *((t._version, t.data_ptr()) for t in tensors))
+        if self._cache.get("key") != key:
+            check_weights(self, config, dtype, device)
+            with torch.no_grad():
+                self._cache["packed"] = torch.cat([t.reshape(-1) for t in tensors]).to(torch.float32)
+            self._cache["key"] = key
+        return self._cache["packed"]
 
     @classmethod
     def init(cls, config: FusionConfig, *, generator: Optional[torch.Generator] = None,
@@ -157,26 +182,32 @@ class FusedGaussians:
 
 @dataclass(frozen=True)
 class FusionLaunch:
-    """How the kernels split the work (tuned on an H100, see docs/benchmarks.md)."""
+    """How a kernel splits the work (tuned on an H100, see docs/benchmarks.md)."""
 
     block_n: int  # Gaussians per block: the M of every per-Gaussian tl.dot
     num_warps: int
-    num_stages: int  # software pipelining of the loads; backward must use 1 (see op_backward)
+    num_stages: int  # software pipelining of the loads
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
 
 
+KERNELS = ("forward", "decoder_backward", "fusion_backward")
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 
 
-def default_launch(config: FusionConfig, backward: bool) -> FusionLaunch:
+def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     """The fastest launch of the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128;
     larger tiles take the shapes that the compiler's report for sm_90 shows fitting in shared memory
-    with the fewest spills (not timed)."""
+    with the fewest spills (not timed). The fusion backward holds three weight gradients in
+    registers (20k floats at the paper's widths), hence its 8 warps."""
+    if interpreting():
+        return INTERPRETER_LAUNCH
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
     small = fp <= 64 and hp <= 128
-    if backward:
-        return FusionLaunch(32, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1)
-    return FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1)
+    return {
+        "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
+        "decoder_backward": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "fusion_backward": FusionLaunch(32, 8, 2, 1) if small else FusionLaunch(32, 8, 1, 1),
+    }[kernel]
 
 
 if triton is not None:
@@ -213,13 +244,6 @@ if triton is not None:
     @triton.jit
     def _softplus(z):
         return tl.maximum(z, 0.0) + _log(1.0 + tl.exp(-tl.abs(z)))
-
-    @triton.jit
-    def _softplus_sigmoid(z):
-        """softplus(z) and its derivative sigmoid(z), sharing one exp."""
-        e = tl.exp(-tl.abs(z))
-        r = _rcp(1.0 + e)
-        return tl.maximum(z, 0.0) + _log(1.0 + e), tl.where(z >= 0, r, e * r)
 
     @triton.jit
     def _bf16(x):
@@ -294,16 +318,17 @@ if triton is not None:
         tl.store(ptr + r[:, None] * C + c[None, :], value, mask=(r < R)[:, None] & (c < C)[None, :])
 
     @triton.jit
-    def _rows(ptr, rows, row_ok, C, CP: tl.constexpr):
-        """Rows ``rows`` of a row-major [*, C] tensor as a float32 [BLOCK_N, CP] tile."""
+    def _rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
+        """Columns [0, C) of rows ``rows`` of a row-major tensor with row stride STRIDE, as a
+        float32 [BLOCK_N, CP] tile."""
         c = tl.arange(0, CP)
-        return tl.load(ptr + rows[:, None] * C + c[None, :], mask=row_ok[:, None] & (c < C)[None, :],
+        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :],
                        other=0.0).to(tl.float32)
 
     @triton.jit
-    def _store_rows(ptr, value, rows, row_ok, C, CP: tl.constexpr):
+    def _store_rows(ptr, value, rows, row_ok, C, CP: tl.constexpr, STRIDE):
         c = tl.arange(0, CP)
-        tl.store(ptr + rows[:, None] * C + c[None, :], value.to(ptr.dtype.element_ty),
+        tl.store(ptr + rows[:, None] * STRIDE + c[None, :], value.to(ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (c < C)[None, :])
 
     @triton.jit
@@ -355,27 +380,46 @@ if triton is not None:
         return centred * rstd[:, None], rstd
 
     @triton.jit
-    def _fusion_mlp(motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                    w2, u2, b2_ptr, delta_scale, ln_eps, F: tl.constexpr, HD: tl.constexpr, FP: tl.constexpr,
-                    HP: tl.constexpr, DOT: tl.constexpr):
-        """Frame b's feature offset for a block of rows, and the values its backward needs.
-        Inputs and biases are (re-)read where they are used rather than held across frames: a
-        [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along
-        a tl.dot result costs one register per column a thread owns; the re-reads hit L1/L2."""
-        ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP), F, FP, ln_eps)
-        scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
-        x = ln * scale[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
-        h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
-        z1 = _mm(h, w1, u1, DOT) + _vec(b1_ptr, HD, HP)[None, :]
-        delta = delta_scale * (_mm(_softplus(z1), w2, u2, DOT) + _vec(b2_ptr, F, FP)[None, :])
-        return ln, rstd, scale, x, h, z1, delta
+    def _weight_ptrs(ptr, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr):
+        """Pointers to each weight in a flat buffer holding them in FusionWeights field order (the
+        packed weights, or a row of gradient partials)."""
+        w_in = ptr
+        b_in = w_in + F * F
+        w1 = b_in + F
+        b1 = w1 + F * HD
+        w2 = b1 + HD
+        b2 = w2 + HD * F
+        d1 = b2 + F
+        e1 = d1 + F * HD
+        d2 = e1 + HD
+        return w_in, b_in, w1, b1, w2, b2, d1, e1, d2, d2 + HD * O
 
     @triton.jit
-    def _decoder(f_new, d1, v1, e1_ptr, d2, v2, e2_ptr, HD: tl.constexpr, O: tl.constexpr,
-                 HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr):
-        """Decoder pre-activations z2 [BLOCK_N, HP] and outputs a [BLOCK_N, OP] of the new features."""
-        z2 = _mm(f_new, d1, v1, DOT) + _vec(e1_ptr, HD, HP)[None, :]
-        return z2, _mm(_softplus(z2), d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :]
+    def _saved_cols(saved_ptr, F: tl.constexpr, HD: tl.constexpr):
+        """Where each saved activation starts in a row of the [B, N, 2F + 2Hd] buffer: h, f', softplus
+        of the fusion MLP's hidden layer, softplus of the decoder's."""
+        return saved_ptr, saved_ptr + F, saved_ptr + 2 * F, saved_ptr + 2 * F + HD
+
+    @triton.jit
+    def _softplus_grad(a):
+        """softplus'(z) = sigmoid(z) = 1 - exp(-a) from a = softplus(z) >= 0; a series below 2^-6,
+        where 1 - exp(-a) would cancel."""
+        return tl.where(a < 0.015625, a * (1.0 - a * (0.5 - a * (1.0 / 6.0))), 1.0 - tl.exp(-a))
+
+    @triton.jit
+    def _fusion_mlp(motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
+                    w2, u2, b2_ptr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr, F: tl.constexpr,
+                    HD: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr, DOT: tl.constexpr):
+        """Frame b's feature offset delta for a block of rows, with h and the hidden softplus a1.
+        Inputs and biases are (re-)read where they are used rather than held across items: a
+        [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along
+        a tl.dot result costs one register per column a thread owns; the re-reads hit L1/L2."""
+        ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
+        x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
+        h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
+        a1 = _softplus(_mm(h, w1, u1, DOT) + _vec(b1_ptr, HD, HP)[None, :])
+        delta = DELTA_SCALE * (_mm(a1, w2, u2, DOT) + _vec(b2_ptr, F, FP)[None, :])
+        return h, a1, delta
 
     @triton.jit
     def _head_terms(a, OP: tl.constexpr):
@@ -390,176 +434,139 @@ if triton is not None:
                 a * inv_norm[:, None])
 
     @triton.jit
-    def _heads(a, anchors, offset_scale, max_scale, OP: tl.constexpr):
+    def _heads(a, anchors, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, OP: tl.constexpr):
         """Decoder outputs a [BLOCK_N, OP] -> attributes, column by column (anchors in columns 0-2)."""
         col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
-        out = tl.where(col < 3, anchors + offset_scale * tanh, max_scale * sig)
+        out = tl.where(col < 3, anchors + OFFSET_SCALE * tanh, MAX_SCALE * sig)
         out = tl.where(is_rot, quat, out)
         out = tl.where(col == 10, opacity, out)
         return tl.where(col >= 11, sig, out)
 
     @triton.jit
-    def _heads_backward(a, g, offset_scale, max_scale, OP: tl.constexpr):
+    def _heads_backward(a, g, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, OP: tl.constexpr):
         """d loss / d a from the gradients g of the attributes (same column layout)."""
         col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
         radial = tl.where(norm > _QUAT_EPS, tl.sum(tl.where(is_rot, quat * g, 0.0), axis=1), 0.0)
         v_rot = (g - quat * radial[:, None]) * inv_norm[:, None]
-        v_a = tl.where(col < 3, g * offset_scale * (1.0 - tanh * tanh), g * max_scale * sig * (1.0 - sig))
+        v_a = tl.where(col < 3, g * OFFSET_SCALE * (1.0 - tanh * tanh), g * MAX_SCALE * sig * (1.0 - sig))
         v_a = tl.where(is_rot, v_rot, v_a)
         v_a = tl.where(col == 10, g * opacity * (1.0 - opacity), v_a)
         return tl.where(col >= 11, g * sig * (1.0 - sig), v_a)
 
     @triton.jit
-    def _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F: tl.constexpr, HD: tl.constexpr, FP: tl.constexpr,
-                        HP: tl.constexpr, DOT: tl.constexpr, TRANSPOSE: tl.constexpr = False):
-        """The fusion MLP's weights (or their transposes) as tl.dot operands, with their unscales.
-        Loaded once per program before its loop, they stay in shared memory. Backward reads the
-        transposes from memory too: tl.trans of the held operands made the compiler keep them in
-        registers instead."""
-        w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, FP, FP, TRANSPOSE), DOT)
-        w1, u1 = _weight_operand(_tile(w1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
-        w2, u2 = _weight_operand(_tile(w2_ptr, HD, F, HP, FP, TRANSPOSE), DOT)
-        return w_in, u_in, w1, u1, w2, u2
-
-    @triton.jit
-    def _decoder_weights(d1_ptr, d2_ptr, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr,
-                         FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
-                         TRANSPOSE: tl.constexpr = False):
-        """The decoder's weights (or their transposes) as tl.dot operands, with their unscales."""
-        d1, v1 = _weight_operand(_tile(d1_ptr, F, HD, FP, HP, TRANSPOSE), DOT)
-        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP, TRANSPOSE), DOT)
-        return d1, v1, d2, v2
-
-    @triton.jit
     def _fusion_forward_kernel(
-        features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr,
-        w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr,
-        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr,
-        N, B, offset_scale, max_scale, delta_scale, ln_eps,
+        features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr, weights_ptr,
+        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-        DOT: tl.constexpr, RETURN_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
+        OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
+        RETURN_DELTA: tl.constexpr, SAVE: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
-        d1, v1, d2, v2 = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT)
+        w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(
+            weights_ptr, F, HD, O)
+        w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, FP, FP), DOT)
+        w1, u1 = _weight_operand(_tile(w1_ptr, F, HD, FP, HP), DOT)
+        w2, u2 = _weight_operand(_tile(w2_ptr, HD, F, HP, FP), DOT)
+        d1, v1 = _weight_operand(_tile(d1_ptr, F, HD, FP, HP), DOT)
+        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP), DOT)
+        saved_h, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        S = 2 * F + 2 * HD  # saved row width
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
             rows = (item // B) * BLOCK_N + tl.arange(0, BLOCK_N)
             row_ok = rows < N
-            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
+            h, a1, delta = _fusion_mlp(
                 motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
-            z2, a = _decoder(_rows(features_ptr, rows, row_ok, F, FP) + delta, d1, v1, e1_ptr, d2, v2, e2_ptr,
-                             HD, O, HP, OP, DOT)
+                w2, u2, b2_ptr, DELTA_SCALE, LN_EPS, F, HD, FP, HP, DOT)
+            f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
+            a2 = _softplus(_mm(f_new, d1, v1, DOT) + _vec(e1_ptr, HD, HP)[None, :])
+            a = _mm(a2, d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :]
             items = tl.cast(b, tl.int64) * N + rows
-            anchors = _rows(anchors_ptr, rows, row_ok, 3, OP)
-            _store_heads(_heads(a, anchors, offset_scale, max_scale, OP), items, row_ok,
+            anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
+            _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), items, row_ok,
                          means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
             if RETURN_DELTA:
-                _store_rows(delta_ptr, delta, items, row_ok, F, FP)
-
-    @triton.jit
-    def _accumulate_rows(ptr, value, rows, row_ok, b, C, CP: tl.constexpr):
-        """Add frame b's gradient of a per-Gaussian input (rows of a row-major [N, C] tensor); the
-        program walking a block's frames owns its rows, so this needs no atomics or zeroing."""
-        c = tl.arange(0, CP)
-        ptrs = ptr + rows[:, None] * C + c[None, :]
-        mask = row_ok[:, None] & (c < C)[None, :]
-        later_frame = (rows * 0 + b) > 0  # a tensor, which the interpreter needs in a mask
-        value += tl.load(ptrs, mask=mask & later_frame[:, None], other=0.0).to(tl.float32)
-        tl.store(ptrs, value.to(ptr.dtype.element_ty), mask=mask)
-
-    @triton.jit
-    def _partials_row(v_weights_ptr, pid, partials_stride, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr):
-        """Pointers to each weight's gradient in this program's row of the [programs, weights]
-        float32 partials, in FusionWeights field order."""
-        v_w_in = v_weights_ptr + pid.to(tl.int64) * partials_stride
-        v_b_in = v_w_in + F * F
-        v_w1 = v_b_in + F
-        v_b1 = v_w1 + F * HD
-        v_w2 = v_b1 + HD
-        v_b2 = v_w2 + HD * F
-        v_d1 = v_b2 + F
-        v_e1 = v_d1 + F * HD
-        v_d2 = v_e1 + HD
-        return v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, v_d2 + HD * O
-
-    @triton.jit
-    def _block_of_item(item, pid, programs, B, N, BLOCK_N: tl.constexpr):
-        """Work item -> (frame, rows, row_ok): frames fastest, the blocks pid, pid + programs, ...
-        so that one program walks all frames of each of its blocks."""
-        rows = (pid + (item // B) * programs) * BLOCK_N + tl.arange(0, BLOCK_N)
-        return item % B, rows, rows < N
+                _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
+            if SAVE:
+                _store_rows(saved_h, h, items, row_ok, F, FP, S)
+                _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
+                _store_rows(saved_a1, a1, items, row_ok, HD, HP, S)
+                _store_rows(saved_a2, a2, items, row_ok, HD, HP, S)
 
     @triton.jit
     def _decoder_backward_kernel(
-        features_ptr, motion_basis_ptr, scale_shift_ptr,
-        w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr,
-        v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
-        v_features_ptr, v_anchors_ptr, v_f_new_ptr, v_weights_ptr,
-        N, B, partials_stride, offset_scale, max_scale, delta_scale, ln_eps,
+        saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr,
+        v_delta_ptr, v_features_ptr, v_anchors_ptr, v_f_new_ptr, partials_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-        DOT: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
+        OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 1: recompute the forward; gradients of the decoder weights (summed over
-        this program's items in registers), of the anchors and features, and dL/d delta per frame
-        (stored in v_f_new [B, N, F] for part 2)."""
+        """Backward, part 1, from the saved activations: gradients of the decoder weights (this
+        program's row of partials [programs, |d1| + |e1| + |d2| + |e2|]), of the anchors and
+        features, and dL/d delta per frame (v_f_new [B, N, F], for part 2)."""
         pid = tl.program_id(0)
-        programs = tl.num_programs(0)
-        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
-        d1, v1, d2, v2 = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT)
-        d1_t, v1_t, d2_t, v2_t = _decoder_weights(d1_ptr, d2_ptr, F, HD, O, FP, HP, OP, DOT, True)
+        _, _, _, _, _, _, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP), DOT)  # recomputes a from the saved a2
+        # transposes read from memory: tl.trans of a held operand made the compiler keep it in registers
+        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, FP, HP, True), DOT)
+        d2_t, v2_t = _weight_operand(_tile(d2_ptr, HD, O, HP, OP, True), DOT)
+        _, saved_f, _, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        S = 2 * F + 2 * HD  # saved row width
         v_d1 = tl.zeros([FP, HP], tl.float32)
         v_d2 = tl.zeros([HP, OP], tl.float32)
         v_e1 = tl.zeros([HP], tl.float32)
         v_e2 = tl.zeros([OP], tl.float32)
-        for item in range(0, tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * B):
-            b, rows, row_ok = _block_of_item(item, pid, programs, B, N, BLOCK_N)
-            items = tl.cast(b, tl.int64) * N + rows
-            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
-                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
-            f_new = _rows(features_ptr, rows, row_ok, F, FP) + delta
-            z2, a = _decoder(f_new, d1, v1, e1_ptr, d2, v2, e2_ptr, HD, O, HP, OP, DOT)
-            g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
-                            v_colors_ptr, D, OP)
-            _accumulate_rows(v_anchors_ptr, g, rows, row_ok, b, 3, OP)
-            v_a = _heads_backward(a, g, offset_scale, max_scale, OP)
-            a2, sigmoid_z2 = _softplus_sigmoid(z2)
-            v_d2 += _mm_tn(a2, v_a)
-            v_e2 += tl.sum(v_a, axis=0)
-            v_z2 = _mm(v_a, d2_t, v2_t, DOT) * sigmoid_z2
-            v_d1 += _mm_tn(f_new, v_z2)
-            v_e1 += tl.sum(v_z2, axis=0)
-            v_f_new = _mm(v_z2, d1_t, v1_t, DOT)
-            _accumulate_rows(v_features_ptr, v_f_new, rows, row_ok, b, F, FP)
-            if HAS_V_DELTA:
-                v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP)
-            _store_rows(v_f_new_ptr, v_f_new, items, row_ok, F, FP)
-        _, _, _, _, _, _, v_d1_ptr, v_e1_ptr, v_d2_ptr, v_e2_ptr = _partials_row(
-            v_weights_ptr, pid, partials_stride, F, HD, O)
+        for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
+            row_ok = rows < N
+            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # summed over frames
+            v_p = tl.zeros([BLOCK_N, OP], tl.float32)  # columns 0-2: the means' gradient summed over frames
+            for b in range(B):
+                items = tl.cast(b, tl.int64) * N + rows
+                a2 = _rows(saved_a2, items, row_ok, HD, HP, S)
+                g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
+                                v_colors_ptr, D, OP)
+                v_p += g
+                v_a = _heads_backward(_mm(a2, d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :], g,
+                                      OFFSET_SCALE, MAX_SCALE, OP)
+                v_d2 += _mm_tn(a2, v_a)
+                v_e2 += tl.sum(v_a, axis=0)
+                v_z2 = _mm(v_a, d2_t, v2_t, DOT) * _softplus_grad(a2)
+                v_d1 += _mm_tn(_rows(saved_f, items, row_ok, F, FP, S), v_z2)
+                v_e1 += tl.sum(v_z2, axis=0)
+                v_f_new = _mm(v_z2, d1_t, v1_t, DOT)
+                v_f += v_f_new
+                if HAS_V_DELTA:
+                    v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP, F)
+                _store_rows(v_f_new_ptr, v_f_new, items, row_ok, F, FP, F)
+            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP, F)
+            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP, 3)
+        v_d1_ptr = partials_ptr + pid.to(tl.int64) * (F * HD + HD + HD * O + O)
+        v_e1_ptr = v_d1_ptr + F * HD
+        v_d2_ptr = v_e1_ptr + HD
         _store_tile(v_d1_ptr, v_d1, F, HD, FP, HP)
         _store_tile(v_e1_ptr, v_e1[None, :], 1, HD, 1, HP)
         _store_tile(v_d2_ptr, v_d2, HD, O, HP, OP)
-        _store_tile(v_e2_ptr, v_e2[None, :], 1, O, 1, OP)
+        _store_tile(v_d2_ptr + HD * O, v_e2[None, :], 1, O, 1, OP)
 
     @triton.jit
     def _fusion_backward_kernel(
-        motion_basis_ptr, scale_shift_ptr, w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
-        v_f_new_ptr, v_motion_basis_ptr, v_weights_ptr, v_scale_shift_ptr,
-        N, B, partials_stride, delta_scale, ln_eps,
-        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr,
-        DOT: tl.constexpr, BLOCK_N: tl.constexpr,
+        motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr, v_f_new_ptr, v_motion_basis_ptr,
+        partials_ptr, v_scale_shift_ptr, N, B,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
+        DOT: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 2: from dL/d delta (v_f_new), the fusion MLP's weight gradients, the
-        motion basis gradient and the per-frame v_scale_shift (this program's row)."""
+        """Backward, part 2, from dL/d delta (v_f_new) and the saved activations: the fusion MLP's
+        weight gradients (this program's row of partials [programs, |w_in| + ... + |b2|]), the
+        motion basis gradient and the per-frame v_scale_shift (this program's row [B, 2F])."""
         pid = tl.program_id(0)
-        programs = tl.num_programs(0)
-        w_in, u_in, w1, u1, w2, u2 = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT)
-        w_in_t, u_in_t, w1_t, u1_t, w2_t, u2_t = _fusion_weights(w_in_ptr, w1_ptr, w2_ptr, F, HD, FP, HP, DOT, True)
+        w_in_ptr, _, w1_ptr, _, w2_ptr, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, FP, FP, True), DOT)
+        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, FP, HP, True), DOT)
+        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, HP, FP, True), DOT)
+        saved_h, _, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
+        S = 2 * F + 2 * HD  # saved row width
         v_w_in = tl.zeros([FP, FP], tl.float32)
         v_w1 = tl.zeros([FP, HP], tl.float32)
         v_w2 = tl.zeros([HP, FP], tl.float32)
@@ -567,33 +574,37 @@ if triton is not None:
         v_b1 = tl.zeros([HP], tl.float32)
         v_b2 = tl.zeros([FP], tl.float32)
         cf = tl.arange(0, FP)
-        for item in range(0, tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, programs) * B):
-            b, rows, row_ok = _block_of_item(item, pid, programs, B, N, BLOCK_N)
-            ln, rstd, scale, x, h, z1, delta = _fusion_mlp(
-                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                w2, u2, b2_ptr, delta_scale, ln_eps, F, HD, FP, HP, DOT)
-            v_y = delta_scale * _rows(v_f_new_ptr, tl.cast(b, tl.int64) * N + rows, row_ok, F, FP)
-            a1, sigmoid_z1 = _softplus_sigmoid(z1)
-            v_w2 += _mm_tn(a1, v_y)
-            v_b2 += tl.sum(v_y, axis=0)
-            v_z1 = _mm(v_y, w2_t, u2_t, DOT) * sigmoid_z1
-            v_w1 += _mm_tn(h, v_z1)
-            v_b1 += tl.sum(v_z1, axis=0)
-            v_h = _mm(v_z1, w1_t, u1_t, DOT)
-            v_w_in += _mm_tn(x, v_h)
-            v_b_in += tl.sum(v_h, axis=0)
-            v_x = _mm(v_h, w_in_t, u_in_t, DOT)
-            v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
-            tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
-            tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
-            # LayerNorm backward (no affine)
-            v_ln = v_x * scale[None, :]
+        for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
+            row_ok = rows < N
+            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
+            v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
+            for b in range(B):
+                items = tl.cast(b, tl.int64) * N + rows
+                scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
+                v_y = DELTA_SCALE * _rows(v_f_new_ptr, items, row_ok, F, FP, F)
+                a1 = _rows(saved_a1, items, row_ok, HD, HP, S)
+                v_w2 += _mm_tn(a1, v_y)
+                v_b2 += tl.sum(v_y, axis=0)
+                v_z1 = _mm(v_y, w2_t, u2_t, DOT) * _softplus_grad(a1)
+                v_w1 += _mm_tn(_rows(saved_h, items, row_ok, F, FP, S), v_z1)
+                v_b1 += tl.sum(v_z1, axis=0)
+                v_h = _mm(v_z1, w1_t, u1_t, DOT)
+                x = ln * scale[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
+                v_w_in += _mm_tn(x, v_h)
+                v_b_in += tl.sum(v_h, axis=0)
+                v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+                v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
+                tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
+                tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
+                v_ln += v_x * scale[None, :]
+            # LayerNorm backward (no affine), linear in v_ln: once for all frames
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-            _accumulate_rows(v_motion_basis_ptr, v_m, rows, row_ok, b, F, FP)
-        v_w_in_ptr, v_b_in_ptr, v_w1_ptr, v_b1_ptr, v_w2_ptr, v_b2_ptr, _, _, _, _ = _partials_row(
-            v_weights_ptr, pid, partials_stride, F, HD, O)
+            _store_rows(v_motion_basis_ptr, v_m, rows, row_ok, F, FP, F)
+        v_w_in_ptr, v_b_in_ptr, v_w1_ptr, v_b1_ptr, v_w2_ptr, v_b2_ptr, _, _, _, _ = _weight_ptrs(
+            partials_ptr + pid.to(tl.int64) * (F * F + F + 2 * F * HD + HD + F), F, HD, O)
         _store_tile(v_w_in_ptr, v_w_in, F, F, FP, FP)
         _store_tile(v_b_in_ptr, v_b_in[None, :], 1, F, 1, FP)
         _store_tile(v_w1_ptr, v_w1, F, HD, FP, HP)
@@ -602,23 +613,43 @@ if triton is not None:
         _store_tile(v_b2_ptr, v_b2[None, :], 1, F, 1, FP)
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _grid(n: int, device: torch.device, launch: FusionLaunch) -> tuple[int]:
     """Persistent grid: one program per block up to programs_per_sm per multiprocessor (never 0,
     so the backward always writes at least one row of partials)."""
-    if device.type == "cuda":
-        slots = launch.programs_per_sm * torch.cuda.get_device_properties(device).multi_processor_count
-    else:  # interpreter: a few programs, so that the grid-stride loop is exercised
-        slots = launch.programs_per_sm
+    # interpreter: a few programs, so that the grid-stride loop is exercised
+    slots = launch.programs_per_sm * (_multiprocessors(device) if device.type == "cuda" else 1)
     return (max(1, min(triton.cdiv(n, launch.block_n), slots)),)
 
 
-def _constexprs(config: FusionConfig, launch: FusionLaunch) -> dict:
-    return dict(
-        F=config.feature_dim, HD=config.hidden_dim, D=config.color_dim, O=config.out_dim,
-        FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
-        OP=next_power_of_2(max(16, config.out_dim)), DOT=config.dot_operands,
-        BLOCK_N=launch.block_n, num_warps=launch.num_warps, num_stages=launch.num_stages,
-    )
+@functools.lru_cache(maxsize=None)
+def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict:
+    """The compile-time arguments of ``kernel`` (one of KERNELS); cached, since the host time of a
+    call is as long as the forward kernel at 200k Gaussians."""
+    sizes = dict(F=config.feature_dim, HD=config.hidden_dim, O=config.out_dim,
+                 FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
+                 DOT=config.dot_operands, BLOCK_N=launch.block_n, num_warps=launch.num_warps,
+                 num_stages=launch.num_stages)
+    heads = dict(D=config.color_dim, OP=next_power_of_2(max(16, config.out_dim)),
+                 OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale)
+    fusion = dict(DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
+    return {"forward": sizes | heads | fusion, "decoder_backward": sizes | heads, "fusion_backward": sizes | fusion}[kernel]
+
+
+def saved_width(config: FusionConfig) -> int:
+    """Activations the forward saves per Gaussian and frame for the backward: h, f', and the
+    softplus of both hidden layers."""
+    return 2 * config.feature_dim + 2 * config.hidden_dim
+
+
+def saved_dtype(config: FusionConfig) -> torch.dtype:
+    """bf16 with bf16 tl.dot operands (the operands exactly as the forward used them); float32 with
+    fp16 operands, whose 11 bits a bf16 softplus derivative (2^-9 relative) would undo."""
+    return torch.float32 if config.dot_operands == "fp16" else torch.bfloat16
 
 
 def op_forward(
@@ -626,88 +657,84 @@ def op_forward(
     motion_basis: Tensor,  # [N, F]
     anchors: Tensor,  # [N, 3]
     scale_shift: Tensor,  # [B, 2F]
-    weights: FusionWeights,
+    weights: Tensor,  # [P] float32, FusionWeights.packed
     config: FusionConfig,
     return_delta: bool,
+    save: bool = False,
     launch: Optional[FusionLaunch] = None,
-) -> tuple[Tensor, ...]:
-    """Launch the forward kernel on contiguous inputs: (means, quats, scales, opacities, colors[, delta])."""
+) -> tuple[tuple[Tensor, ...], Optional[Tensor]]:
+    """Launch the forward kernel on contiguous inputs: ((means, quats, scales, opacities, colors[,
+    delta]), the saved activations [B, N, saved_width] in saved_dtype when ``save``, else None)."""
     n, b = features.shape[0], scale_shift.shape[0]
-    launch = launch or (INTERPRETER_LAUNCH if interpreting() else default_launch(config, False))
+    launch = launch or default_launch(config, "forward")
     new = dict(device=features.device, dtype=features.dtype)
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, 3, **new),
                torch.empty(b, n, **new), torch.empty(b, n, config.color_dim, **new))
-    delta = torch.empty(b, n, config.feature_dim, **new) if return_delta else outputs[0]
+    delta = torch.empty(b, n, config.feature_dim, **new) if return_delta else None
+    saved = torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)) if save else None
     _fusion_forward_kernel[_grid(n, features.device, launch)](
-        features, motion_basis, anchors, scale_shift, *weights.tensors(), *outputs, delta,
-        n, b, config.offset_scale, config.max_scale, config.delta_scale, config.layer_norm_eps,
-        RETURN_DELTA=return_delta, **_constexprs(config, launch),
+        features, motion_basis, anchors, scale_shift, weights, *outputs,
+        outputs[0] if delta is None else delta, outputs[0] if saved is None else saved, n, b,
+        RETURN_DELTA=return_delta, SAVE=save, **_constexprs(config, launch, "forward"),
     )
-    return outputs + ((delta,) if return_delta else ())
+    return outputs + ((delta,) if return_delta else ()), saved
 
 
 def op_backward(
-    features: Tensor,  # [N, F]
     motion_basis: Tensor,  # [N, F]
     scale_shift: Tensor,  # [B, 2F]
-    weights: FusionWeights,
+    weights: Tensor,  # [P] float32, FusionWeights.packed
+    saved: Tensor,  # [B, N, saved_width] from op_forward
     config: FusionConfig,
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
-    launch: Optional[FusionLaunch] = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, FusionWeights]:
-    """Launch the two backward kernels: (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights).
-
-    Both run on one grid, so that each program fills its whole row of weight-gradient partials.
-    Their loops read back per-Gaussian gradients they stored for the previous frame, so their
-    loads must not be software-pipelined: num_stages = 1."""
-    n, b = features.shape[0], scale_shift.shape[0]
-    launch = launch or (INTERPRETER_LAUNCH if interpreting() else default_launch(config, True))
-    if launch.num_stages != 1:
-        raise ValueError(f"the backward kernels need num_stages=1, got {launch.num_stages}")
-    grid = _grid(n, features.device, launch)
-    shapes_ = config.weight_shapes()
-    sizes = [math.prod(s) for s in shapes_.values()]
-    new = dict(device=features.device, dtype=torch.float32)
-    v_features, v_motion_basis = torch.empty_like(features), torch.empty_like(motion_basis)
-    v_anchors = torch.empty(n, 3, device=features.device, dtype=features.dtype)
-    v_f_new = torch.empty(b, n, config.feature_dim, **new)  # dL/d delta per frame, part 1 -> part 2
-    partials = torch.empty(grid[0], sum(sizes), **new)
-    v_ss_partials = torch.zeros(grid[0], b, 2 * config.feature_dim, **new)
+    launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None),
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Launch the two backward kernels (decoder, then fusion MLP, each with its launch): (v_features,
+    v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
+    n, b = motion_basis.shape[0], scale_shift.shape[0]
+    f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
+    device = motion_basis.device
+    decoder_launch = launches[0] or default_launch(config, "decoder_backward")
+    fusion_launch = launches[1] or default_launch(config, "fusion_backward")
+    decoder_grid, fusion_grid = _grid(n, device, decoder_launch), _grid(n, device, fusion_launch)
+    fusion_size = f * f + f + 2 * f * hd + hd + f  # w_in, b_in, w1, b1, w2, b2: the packed layout's head
+    new = dict(device=device, dtype=motion_basis.dtype)
+    v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
+    v_f_new = torch.empty(b, n, f, device=device, dtype=torch.float32)  # dL/d delta per frame, part 1 -> part 2
+    decoder_partials = torch.empty(decoder_grid[0], weights.numel() - fusion_size, device=device, dtype=torch.float32)
+    fusion_partials = torch.empty(fusion_grid[0], fusion_size, device=device, dtype=torch.float32)
+    v_ss_partials = torch.zeros(fusion_grid[0], b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
-    has_v_delta = len(v_outputs) == 6
-    constexprs = _constexprs(config, launch)
-    scalars = (config.offset_scale, config.max_scale, config.delta_scale, config.layer_norm_eps)
-    _decoder_backward_kernel[grid](
-        features, motion_basis, scale_shift, *weights.tensors(), *v_outputs[:5],
-        v_outputs[5] if has_v_delta else v_outputs[0], v_features, v_anchors, v_f_new, partials,
-        n, b, partials.stride(0), *scalars, HAS_V_DELTA=has_v_delta, **constexprs,
+    v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
+    _decoder_backward_kernel[decoder_grid](
+        saved, weights, *v_outputs[:5], v_delta, v_features, v_anchors, v_f_new, decoder_partials, n, b,
+        HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, decoder_launch, "decoder_backward"),
     )
-    constexprs.pop("D")
-    _fusion_backward_kernel[grid](
-        motion_basis, scale_shift, *weights.tensors()[:6], v_f_new, v_motion_basis, partials, v_ss_partials,
-        n, b, partials.stride(0), *scalars[2:], **constexprs,
+    _fusion_backward_kernel[fusion_grid](
+        motion_basis, scale_shift, saved, weights, v_f_new, v_motion_basis, fusion_partials, v_ss_partials, n, b,
+        **_constexprs(config, fusion_launch, "fusion_backward"),
     )
-    w_dtype = weights.w_in.dtype
-    v_weights = FusionWeights(*(v.view(s).to(w_dtype) for v, s in
-                                zip(partials.sum(0).split(sizes), shapes_.values())))
+    v_weights = torch.cat([fusion_partials.sum(0), decoder_partials.sum(0)])
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
 
 
 class _LocalFusion(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, motion_basis, anchors, scale_shift, config, return_delta, *weight_tensors):
-        weights = FusionWeights(*weight_tensors)
-        outputs = op_forward(features, motion_basis, anchors, scale_shift, weights, config, return_delta)
-        ctx.save_for_backward(features, motion_basis, scale_shift, *weight_tensors)
+    def forward(ctx, features, motion_basis, anchors, scale_shift, weights, config, return_delta, *weight_tensors):
+        outputs, saved = op_forward(features, motion_basis, anchors, scale_shift, weights, config, return_delta, save=True)
+        ctx.save_for_backward(motion_basis, scale_shift, weights, saved)
         ctx.config = config
+        ctx.weight_meta = [(t.shape, t.dtype) for t in weight_tensors]
         return outputs
 
     @staticmethod
     def backward(ctx, *v_outputs):
-        features, motion_basis, scale_shift, *weight_tensors = ctx.saved_tensors
+        motion_basis, scale_shift, weights, saved = ctx.saved_tensors
         v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights = op_backward(
-            features, motion_basis, scale_shift, FusionWeights(*weight_tensors), ctx.config, v_outputs)
-        return v_features, v_motion_basis, v_anchors, v_scale_shift, None, None, *v_weights.tensors()
+            motion_basis, scale_shift, weights, saved, ctx.config, v_outputs)
+        sizes = [math.prod(shape) for shape, _ in ctx.weight_meta]
+        v_weight_tensors = [v.view(shape).to(dtype) for v, (shape, dtype) in zip(v_weights.split(sizes), ctx.weight_meta)]
+        return v_features, v_motion_basis, v_anchors, v_scale_shift, None, None, None, *v_weight_tensors
 
 
 def _check_inputs(features, motion_basis, anchors, scale_shift, weights, config) -> None:
@@ -722,18 +749,23 @@ def _check_inputs(features, motion_basis, anchors, scale_shift, weights, config)
     shapes.check_tensor("motion_basis", motion_basis, (n, f), dtypes=dtypes, device=device)
     shapes.check_tensor("anchors", anchors, (n, 3), dtypes=dtypes, device=device)
     shapes.check_tensor("scale_shift", scale_shift, (None, 2 * f), dtypes=dtypes, device=device)
+
+
+def check_weights(weights: FusionWeights, config: FusionConfig, dtype: torch.dtype, device: torch.device) -> None:
+    """Raise a ValueError naming the weight unless each has its shape in ``config``, ``dtype`` and ``device``."""
     for name, shape in config.weight_shapes().items():
-        shapes.check_tensor(f"weights.{name}", getattr(weights, name), shape, dtypes=dtypes, device=device)
+        shapes.check_tensor(f"weights.{name}", getattr(weights, name), shape, dtypes=(dtype,), device=device)
 
 
 def held_weight_bytes(config: FusionConfig) -> int:
-    """Shared memory the backward's decoder kernel holds: every weight and the decoder's transposes,
-    as fp16 tiles padded to powers of two."""
+    """Shared memory the forward kernel holds (the most of the three): every forward weight as an
+    fp16 tile padded to powers of two."""
     fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
-    return 2 * (fp * fp + 4 * fp * hp + 2 * hp * op)
+    return 2 * (fp * fp + 3 * fp * hp + hp * op)
 
 
-def triton_unsupported_reasons(config: FusionConfig, dtype: torch.dtype) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def triton_unsupported_reasons(config: FusionConfig, dtype: torch.dtype) -> tuple[str, ...]:
     """Why the Triton kernels cannot run this config and input dtype (empty when they can)."""
     reasons = []
     if dtype not in KERNEL_DTYPES:
@@ -744,7 +776,7 @@ def triton_unsupported_reasons(config: FusionConfig, dtype: torch.dtype) -> list
         reasons.append(f"feature_dim {config.feature_dim} with hidden_dim {config.hidden_dim} needs "
                        f"{held_weight_bytes(config) // 1024} KB of weights on chip; the kernels hold at most "
                        f"{MAX_WEIGHT_BYTES // 1024} KB")
-    return reasons
+    return tuple(reasons)
 
 
 def local_fusion(
@@ -763,17 +795,25 @@ def local_fusion(
     ``scale_shift [B, 2F]`` is the per-frame modulation ``(scale, shift)`` computed from the motion
     code. Returns a :class:`FusedGaussians` with [B, N, ...] tensors, plus the feature offset
     ``delta [B, N, F]`` when ``return_delta``. Differentiable in every tensor input and weight.
+    Keep one ``FusionWeights`` across calls (as ``LocalFusion`` does): the Triton path packs its
+    weights once and reuses them until one changes. Without gradients the kernel runs outside
+    autograd and saves nothing.
     """
     _check_inputs(features, motion_basis, anchors, scale_shift, weights, config)
-    tensors = (features, motion_basis, anchors, scale_shift, *weights.tensors())
-    if resolve_backend(backend, *tensors) == "torch":
-        return reference.local_fusion(features, motion_basis, anchors, scale_shift, weights, config,
-                                      return_delta=return_delta)
+    inputs = (features, motion_basis, anchors, scale_shift)
+    if resolve_backend(backend, *inputs) == "torch":
+        check_weights(weights, config, features.dtype, features.device)
+        return reference.local_fusion(*inputs, weights, config, return_delta=return_delta)
     reasons = triton_unsupported_reasons(config, features.dtype)
     if reasons:
         raise ValueError("the Triton local_fusion kernels cannot run: " + "; ".join(reasons) + " (use backend='torch')")
-    outputs = _LocalFusion.apply(*(t.contiguous() for t in tensors[:4]), config, return_delta,
-                                 *(t.contiguous() for t in tensors[4:]))
+    packed = weights.packed(config, features.dtype, features.device)
+    inputs = tuple(t.contiguous() for t in inputs)
+    weight_tensors = weights.tensors()
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs + weight_tensors):
+        outputs = _LocalFusion.apply(*inputs, packed, config, return_delta, *weight_tensors)
+    else:
+        outputs, _ = op_forward(*inputs, packed, config, return_delta)
     return FusedGaussians(*outputs)
 
 

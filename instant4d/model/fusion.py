@@ -38,7 +38,13 @@ class LocalFusion(nn.Module):
 
     @property
     def weights(self) -> FusionWeights:
-        return FusionWeights(*(getattr(self, name) for name in self.config.weight_shapes()))
+        """The parameters as one FusionWeights, kept while they are the same tensors, so that the
+        Triton path reuses its packed weights (it repacks after any in-place update)."""
+        params = tuple(getattr(self, name) for name in self.config.weight_shapes())
+        cached = self.__dict__.get("_weights")
+        if cached is None or any(a is not b for a, b in zip(cached.tensors(), params)):
+            cached = self.__dict__["_weights"] = FusionWeights(*params)
+        return cached
 
     def forward(
         self,
@@ -54,6 +60,8 @@ class LocalFusion(nn.Module):
         shapes.check_tensor("motion_code", motion_code, (None, self.config.motion_dim))
         dtype = features.dtype
         scale_shift = torch.addmm(self.b_ada.to(dtype), motion_code.to(dtype), self.w_ada.to(dtype))  # [B, 2F]
-        weights = FusionWeights(*(w.to(dtype) for w in self.weights.tensors()))
+        weights = self.weights
+        if weights.w_in.dtype != dtype:
+            weights = FusionWeights(*(w.to(dtype) for w in weights.tensors()))
         return local_fusion(features, motion_basis, anchors, scale_shift, weights, self.config,
                             return_delta=return_delta, backend=backend)
