@@ -295,16 +295,16 @@ if triton is not None:
         return _dot(_bf16(tl.trans(x)), _bf16(g))
 
     @triton.jit
-    def _tile(ptr, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSE: tl.constexpr = False):
-        """Row-major [R, C] tensor at ptr as a float32 [RP, CP] tile, zero-padded (or its transpose
-        [CP, RP], read transposed from memory)."""
+    def _tile(ptr, R, C, STRIDE, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSE: tl.constexpr = False):
+        """[R, C] block at ptr of a row-major tensor with row stride STRIDE as a float32 [RP, CP]
+        tile, zero-padded (or its transpose [CP, RP], read transposed from memory)."""
         if TRANSPOSE:
             r = tl.arange(0, RP)[None, :]
             c = tl.arange(0, CP)[:, None]
         else:
             r = tl.arange(0, RP)[:, None]
             c = tl.arange(0, CP)[None, :]
-        return tl.load(ptr + r * C + c, mask=(r < R) & (c < C), other=0.0).to(tl.float32)
+        return tl.load(ptr + r * STRIDE + c, mask=(r < R) & (c < C), other=0.0).to(tl.float32)
 
     @triton.jit
     def _vec(ptr, C, CP: tl.constexpr):
@@ -407,19 +407,38 @@ if triton is not None:
         return tl.where(a < 0.015625, a * (1.0 - a * (0.5 - a * (1.0 / 6.0))), 1.0 - tl.exp(-a))
 
     @triton.jit
-    def _fusion_mlp(motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                    w2, u2, b2_ptr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr, F: tl.constexpr,
-                    HD: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr, DOT: tl.constexpr):
-        """Frame b's feature offset delta for a block of rows, with h and the hidden softplus a1.
-        Inputs and biases are (re-)read where they are used rather than held across items: a
-        [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along
-        a tl.dot result costs one register per column a thread owns; the re-reads hit L1/L2."""
-        ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
-        x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
-        h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
-        a1 = _softplus(_mm(h, w1, u1, DOT) + _vec(b1_ptr, HD, HP)[None, :])
-        delta = DELTA_SCALE * (_mm(a1, w2, u2, DOT) + _vec(b2_ptr, F, FP)[None, :])
-        return h, a1, delta
+    def _two_layer_weights(first_ptr, second_ptr, K, KP: tl.constexpr, M, MP: tl.constexpr, HD: tl.constexpr,
+                           HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
+        """first [K, Hd] and second [Hd, M] as tl.dot operands (with their unscales), split along Hd
+        into tiles of HA and HB (HB = 0: one tile, and the b operands repeat the a ones)."""
+        first_a, fa = _weight_operand(_tile(first_ptr, K, HD, HD, KP, HA), DOT)
+        second_a, sa = _weight_operand(_tile(second_ptr, HD, M, M, HA, MP), DOT)
+        first_b, fb, second_b, sb = first_a, fa, second_a, sa
+        if HB > 0:
+            first_b, fb = _weight_operand(_tile(first_ptr + HA, K, HD - HA, HD, KP, HB), DOT)
+            second_b, sb = _weight_operand(_tile(second_ptr + HA * M, HD - HA, M, M, HB, MP), DOT)
+        return first_a, fa, first_b, fb, second_a, sa, second_b, sb
+
+    @triton.jit
+    def _two_layer(x, first_a, fa, first_b, fb, bias_ptr, second_a, sa, second_b, sb, HD: tl.constexpr,
+                   HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
+        """softplus(x @ first + bias) @ second, the hidden width Hd in tiles of HA and HB columns
+        (96 = 64 + 32: padding it to 128 cost a quarter more hidden work); returns the two hidden
+        tiles (the second is the first when HB = 0) and the output."""
+        hidden_a = _softplus(_mm(x, first_a, fa, DOT) + _vec(bias_ptr, HD, HA)[None, :])
+        out = _mm(hidden_a, second_a, sa, DOT)
+        hidden_b = hidden_a
+        if HB > 0:
+            hidden_b = _softplus(_mm(x, first_b, fb, DOT) + _vec(bias_ptr + HA, HD - HA, HB)[None, :])
+            out += _mm(hidden_b, second_b, sb, DOT)
+        return hidden_a, hidden_b, out
+
+    @triton.jit
+    def _store_hidden(ptr, hidden_a, hidden_b, items, row_ok, STRIDE, HD: tl.constexpr, HA: tl.constexpr,
+                      HB: tl.constexpr):
+        _store_rows(ptr, hidden_a, items, row_ok, HD, HA, STRIDE)
+        if HB > 0:
+            _store_rows(ptr + HA, hidden_b, items, row_ok, HD - HA, HB, STRIDE)
 
     @triton.jit
     def _head_terms(a, OP: tl.constexpr):
@@ -458,17 +477,18 @@ if triton is not None:
         features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr, weights_ptr,
         means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
+        FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
         OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
         RETURN_DELTA: tl.constexpr, SAVE: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
+        """Inputs and biases are (re-)read where they are used rather than held across items: a
+        [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along a
+        tl.dot result costs one register per column a thread owns; the re-reads hit L1/L2."""
         w_in_ptr, b_in_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(
             weights_ptr, F, HD, O)
-        w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, FP, FP), DOT)
-        w1, u1 = _weight_operand(_tile(w1_ptr, F, HD, FP, HP), DOT)
-        w2, u2 = _weight_operand(_tile(w2_ptr, HD, F, HP, FP), DOT)
-        d1, v1 = _weight_operand(_tile(d1_ptr, F, HD, FP, HP), DOT)
-        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP), DOT)
+        w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP), DOT)
+        w1a, u1a, w1b, u1b, w2a, u2a, w2b, u2b = _two_layer_weights(w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
+        d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         saved_h, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
         # work items (block, frame), frame fastest: programs running together share a block in L2
@@ -476,12 +496,14 @@ if triton is not None:
             b = item % B
             rows = (item // B) * BLOCK_N + tl.arange(0, BLOCK_N)
             row_ok = rows < N
-            h, a1, delta = _fusion_mlp(
-                motion_basis_ptr, scale_shift_ptr, rows, row_ok, b, w_in, u_in, b_in_ptr, w1, u1, b1_ptr,
-                w2, u2, b2_ptr, DELTA_SCALE, LN_EPS, F, HD, FP, HP, DOT)
+            ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
+            x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
+            h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
+            a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
+            delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
             f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
-            a2 = _softplus(_mm(f_new, d1, v1, DOT) + _vec(e1_ptr, HD, HP)[None, :])
-            a = _mm(a2, d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :]
+            a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
+            a += _vec(e2_ptr, O, OP)[None, :]
             items = tl.cast(b, tl.int64) * N + rows
             anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
             _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), items, row_ok,
@@ -491,8 +513,8 @@ if triton is not None:
             if SAVE:
                 _store_rows(saved_h, h, items, row_ok, F, FP, S)
                 _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
-                _store_rows(saved_a1, a1, items, row_ok, HD, HP, S)
-                _store_rows(saved_a2, a2, items, row_ok, HD, HP, S)
+                _store_hidden(saved_a1, a1a, a1b, items, row_ok, S, HD, HA, HB)
+                _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
 
     @triton.jit
     def _decoder_backward_kernel(
@@ -507,10 +529,10 @@ if triton is not None:
         features, and dL/d delta per frame (v_f_new [B, N, F], for part 2)."""
         pid = tl.program_id(0)
         _, _, _, _, _, _, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
-        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, HP, OP), DOT)  # recomputes a from the saved a2
+        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP), DOT)  # recomputes a from the saved a2
         # transposes read from memory: tl.trans of a held operand made the compiler keep it in registers
-        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, FP, HP, True), DOT)
-        d2_t, v2_t = _weight_operand(_tile(d2_ptr, HD, O, HP, OP, True), DOT)
+        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HP, True), DOT)
+        d2_t, v2_t = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP, True), DOT)
         _, saved_f, _, saved_a2 = _saved_cols(saved_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
         v_d1 = tl.zeros([FP, HP], tl.float32)
@@ -562,9 +584,9 @@ if triton is not None:
         motion basis gradient and the per-frame v_scale_shift (this program's row [B, 2F])."""
         pid = tl.program_id(0)
         w_in_ptr, _, w1_ptr, _, w2_ptr, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, FP, FP, True), DOT)
-        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, FP, HP, True), DOT)
-        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, HP, FP, True), DOT)
+        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, HD, FP, HP, True), DOT)
+        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, F, HP, FP, True), DOT)
         saved_h, _, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
         v_w_in = tl.zeros([FP, FP], tl.float32)
@@ -637,7 +659,19 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
     heads = dict(D=config.color_dim, OP=next_power_of_2(max(16, config.out_dim)),
                  OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale)
     fusion = dict(DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
-    return {"forward": sizes | heads | fusion, "decoder_backward": sizes | heads, "fusion_backward": sizes | fusion}[kernel]
+    if kernel == "forward":
+        hp = sizes.pop("HP")
+        return sizes | heads | fusion | dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, hp)))
+    return {"decoder_backward": sizes | heads, "fusion_backward": sizes | fusion}[kernel]
+
+
+def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
+    """The forward's hidden width in two power-of-two tiles (HA, HB), HB = 0 for one tile: the
+    largest power of two below Hd and the rest padded (96 -> 64 + 32), where that beats the padded
+    width hp."""
+    ha = 1 << (hidden_dim.bit_length() - 1)
+    hb = next_power_of_2(max(16, hidden_dim - ha))
+    return (ha, hb) if ha >= 16 and ha < hidden_dim and ha + hb < hp else (hp, 0)
 
 
 def saved_width(config: FusionConfig) -> int:
