@@ -1,10 +1,11 @@
 """GPU: local_fusion's Triton kernels against the float64 twin (every output and gradient, fp32 and
 bf16 inputs) and timed against the twin, eager and under torch.compile, over the issue's matrix
 (N in 50k, 200k, 1M; B in 1, 8; fp32, bf16; forward and forward+backward), with the memory-traffic
-floor from a device-to-device copy measured in the same run, and a sweep of the kernels' launch
-shapes at 200k Gaussians.
+floor from a device-to-device copy measured in the same run; the host time of a call (tiny N);
+each kernel's device time and registers (torch.profiler, 200k Gaussians); with --sweep, the
+kernels' launch shapes at 200k Gaussians.
 
-    PYTHONPATH=. python scripts/gpu_fusion.py [--budget SECONDS]
+    PYTHONPATH=. python scripts/gpu_fusion.py [--budget SECONDS] [--sweep] [--impls triton,compiled]
 
 Every kernel and compiled graph is first built by a pool of worker processes on tiny inputs (they
 share the on-disk Triton and Inductor caches), so that the timed process only loads them. Work is
@@ -40,11 +41,18 @@ from instant4d.kernels.fusion import FusionConfig, FusionLaunch, FusionWeights  
 
 DEVICE = "cuda"
 SIZES = [(n, b) for n in (50_000, 200_000, 1_000_000) for b in (1, 8)]
+DONE_WHEN_N = 200_000  # the issue's targets, the sweep and the profile are at this size
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OUTPUTS = ("means", "quats", "scales", "opacities", "colors")
-FWD_SWEEP = [FusionLaunch(64, 4, 2, 2), FusionLaunch(128, 8, 2, 1), FusionLaunch(64, 4, 3, 1),
-             FusionLaunch(32, 4, 2, 2)]  # the first of each is the default for F <= 64, Hd <= 128
-BWD_SWEEP = [FusionLaunch(32, 4, 1, 2), FusionLaunch(32, 8, 1, 1), FusionLaunch(16, 8, 1, 1)]
+# the first of each is the default for F <= 64, Hd <= 128
+SWEEP = {
+    "forward": [FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 2, 3), FusionLaunch(64, 4, 1, 3),
+                FusionLaunch(128, 8, 2, 1), FusionLaunch(32, 4, 2, 4)],
+    "decoder_backward": [FusionLaunch(32, 4, 2, 2), FusionLaunch(32, 4, 2, 3), FusionLaunch(64, 4, 2, 2),
+                         FusionLaunch(64, 8, 2, 1), FusionLaunch(16, 4, 2, 4)],
+    "fusion_backward": [FusionLaunch(32, 8, 2, 1), FusionLaunch(32, 8, 2, 2), FusionLaunch(64, 8, 2, 1),
+                        FusionLaunch(32, 4, 2, 2), FusionLaunch(16, 4, 2, 3)],
+}
 WEIGHT_GRADIENTS = ("v_w_in", "v_w1", "v_w2", "v_d1", "v_d2")
 START = time.time()
 
@@ -60,11 +68,29 @@ def output_grads(config, n, b, dtype, seed=1, delta=False):
     return [torch.randn(s, generator=gen, device=DEVICE, dtype=torch.float64).to(dtype) for s in shapes]
 
 
-def triton_fn(config):
+def triton_fn(config, fresh_weights=False):
+    """The public call, holding one FusionWeights per set of weight tensors as LocalFusion does
+    (fresh_weights: a new one every call, so every call packs the weights)."""
+    held = {}
+
     def run(*t):
-        out = fusion.local_fusion(*t[:4], FusionWeights(*t[4:]), config, backend="triton")
+        key = tuple(map(id, t[4:]))
+        if fresh_weights or key not in held:
+            held[key] = FusionWeights(*t[4:])
+        out = fusion.local_fusion(*t[:4], held[key], config, backend="triton")
         return tuple(getattr(out, k) for k in OUTPUTS)
     return run
+
+
+def launcher_steps(config, launches, n, b, dtype=torch.float32):
+    """(forward, backward) closures of the launchers alone, no autograd, with these launches."""
+    f, m, p, ss, *w = inputs_for(config, n, b, dtype)
+    packed = FusionWeights(*w).packed(config, dtype, f.device)
+    v_out = output_grads(config, n, b, dtype)
+    _, saved = fusion.op_forward(f, m, p, ss, packed, config, False, True, launches["forward"])
+    return (lambda: fusion.op_forward(f, m, p, ss, packed, config, False, False, launches["forward"]),
+            lambda: fusion.op_backward(m, ss, packed, saved, config, v_out,
+                                       (launches["decoder_backward"], launches["fusion_backward"])))
 
 
 def twin_fn(config):
@@ -112,12 +138,13 @@ def warm_job(job):
         dtype = DTYPES[dtype_name]
         if kind == "triton":
             config = FusionConfig(dot_operands=extra["dot"])
+            launches = extra.get("launches", {})
             f, m, p, ss, *w = inputs_for(config, 300, 2, dtype)
-            weights = FusionWeights(*w)
-            outs = fusion.op_forward(f, m, p, ss, weights, config, extra["delta"], extra.get("fwd"))
-            fusion.op_backward(f, m, ss, weights, config, output_grads(config, 300, 2, dtype, delta=extra["delta"]),
-                               extra.get("bwd"))
-            del outs
+            packed = FusionWeights(*w).packed(config, dtype, f.device)
+            for save in (False, True):
+                _, saved = fusion.op_forward(f, m, p, ss, packed, config, extra["delta"], save, launches.get("forward"))
+            fusion.op_backward(m, ss, packed, saved, config, output_grads(config, 300, 2, dtype, delta=extra["delta"]),
+                               (launches.get("decoder_backward"), launches.get("fusion_backward")))
         else:
             config = FusionConfig()
             inputs = inputs_for(config, 300, extra["b"], dtype)
@@ -132,13 +159,16 @@ def warm_job(job):
         return job, round(time.time() - start, 1), f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def warm_all(workers: int) -> list:
+def warm_all(workers: int, sweep: bool, impls) -> list:
     jobs = [("triton", d, dict(dot=dot, delta=delta)) for d, dot, delta in (
         ("fp32", "bf16", True), ("bf16", "bf16", True), ("fp32", "fp16", True), ("fp32", "bf16", False),
         ("bf16", "bf16", False), ("fp32", "fp16", False))]
-    jobs += [("compile", d, dict(b=b, grad=g)) for d in DTYPES for b in (1, 8) for g in (False, True)]
-    jobs += [("triton", "fp32", dict(dot="bf16", delta=False, fwd=lf, bwd=lb))
-             for lf, lb in zip(FWD_SWEEP[1:], BWD_SWEEP[1:] + [None] * len(FWD_SWEEP))]
+    if "compiled" in impls:
+        dtypes = DTYPES if "eager" in impls else ("fp32",)  # a sweep run times the done-when cells only
+        jobs += [("compile", d, dict(b=b, grad=g)) for d in dtypes for b in (1, 8) for g in (False, True)]
+    if sweep:
+        jobs += [("triton", "fp32", dict(dot="bf16", delta=False, launches={kernel: launch}))
+                 for kernel, launches in SWEEP.items() for launch in launches[1:]]
     ctx = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         return [r for r in pool.map(warm_job, jobs)]
@@ -198,11 +228,12 @@ def copy_bandwidth() -> float:
     return 2 * src.numel() / (ms(lambda: dst.copy_(src)) * 1e-3)
 
 
-def time_matrix(results, impls, budget) -> None:
+def time_matrix(results, impls, budget, cells=None) -> None:
     bandwidth = results["copy_bandwidth_bytes_per_s"]
     rows = results.setdefault("timing", [])
     config = FusionConfig()
     order = [(impl, d, n, b) for impl in impls for d in DTYPES for (n, b) in SIZES]
+    order = [k for k in order if cells is None or k[1:] in cells]
     order.sort(key=lambda k: not (k[1] == "fp32" and k[2] == 200_000))  # the done-when cells first
     for impl, d, n, b in order:
         if time.time() - START > budget:
@@ -228,33 +259,86 @@ def time_matrix(results, impls, budget) -> None:
 
 
 def sweep(results, budget) -> None:
+    """Each kernel's launch shapes with the other kernels at their defaults (launchers alone, fp32)."""
     rows = results.setdefault("sweep", [])
-    for d, config in (("fp32", FusionConfig()), ("fp32 (fp16 dot operands)", FusionConfig(dot_operands="fp16"))):
-        fwd_sweep, bwd_sweep = (FWD_SWEEP, BWD_SWEEP) if config.dot_operands == "bf16" else (FWD_SWEEP[:1], BWD_SWEEP[:1])
-        for b in (1, 8):
-            f, m, p, ss, *w = inputs_for(config, 200_000, b, torch.float32)
-            weights = FusionWeights(*w)
-            v_out = output_grads(config, 200_000, b, torch.float32)
-            for launch in fwd_sweep:
+    config = FusionConfig()
+    defaults = {kernel: launches[0] for kernel, launches in SWEEP.items()}
+    for b in (1, 8):
+        for kernel, launches in SWEEP.items():
+            for launch in launches:
                 if time.time() - START > budget:
-                    break
-                row = dict(pass_="forward", dtype=d, b=b, launch=dataclasses.asdict(launch))
+                    return
+                row = dict(kernel=kernel, b=b, launch=dataclasses.asdict(launch))
                 try:
-                    row["ms"] = ms(lambda: fusion.op_forward(f, m, p, ss, weights, config, False, launch))
+                    forward, backward = launcher_steps(config, defaults | {kernel: launch}, DONE_WHEN_N, b)
+                    row["ms"] = ms(forward if kernel == "forward" else backward)
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 rows.append(row)
                 print(row, flush=True)
-            for launch in bwd_sweep:
-                if time.time() - START > budget:
-                    break
-                row = dict(pass_="backward", dtype=d, b=b, launch=dataclasses.asdict(launch))
-                try:
-                    row["ms"] = ms(lambda: fusion.op_backward(f, m, ss, weights, config, v_out, launch))
-                except Exception as exc:
-                    row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                rows.append(row)
-                print(row, flush=True)
+                torch.cuda.empty_cache()
+
+
+def host_times(results) -> None:
+    """Host microseconds per call at N = 1024, B = 1 (the GPU's work is a few microseconds, so the
+    loop runs at the host's pace; synchronised once at the end), and do_bench of the same calls."""
+    config = FusionConfig()
+    inputs = inputs_for(config, 1024, 1, torch.float32)
+    f, m, p, ss, *w = inputs
+    weights = FusionWeights(*w)
+    packed = weights.packed(config, torch.float32, f.device)
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    public, fresh = triton_fn(config), triton_fn(config, fresh_weights=True)
+    calls = {
+        "torch.empty [1, 1024, 3]": lambda: torch.empty(1, 1024, 3, device=DEVICE),
+        "op_forward (launcher)": lambda: fusion.op_forward(f, m, p, ss, packed, config, False),
+        "local_fusion, no grad, held FusionWeights": forward_step(public, inputs),
+        "local_fusion, no grad, new FusionWeights each call": forward_step(fresh, inputs),
+        "local_fusion, grad (saves activations)": lambda: public(*leaves),
+        "local_fusion forward + autograd.grad": backward_step(public, inputs, output_grads(config, 1024, 1, torch.float32)),
+    }
+    rows = results.setdefault("host", [])
+    for name, call in calls.items():
+        for _ in range(20):
+            call()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(500):
+            call()
+        host_us = (time.perf_counter() - start) / 500 * 1e6
+        torch.cuda.synchronize()
+        rows.append(dict(call=name, host_us=host_us, do_bench_us=1e3 * ms(call)))
+        print(rows[-1], flush=True)
+
+
+def kernel_profile(results) -> None:
+    """Device time of each kernel in a public fwd+bwd at 200k Gaussians (torch.profiler, mean of 10
+    steps) and each compiled kernel's registers and spills."""
+    config = FusionConfig()
+    for b in (1, 8):
+        inputs = inputs_for(config, DONE_WHEN_N, b, torch.float32)
+        step = backward_step(triton_fn(config), inputs, output_grads(config, DONE_WHEN_N, b, torch.float32))
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                step()
+            torch.cuda.synchronize()
+        for event in prof.key_averages():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                total = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+                results.setdefault("profile", []).append(dict(b=b, kernel=event.key[:60], calls=event.count,
+                                                              us_per_step=total / 10))
+    for kernel in (fusion._fusion_forward_kernel, fusion._decoder_backward_kernel, fusion._fusion_backward_kernel):
+        try:
+            for cache in kernel.device_caches.values():
+                for compiled in cache[0].values():
+                    results.setdefault("registers", []).append(dict(
+                        kernel=kernel.fn.__name__, warps=compiled.metadata.num_warps, regs=compiled.n_regs,
+                        spills=compiled.n_spills, shared=compiled.metadata.shared))
+        except Exception as exc:  # Triton's caches are internal: report, don't fail
+            results.setdefault("registers", []).append(dict(kernel=kernel.fn.__name__, error=str(exc)[:200]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,14 +385,25 @@ def markdown(results) -> str:
                 lines.append(f"- {n} / B={b} / {key}: {co / tr:.1f}x faster than compiled (target {target}x): "
                              f"{'met' if co / tr >= target and (tr <= 0.1 or (b, key) != (1, 'fwd_ms')) else 'NOT met'}{extra}")
     if results.get("sweep"):
-        lines += ["", "## Launch sweep, 200k Gaussians (op_forward / op_backward alone, ms)", "",
-                  "| inputs | pass | B | block_n | warps | stages | programs/SM | ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "## Launch sweep, 200k Gaussians, fp32 (launchers alone; the other kernels at their defaults; ms)", "",
+                  "| kernel | B | block_n | warps | stages | programs/SM | ms (forward, or both backward kernels) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in results["sweep"]:
             la = r["launch"]
             value = f"{r['ms']:.3f}" if "ms" in r else r.get("error", "-")
-            lines.append(f"| {r['dtype']} | {r['pass_']} | {r['b']} | {la['block_n']} | {la['num_warps']} | "
+            lines.append(f"| {r['kernel']} | {r['b']} | {la['block_n']} | {la['num_warps']} | "
                          f"{la['num_stages']} | {la['programs_per_sm']} | {value} |")
+    if results.get("host"):
+        lines += ["", "## Host time per call (N = 1024, B = 1, fp32)", "", "| call | host us | do_bench us |", "| --- | --- | --- |"]
+        lines += [f"| {r['call']} | {r['host_us']:.1f} | {r['do_bench_us']:.1f} |" for r in results["host"]]
+    if results.get("profile"):
+        lines += ["", "## Kernels in one public fwd+bwd, 200k Gaussians, fp32 (torch.profiler, us per step)", "",
+                  "| B | kernel | calls per step | us per step |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['b']} | `{r['kernel']}` | {r['calls'] / 10:g} | {r['us_per_step']:.1f} |" for r in results["profile"]]
+    if results.get("registers"):
+        lines += ["", "## Compiled kernels", "", "| kernel | warps | registers | spills | shared bytes |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['kernel']} | {r.get('warps')} | {r.get('regs')} | {r.get('spills')} | {r.get('shared', r.get('error'))} |"
+                  for r in results["registers"]]
     if results.get("warm"):
         lines += ["", "Warm-up builds (s): " + "; ".join(f"{j[0]}/{j[1]}/{j[2]}: {t}{' ' + e if e else ''}"
                                                          for j, t, e in results["warm"])]
@@ -329,17 +424,21 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=float, default=370.0, help="seconds after which remaining work is skipped")
     parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--sweep", action="store_true", help="sweep launch shapes; time only the done-when cells")
+    parser.add_argument("--impls", default="triton,eager,compiled", help="implementations in the timing matrix")
     args = parser.parse_args()
+    impls = args.impls.split(",")
     if os.environ.get("FUSION_CACHE") and os.path.exists(os.environ["FUSION_CACHE"]):
         with tarfile.open(os.environ["FUSION_CACHE"]) as tar:
             tar.extractall("/")
     props = torch.cuda.get_device_properties(0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results = dict(device=props.name, sms=props.multi_processor_count, torch=torch.__version__,
-                   triton=triton.__version__, python=sys.version.split()[0],
+                   triton=triton.__version__, python=sys.version.split()[0], commit=commit or "unknown",
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                   command="PYTHONPATH=. python scripts/gpu_fusion.py", equivalence={})
+                   command="PYTHONPATH=. python scripts/gpu_fusion.py " + " ".join(sys.argv[1:]), equivalence={})
     print(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout, flush=True)
-    results["warm"] = warm_all(args.workers)
+    results["warm"] = warm_all(args.workers, args.sweep, impls)
     print("warm", results["warm"], f"{time.time() - START:.0f}s", flush=True)
     results["copy_bandwidth_bytes_per_s"] = copy_bandwidth()
     for title, config, dtype in (("fp32 inputs, bf16 dot operands (default)", FusionConfig(), torch.float32),
@@ -348,11 +447,18 @@ def main():
         results["equivalence"][title] = check_equivalence(config, dtype)
         print(title, results["equivalence"][title], flush=True)
         save(results)
-    time_matrix(results, ("triton",), args.budget)
+    cells = {("fp32", DONE_WHEN_N, 1), ("fp32", DONE_WHEN_N, 8)} if args.sweep else None
+    time_matrix(results, [i for i in impls if i == "triton"], args.budget, cells)
+    host_times(results)
+    try:
+        kernel_profile(results)
+    except Exception as exc:  # the profile only explains the timings: keep the run going
+        results["profile_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     save(results)
-    sweep(results, args.budget - 150)
-    save(results)
-    time_matrix(results, ("eager", "compiled"), args.budget)
+    if args.sweep:
+        sweep(results, args.budget - 40)
+        save(results)
+    time_matrix(results, [i for i in impls if i != "triton"], args.budget, cells)
     print(save(results), flush=True)
     with tarfile.open(os.path.join(OUT, "fusion_cache.tar.gz"), "w:gz") as tar:
         tar.add(CACHE)
