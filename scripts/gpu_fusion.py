@@ -48,8 +48,10 @@ OUTPUTS = ("means", "quats", "scales", "opacities", "colors")
 SWEEP = {
     "forward": [FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 2, 3), FusionLaunch(64, 4, 1, 3),
                 FusionLaunch(128, 8, 2, 1), FusionLaunch(32, 4, 2, 4)],
-    "decoder_backward": [FusionLaunch(32, 4, 2, 2), FusionLaunch(32, 4, 2, 3), FusionLaunch(64, 4, 2, 2),
-                         FusionLaunch(64, 8, 2, 1), FusionLaunch(16, 4, 2, 4)],
+    # (64, 4, 2, 2) compiled to 255 registers with 128 spills and hit an illegal address at B = 8
+    # (H100, Triton 3.6; fine at B = 1): left out
+    "decoder_backward": [FusionLaunch(32, 4, 2, 2), FusionLaunch(32, 4, 2, 3), FusionLaunch(64, 8, 2, 1),
+                         FusionLaunch(16, 4, 2, 4)],
     "fusion_backward": [FusionLaunch(32, 8, 2, 1), FusionLaunch(32, 8, 2, 2), FusionLaunch(64, 8, 2, 1),
                         FusionLaunch(32, 4, 2, 2), FusionLaunch(16, 4, 2, 3)],
 }
