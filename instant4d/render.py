@@ -82,6 +82,7 @@ def rasterization(
     rolling_shutter: Any = None,
     viewmats_rs: Optional[Tensor] = None,
     *,
+    max_intersections: Optional[int] = None,
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render B scenes of N Gaussians from C cameras each (gsplat 1.5.3's ``rasterization``).
@@ -96,6 +97,11 @@ def rasterization(
     multiplies opacities by sqrt(det(S) / det(S + eps2d I)). ``packed`` compacts the per-(image,
     Gaussian) data to the visible pairs (less memory); ``absgrad`` makes the backward pass also store
     ``meta["means2d"].absgrad``. ``backend`` is "auto" | "triton" | "torch" (see instant4d.backend).
+
+    ``max_intersections`` (unpacked only) bounds the (tile, Gaussian) buffers so that the call never
+    waits for the GPU and can be captured in a CUDA graph (see ``instant4d.graphs``):
+    ``meta["n_isects"]`` then holds the real count on the device, and if it exceeds the bound the
+    images are NaN (re-render with a larger bound); they are never silently incomplete.
 
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
     (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
@@ -117,6 +123,8 @@ def rasterization(
         raise ValueError(f"tile_size must be a positive int, got {tile_size!r}")
     if isinstance(channel_chunk, bool) or not isinstance(channel_chunk, int) or channel_chunk <= 0:
         raise ValueError(f"channel_chunk must be a positive int, got {channel_chunk!r}")
+    if max_intersections is not None and packed:
+        raise ValueError("max_intersections needs packed=False (packing itself waits for the GPU)")
 
     if not isinstance(means, Tensor) or means.dim() < 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be a tensor of shape [..., N, 3], got {getattr(means, 'shape', means)!r}")
@@ -197,19 +205,20 @@ def rasterization(
     tile_height = math.ceil(height / tile_size)
     tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(
         means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
-        image_ids=image_ids, gaussian_ids=gaussian_ids, backend=backend,
+        image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, backend=backend,
     )
+    n_isects = None if max_intersections is None else tiles_per_gauss.sum(dtype=torch.int32).reshape(1)
     isect_offsets = isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
     isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
     meta.update(tile_width=tile_width, tile_height=tile_height, tiles_per_gauss=tiles_per_gauss,
                 isect_ids=isect_ids, flatten_ids=flatten_ids, isect_offsets=isect_offsets, width=width,
-                height=height, tile_size=tile_size, n_batches=n_batches, n_cameras=n_cameras)
+                height=height, tile_size=tile_size, n_batches=n_batches, n_cameras=n_cameras, n_isects=n_isects)
 
     def composite(chunk: slice) -> tuple[Tensor, Tensor]:
         return rasterize_to_pixels(
             means2d, conics, colors[..., chunk], opacities, width, height, tile_size, isect_offsets, flatten_ids,
             backgrounds=None if backgrounds is None else backgrounds[..., chunk], packed=packed,
-            absgrad=absgrad, backend=backend)
+            absgrad=absgrad, n_isects=n_isects, backend=backend)
 
     # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
     # every chunk walks the same intersections, so only the first chunk's alphas are kept.

@@ -1,9 +1,11 @@
 """GPU timing of the avatar's per-frame work: animate (deform every Gaussian from its motion basis and
 a given motion code) + render one 512x512 frame at batch 1.
 
-Two pipelines in one process, on the same avatar, code and camera:
-  ours:     kernels/deform.py (fused Triton) + instant4d.rasterization (Triton)
-  baseline: torch.compile'd PyTorch twin of the deformation + gsplat.rasterization (gsplat 1.5.3, CUDA)
+Pipelines in one process, on the same avatar, code and camera:
+  ours:       kernels/deform.py (fused Triton) + instant4d.rasterization (Triton)
+  ours graph: the same, captured once and replayed from a CUDA graph (``renderer(cuda_graph=True)``,
+              instant4d.graphs; includes the per-frame copy of the code in and the overflow check)
+  baseline:   torch.compile'd PyTorch twin of the deformation + gsplat.rasterization (gsplat 1.5.3, CUDA)
 Both render unpacked (packed=False), RGB, white background, float32. Timings are
 ``triton.testing.do_bench`` medians of the whole frame (deform + rasterize), and of each stage alone.
 The images of the two pipelines are compared (PSNR) so that the speed is for the same picture.
@@ -51,6 +53,7 @@ def main() -> None:
         view = View(yaw=15.0)
         compiled_twin = torch.compile(reference.deform_gaussians)
         ours = avatar.renderer(SIZE, view, backend="triton")
+        graphed = avatar.renderer(SIZE, view, backend="triton", cuda_graph=True)
         baseline = avatar.renderer(SIZE, view, deform=compiled_twin, rasterize=gsplat.rasterization)
         g = avatar.gaussians
         inputs = (g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
@@ -58,25 +61,31 @@ def main() -> None:
         with torch.no_grad():
             image_ours, _ = ours(codes, poses)
             image_base, _ = baseline(codes, poses)
+            image_graph = graphed(codes, poses)[0].clone()
             mse = float(((image_ours - image_base) ** 2).mean())
             psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
+            graph_err = float((image_graph - image_ours).abs().max())
             deformed = deform_gaussians(*inputs, backend="triton")
             twin = reference.deform_gaussians(*inputs)
             deform_err = max(float((a - b).abs().max()) for a, b in zip(deformed, twin))
 
             t_ours = bench(lambda: ours(codes, poses))
+            t_graph = bench(lambda: graphed(codes, poses))
             t_base = bench(lambda: baseline(codes, poses))
             t_deform_ours = bench(lambda: deform_gaussians(*inputs, backend="triton"))
             t_deform_base = bench(lambda: compiled_twin(*inputs))
         rows.append(
             dict(
-                n=avatar.num_gaussians, resolution=resolution, ours=t_ours, base=t_base,
+                n=avatar.num_gaussians, resolution=resolution, ours=t_ours, graph=t_graph, graph_err=graph_err,
+                captures=graphed.captures, bound=graphed.max_intersections, base=t_base,
                 deform_ours=t_deform_ours, deform_base=t_deform_base, psnr=psnr, deform_err=deform_err,
             )  # fmt: skip
         )
         r = rows[-1]
         print(
             f"N={r['n']:>6} (grid {resolution}): ours {r['ours']:.4f} ms = {1000 / r['ours']:.0f} FPS | "
+            f"graph {r['graph']:.4f} ms = {1000 / r['graph']:.0f} FPS (max |graph - eager| {r['graph_err']:.1e}, "
+            f"{r['captures']} captures, bound {r['bound']}) | "
             f"gsplat + compiled twin {r['base']:.4f} ms = {1000 / r['base']:.0f} FPS | speed-up {r['base'] / r['ours']:.2f}x | "
             f"deform alone {r['deform_ours'] * 1000:.1f} us vs {r['deform_base'] * 1000:.1f} us | "
             f"image PSNR ours vs gsplat {psnr:.1f} dB | deform max |triton - twin| {deform_err:.2e}",
@@ -87,14 +96,15 @@ def main() -> None:
         f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; gsplat {gsplat.__version__}; "
         f"{SIZE}x{SIZE}, batch 1, motion code given, camera yaw 15 deg, head pose (10, -5, 0) deg.",
         "",
-        "| Gaussians | ours: Triton deform + instant4d.rasterization | gsplat + torch.compile'd twin | speed-up | "
-        "deform alone (ours / compiled twin) | images agree (PSNR) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| Gaussians | ours, CUDA graph | ours, eager | gsplat + torch.compile'd twin | speed-up (graph / eager) | "
+        "deform alone (ours / compiled twin) | images agree (PSNR vs gsplat; max abs graph vs eager) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         table.append(
-            f"| {r['n']} | {r['ours']:.4f} ms ({1000 / r['ours']:.0f} FPS) | {r['base']:.4f} ms ({1000 / r['base']:.0f} FPS) | "
-            f"{r['base'] / r['ours']:.2f}x | {r['deform_ours'] * 1000:.1f} us / {r['deform_base'] * 1000:.1f} us | {r['psnr']:.1f} dB |"
+            f"| {r['n']} | {r['graph']:.4f} ms ({1000 / r['graph']:.0f} FPS) | {r['ours']:.4f} ms ({1000 / r['ours']:.0f} FPS) | "
+            f"{r['base']:.4f} ms ({1000 / r['base']:.0f} FPS) | {r['base'] / r['graph']:.2f}x / {r['base'] / r['ours']:.2f}x | "
+            f"{r['deform_ours'] * 1000:.1f} us / {r['deform_base'] * 1000:.1f} us | {r['psnr']:.1f} dB; {r['graph_err']:.1e} |"
         )
     text = "\n".join(table)
     print(text)

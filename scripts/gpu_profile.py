@@ -84,8 +84,9 @@ def compiled_registers(kernel) -> list[tuple[int, int]]:
 
 
 def sweep_composite(scene) -> list[dict]:
-    """Compositing launch variants: (forward blocks between early-exit checks, forward block, backward
-    block, forward warps, backward warps), with times and the compiled kernels' register use."""
+    """Compositing launch variants (see composite._launch_config): forward (SUB_ROWS, BLOCK_G, UNROLL)
+    and backward (SUB_ROWS, BLOCK_G, FUSED_SUMS, SKIP_EMPTY), with times and the compiled kernels'
+    register use. Warps follow from SUB_ROWS (two pixels per thread)."""
     width, height = scene.width, scene.height
     radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
         scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
@@ -98,14 +99,20 @@ def sweep_composite(scene) -> list[dict]:
     original = composite._launch_config
     kernels = (composite._composite_forward_kernel, composite._composite_backward_kernel)
     rows = []
-    for unroll, fwd_block, bwd_block, fwd_warps, bwd_warps in (
-            (2, 4, 8, 4, 4), (4, 4, 8, 4, 4), (1, 4, 8, 4, 4), (1, 8, 8, 4, 4), (1, 4, 4, 4, 4), (1, 8, 16, 4, 4),
-            (2, 4, 8, 4, 2), (2, 4, 8, 8, 8)):
+    variants = [dict(fwd=(16, 4, 2), bwd=(16, 8, 0, 0))]  # the previous defaults
+    variants += [dict(fwd=(16, 4, 2), bwd=(16, 8, f, k)) for f, k in ((1, 0), (0, 1), (1, 1))]
+    variants += [dict(fwd=(sub, g, u), bwd=(sub, bg, 1, 1)) for sub in (8, 4, 2)
+                 for g, u, bg in ((4, 2, 8), (4, 1, 4), (8, 1, 8))]
+    for variant in variants:
         def config(channels, tile_size, backward=False):
             c = original(channels, tile_size, backward)
-            c.update(BLOCK_G=bwd_block if backward else fwd_block, num_warps=bwd_warps if backward else fwd_warps)
-            if not backward:
-                c["UNROLL"] = unroll
+            if backward:
+                sub, block, fused, skip = variant["bwd"]
+                c.update(SUB_ROWS=sub, BLOCK_G=block, FUSED_SUMS=bool(fused), SKIP_EMPTY=bool(skip))
+            else:
+                sub, block, unroll = variant["fwd"]
+                c.update(SUB_ROWS=sub, BLOCK_G=block, UNROLL=unroll)
+            c["num_warps"] = max(1, c["SUB_ROWS"] * c["TILE_PAD"] // 64)
             return c
 
         composite._launch_config = config
@@ -118,14 +125,39 @@ def sweep_composite(scene) -> list[dict]:
             out, _ = instant4d.rasterize_to_pixels(*leaves, width, height, 16, offsets, flatten_ids)
             out.sum().backward()
 
-        row = dict(unroll=unroll, fwd_block=fwd_block, bwd_block=bwd_block, fwd_warps=fwd_warps, bwd_warps=bwd_warps)
-        row.update(fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height, 16,
-                                                                offsets, flatten_ids)),
-                   fwd_bwd=ms(fwd_bwd), registers_spills=[compiled_registers(k) for k in kernels])
+        row = dict(variant)
+        try:
+            row.update(fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height,
+                                                                    16, offsets, flatten_ids)),
+                       fwd_bwd=ms(fwd_bwd), registers_spills=[compiled_registers(k) for k in kernels])
+        except Exception as exc:  # a variant that does not compile is reported, not fatal
+            row["error"] = repr(exc)[:300]
         rows.append(row)
         print(row, flush=True)
     composite._launch_config = original
     return rows
+
+
+def host_profile(scene) -> str:
+    """torch.profiler table of one forward+backward of instant4d.rasterization: host time per op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
+                                                            scene.opacities, scene.colors)]
+
+    def step():
+        colors, _, _ = instant4d.rasterization(*grads, scene.viewmats, scene.Ks, scene.width, scene.height,
+                                               packed=False)
+        colors.sum().backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
 
 
 def main():
@@ -138,7 +170,13 @@ def main():
         scene = scene.to("cuda")
         results[name] = {lib: stages(lib, scene) for lib in libs}
         print(name, json.dumps(results[name], indent=1), flush=True)
-    results["composite_sweep_100k_512"] = sweep_composite(head_like_scene(100_000, 512, 512).to("cuda"))
+    scene = head_like_scene(100_000, 512, 512).to("cuda")
+    table = host_profile(scene)
+    print(table, flush=True)
+    with open(os.path.join(OUT, "host_profile.txt"), "w") as f:
+        f.write(table)
+    results["composite_sweep_100k_512"] = sweep_composite(scene)
+    results["composite_sweep_1M_1024"] = sweep_composite(head_like_scene(1_000_000, 1024, 1024).to("cuda"))
     with open(os.path.join(OUT, "profile.json"), "w") as f:
         json.dump(results, f, indent=1)
 

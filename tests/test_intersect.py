@@ -90,3 +90,32 @@ def test_bad_input_names_the_argument(kwargs, match):
 def test_too_many_key_bits_is_an_error():
     with pytest.raises(ValueError, match="do not fit"):
         reference.isect_offset_encode(torch.zeros(0, dtype=torch.int64), 2**20, 2**7, 2**7)
+
+
+@given(n=st.sampled_from([0, 1, 9, 257]), spare=st.sampled_from([-5, 0, 1, 300]), seed=st.integers(0, 2**16))
+def test_bounded_buffers_match_twin_and_pad_after_the_real_intersections(interpret_triton, n, spare, seed):
+    """max_intersections: same real intersections as the unbounded call, then padding; too small a
+    bound keeps a prefix (in the same order in both implementations)."""
+    s = random_splats(2, n, 40, 30, 3, seed, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    counts, full_ids, full_flat = reference.isect_tiles(*args)
+    bound = max(0, full_ids.numel() + spare)
+    expected = reference.isect_tiles(*args, max_intersections=bound)
+    actual = isect_tiles(*args, backend="triton", max_intersections=bound)
+    for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
+        assert a.dtype == e.dtype and torch.equal(a, e), name
+    real = min(bound, full_ids.numel())
+    assert actual[1].numel() == bound
+    assert bool((actual[1][real:] == torch.iinfo(torch.int64).max).all())
+    if spare >= 0:
+        assert torch.equal(actual[1][:real], full_ids) and torch.equal(actual[2][:real], full_flat)
+        offsets = isect_offset_encode(actual[1], 2, s["tile_width"], s["tile_height"])
+        assert torch.equal(offsets, isect_offset_encode(full_ids, 2, s["tile_width"], s["tile_height"]))
+
+
+def test_bounded_buffers_reject_bad_bounds():
+    s = random_splats(1, 5, 32, 32, 3, 0, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="max_intersections"):
+            isect_tiles(*args, max_intersections=bad)

@@ -222,3 +222,30 @@ def test_sh_colors_match_dc_term_for_degree_zero():
                                           scene.viewmats, scene.Ks, 24, 24)
     assert_close(sh, plain, "degree-0 SH vs RGB", atol=1e-6)
     assert math.isfinite(float(sh.sum()))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_bounded_intersections_render_the_same_or_nan(interpret_triton, backend):
+    """max_intersections: the same image and gradients as the unbounded call when the bound holds
+    (meta["n_isects"] is the real count); NaN images, never an incomplete one, when it does not."""
+    scene = random_scene(30, 40, 24, n_cameras=2, seed=3)
+    colors, alphas, meta, grads = render_with_grads(scene, backend, torch.float32, packed=False)
+    count = int(meta["isect_ids"].numel())
+    assert count > 4
+    b_colors, b_alphas, b_meta, b_grads = render_with_grads(scene, backend, torch.float32,
+                                                            packed=False, max_intersections=count + 17)
+    assert int(b_meta["n_isects"]) == count and b_meta["flatten_ids"].numel() == count + 17
+    assert torch.equal(b_colors, colors) and torch.equal(b_alphas, alphas)
+    for name in LEAVES:
+        assert_close(b_grads[name], grads[name], rtol=1e-6, atol=1e-7, name=name)
+    o_colors, o_alphas, o_meta, _ = render_with_grads(scene, backend, torch.float32, packed=False,
+                                                      max_intersections=count - 3)
+    assert int(o_meta["n_isects"]) == count
+    assert bool(o_colors.isnan().all()) and bool(o_alphas.isnan().all())
+
+
+def test_bounded_intersections_need_unpacked():
+    scene = random_scene(3, 16, 16)
+    with pytest.raises(ValueError, match="packed=False"):
+        instant4d.rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
+                                scene.viewmats, scene.Ks, 16, 16, packed=True, max_intersections=100)

@@ -53,12 +53,15 @@ if triton is not None:
     @triton.jit
     def _tile_setup(offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width,
                     image_width, image_height, TILE: tl.constexpr, TILE_PAD: tl.constexpr,
-                    HAS_MASK: tl.constexpr):
-        flat_tile = tl.program_id(0)
+                    SUB_ROWS: tl.constexpr, HAS_MASK: tl.constexpr):
+        """This program's pixels: SUB_ROWS rows of one tile (a tile is split over TILE_PAD / SUB_ROWS
+        programs so that the early exit and the per-Gaussian sums run over fewer pixels)."""
+        n_sub: tl.constexpr = TILE_PAD // SUB_ROWS
+        flat_tile = tl.program_id(0) // n_sub
         image = flat_tile // n_tiles
         tile = flat_tile % n_tiles
-        p = tl.arange(0, TILE_PAD * TILE_PAD)
-        local_y = p // TILE_PAD
+        p = tl.arange(0, SUB_ROWS * TILE_PAD)
+        local_y = (tl.program_id(0) % n_sub) * SUB_ROWS + p // TILE_PAD
         local_x = p % TILE_PAD
         py = (tile // tile_width) * TILE + local_y
         px = (tile % tile_width) * TILE + local_x
@@ -70,6 +73,10 @@ if triton is not None:
             keep = tl.load(tile_mask_ptr + flat_tile)
             end = tl.where(keep != 0, end, start)
         return image, pixel, inside, px.to(tl.float32) + 0.5, py.to(tl.float32) + 0.5, start, end
+
+    @triton.jit
+    def _add6(a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5):
+        return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4, a5 + b5
 
     @triton.jit
     def _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range):
@@ -89,21 +96,26 @@ if triton is not None:
     @triton.jit
     def _composite_forward_kernel(
         means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, backgrounds_ptr, tile_mask_ptr,
-        offsets_ptr, flatten_ids_ptr,
+        offsets_ptr, flatten_ids_ptr, count_ptr,
         out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
-        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
+        TILE: tl.constexpr, TILE_PAD: tl.constexpr, SUB_ROWS: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
         BLOCK_G: tl.constexpr, UNROLL: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
-        USE_DOT: tl.constexpr,
+        USE_DOT: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr,
     ):
+        overflow = False
+        if COUNT_ON_DEVICE:  # bounded buffers: the real count is on the device, and may not have fit
+            count = tl.load(count_ptr)
+            overflow = count > n_isects
+            n_isects = tl.minimum(count, n_isects)
         image, pixel, inside, fx, fy, start, end = _tile_setup(
             offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
-            image_height, TILE, TILE_PAD, HAS_MASK)
+            image_height, TILE, TILE_PAD, SUB_ROWS, HAS_MASK)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
-        transmittance = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
-        acc = tl.zeros([CHANNELS_PAD, TILE_PAD * TILE_PAD], tl.float32)
-        last = tl.full([TILE_PAD * TILE_PAD], -1, tl.int32)
+        transmittance = tl.full([SUB_ROWS * TILE_PAD], 1.0, tl.float32)
+        acc = tl.zeros([CHANNELS_PAD, SUB_ROWS * TILE_PAD], tl.float32)
+        last = tl.full([SUB_ROWS * TILE_PAD], -1, tl.int32)
         done = inside == 0
         alive = tl.sum(inside.to(tl.int32), axis=0)
         b = start
@@ -134,6 +146,9 @@ if triton is not None:
         if HAS_BACKGROUND:
             bg = tl.load(backgrounds_ptr + image * CHANNELS + ch, mask=ch_ok, other=0.0)
             acc += bg[:, None] * transmittance[None, :]
+        if overflow:  # some intersections were dropped: say so with NaN rather than draw an incomplete image
+            acc = tl.full([CHANNELS_PAD, SUB_ROWS * TILE_PAD], float("nan"), tl.float32)
+            transmittance = tl.full([SUB_ROWS * TILE_PAD], float("nan"), tl.float32)
         tl.store(out_colors_ptr + pixel[None, :] * CHANNELS + ch[:, None], acc,
                  mask=inside[None, :] & ch_ok[:, None])
         tl.store(out_alphas_ptr + pixel, 1.0 - transmittance, mask=inside)
@@ -146,12 +161,13 @@ if triton is not None:
         out_colors_ptr, out_transmittance_ptr, last_ids_ptr, v_out_colors_ptr, v_out_alphas_ptr,
         v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
-        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
+        TILE: tl.constexpr, TILE_PAD: tl.constexpr, SUB_ROWS: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
         BLOCK_G: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr,
     ):
+        # no count needed here in bounded mode: every pixel stops at its last composited Gaussian
         image, pixel, inside, fx, fy, start, end = _tile_setup(
             offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
-            image_height, TILE, TILE_PAD, HAS_MASK)
+            image_height, TILE, TILE_PAD, SUB_ROWS, HAS_MASK)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
         pix_ch = pixel[None, :] * CHANNELS + ch[:, None]
@@ -164,8 +180,8 @@ if triton is not None:
         g_dot_out = tl.sum(g_col * out_col, axis=0)
         g_final = g_alpha * final_t
         end = tl.minimum(end, tl.max(last, axis=0) + 1)
-        transmittance = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
-        front = tl.zeros([TILE_PAD * TILE_PAD], tl.float32)
+        transmittance = tl.full([SUB_ROWS * TILE_PAD], 1.0, tl.float32)
+        front = tl.zeros([SUB_ROWS * TILE_PAD], tl.float32)
         b = start
         while b < end:
             j = b + tl.arange(0, BLOCK_G)
@@ -175,8 +191,8 @@ if triton is not None:
             dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
             included = (j[:, None] <= last[None, :]) & inside[None, :]
             t_incl = transmittance[None, :] * tl.cumprod(1.0 - alpha, axis=0)
-            one_minus = 1.0 - alpha
-            weight = tl.where(included, alpha * (t_incl / one_minus), 0.0)
+            inv_one_minus = tl.fdiv(1.0, 1.0 - alpha)  # alpha <= 0.999: the approximate reciprocal is exact enough
+            weight = tl.where(included, alpha * (t_incl * inv_one_minus), 0.0)
             if USE_DOT:
                 col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
                               mask=in_range[:, None] & ch_ok[None, :], other=0.0)  # [BLOCK_G, CHANNELS_PAD]
@@ -185,7 +201,7 @@ if triton is not None:
                 tl.atomic_add(v_colors_ptr + ids[:, None] * CHANNELS + ch[None, :], v_col,
                               mask=in_range[:, None] & ch_ok[None, :])
             else:
-                u = tl.zeros([BLOCK_G, TILE_PAD * TILE_PAD], tl.float32)
+                u = tl.zeros([BLOCK_G, SUB_ROWS * TILE_PAD], tl.float32)
                 for c in tl.static_range(CHANNELS):
                     g_c = tl.sum(tl.where(ch[:, None] == c, g_col, 0.0), axis=0)  # row c, in-thread
                     col_c = tl.load(colors_ptr + ids * CHANNELS + c, mask=in_range, other=0.0)
@@ -195,20 +211,27 @@ if triton is not None:
             wu = weight * u
             rest = g_dot_out[None, :] - (front[None, :] + tl.cumsum(wu, axis=0))
             # T_j u_j - (rest after j) / (1 - alpha_j) + dL/dalpha_out * T_final / (1 - alpha_j)
-            v_alpha = (t_incl * u + g_final[None, :] - rest) / one_minus
+            v_alpha = (t_incl * u + g_final[None, :] - rest) * inv_one_minus
             v_alpha = tl.where(included & valid & (raw <= 0.999), v_alpha, 0.0)
+            # With v = dL/dsigma = -alpha dL/dalpha, the means and conics need only the moments of v over
+            # the pixels: dL/dmean = [[a, b], [b, c]] sum(v d), dL/dconic = sum(v (dx^2/2, dx dy, dy^2/2)),
+            # and dL/dopacity = sum(exp(-sigma) dL/dalpha) = -sum(v) / opacity (alpha = o exp(-sigma) there).
             v_sigma = -alpha * v_alpha
-            v_mx = v_sigma * (ca[:, None] * dx + cb[:, None] * dy)
-            v_my = v_sigma * (cb[:, None] * dx + cc[:, None] * dy)
-            tl.atomic_add(v_means2d_ptr + ids * 2, tl.sum(v_mx, axis=1), mask=in_range)
-            tl.atomic_add(v_means2d_ptr + ids * 2 + 1, tl.sum(v_my, axis=1), mask=in_range)
+            v_dx = v_sigma * dx
+            v_dy = v_sigma * dy
+            s_dx, s_dy, s_dxdx, s_dxdy, s_dydy, s_v = tl.reduce(
+                (v_dx, v_dy, v_dx * dx, v_dx * dy, v_dy * dy, v_sigma), 1, _add6)
+            tl.atomic_add(v_means2d_ptr + ids * 2, ca * s_dx + cb * s_dy, mask=in_range)
+            tl.atomic_add(v_means2d_ptr + ids * 2 + 1, cb * s_dx + cc * s_dy, mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3, 0.5 * s_dxdx, mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3 + 1, s_dxdy, mask=in_range)
+            tl.atomic_add(v_conics_ptr + ids * 3 + 2, 0.5 * s_dydy, mask=in_range)
+            tl.atomic_add(v_opacities_ptr + ids, -s_v / tl.where(opacity > 0, opacity, 1.0), mask=in_range)
             if ABSGRAD:
+                v_mx = ca[:, None] * v_dx + cb[:, None] * v_dy
+                v_my = cb[:, None] * v_dx + cc[:, None] * v_dy
                 tl.atomic_add(v_absgrad_ptr + ids * 2, tl.sum(tl.abs(v_mx), axis=1), mask=in_range)
                 tl.atomic_add(v_absgrad_ptr + ids * 2 + 1, tl.sum(tl.abs(v_my), axis=1), mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3, tl.sum(0.5 * dx * dx * v_sigma, axis=1), mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3 + 1, tl.sum(dx * dy * v_sigma, axis=1), mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3 + 2, tl.sum(0.5 * dy * dy * v_sigma, axis=1), mask=in_range)
-            tl.atomic_add(v_opacities_ptr + ids, tl.sum(tl.exp(-sigma) * v_alpha, axis=1), mask=in_range)
             transmittance = tl.min(tl.where(included, t_incl, transmittance[None, :]), axis=0)
             front += tl.sum(wu, axis=0)
             b += BLOCK_G
@@ -223,19 +246,25 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: 4 Gaussians
     # per block, 2 blocks between early-exit checks (80 registers; 4 blocks took 168 and ran 16% slower).
     # Backward: 8 per block (255 registers, 20 spilled; 4 per block spills nothing but runs 30% slower).
-    config = dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
+    sub_rows = tile_pad
+    config = dict(TILE=tile_size, TILE_PAD=tile_pad, SUB_ROWS=sub_rows, CHANNELS=channels,
                   CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
                   BLOCK_G=16 if use_dot else (8 if backward else 4), USE_DOT=use_dot,
-                  num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
+                  num_warps=max(1, min(32, sub_rows * tile_pad // 64)))
     if not backward:
         config["UNROLL"] = 2
     return config
 
 
+def _programs(n_flat_tiles: int, config: dict) -> tuple[int]:
+    """Launch grid: each tile is split into TILE_PAD / SUB_ROWS programs."""
+    return (n_flat_tiles * (config["TILE_PAD"] // config["SUB_ROWS"]),)
+
+
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
-                isect_offsets, flatten_ids, absgrad_target):
+                isect_offsets, flatten_ids, n_isects, absgrad_target):
         n_images = math.prod(isect_offsets.shape[:-2])
         tile_height, tile_width = isect_offsets.shape[-2:]
         channels = colors.shape[-1]
@@ -245,15 +274,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         out_transmittance = torch.empty(n_images, height, width, device=device, dtype=torch.float32)
         last_ids = torch.empty(n_images, height, width, device=device, dtype=torch.int32)
         config = _launch_config(channels, tile_size)
-        grid = (n_images * tile_height * tile_width,)
-        if grid[0] > 0:
-            _composite_forward_kernel[grid](
+        n_flat_tiles = n_images * tile_height * tile_width
+        if n_flat_tiles > 0:
+            _composite_forward_kernel[_programs(n_flat_tiles, config)](
                 means2d, conics, colors, opacities,
                 backgrounds if backgrounds is not None else out_colors,
                 masks if masks is not None else isect_offsets,
-                isect_offsets, flatten_ids, out_colors, out_alphas, out_transmittance, last_ids,
-                flatten_ids.numel(), grid[0], tile_height * tile_width, tile_width, width, height,
-                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None, **config,
+                isect_offsets, flatten_ids, n_isects if n_isects is not None else isect_offsets,
+                out_colors, out_alphas, out_transmittance, last_ids,
+                flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
+                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None,
+                COUNT_ON_DEVICE=n_isects is not None, **config,
             )
         ctx.save_for_backward(means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids,
                               out_colors, out_transmittance, last_ids)
@@ -277,15 +308,15 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_opacities = torch.zeros_like(opacities)
         tile_height, tile_width = isect_offsets.shape[-2:]
         n_flat_tiles = math.prod(isect_offsets.shape)
+        config = _launch_config(ctx.channels, ctx.tile_size, backward=True)
         if n_flat_tiles > 0:
-            _composite_backward_kernel[(n_flat_tiles,)](
+            _composite_backward_kernel[_programs(n_flat_tiles, config)](
                 means2d, conics, colors, opacities, masks if masks is not None else isect_offsets,
                 isect_offsets, flatten_ids, out_colors, out_transmittance, last_ids,
                 v_out_colors.contiguous(), v_out_alphas.contiguous(),
                 v_means2d, v_absgrad, v_conics, v_colors, v_opacities,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
-                HAS_MASK=masks is not None, ABSGRAD=absgrad,
-                **_launch_config(ctx.channels, ctx.tile_size, backward=True),
+                HAS_MASK=masks is not None, ABSGRAD=absgrad, **config,
             )
         if absgrad:
             target = ctx.absgrad_target[0]
@@ -294,7 +325,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # False when there is no background
             v_backgrounds = (v_out_colors * out_transmittance[..., None]).sum(dim=(1, 2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
-        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 7)
+        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 8)
 
 
 def rasterize_to_pixels(
@@ -312,6 +343,7 @@ def rasterize_to_pixels(
     packed: bool = False,
     absgrad: bool = False,
     *,
+    n_isects: Optional[Tensor] = None,  # [1] int32 or int64
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor]:
     """Composite depth-sorted Gaussians into images (see this module's docstring for the math).
@@ -319,6 +351,10 @@ def rasterize_to_pixels(
     Returns ``render_colors [..., H, W, D]`` and ``render_alphas [..., H, W, 1]``, where ``...`` are
     the image dims of ``isect_offsets``. Differentiable in means2d, conics, colors, opacities and
     backgrounds; ``absgrad=True`` also sets ``means2d.absgrad`` during backward.
+
+    ``n_isects`` (on the device) is the number of real intersections when ``flatten_ids`` is a bounded,
+    padded buffer (``isect_tiles(max_intersections=...)``); if it exceeds the buffer, intersections
+    were dropped and every output pixel is NaN.
     """
     shapes.check_image_size(image_width, image_height, ("image_width", "image_height"))
     if not isinstance(tile_size, int) or tile_size <= 0:
@@ -348,17 +384,19 @@ def rasterize_to_pixels(
         shapes.check_tensor("backgrounds", backgrounds, image_dims + (channels,), device=device)
     if masks is not None:
         shapes.check_tensor("masks", masks, tuple(offsets.shape), dtypes=(torch.bool,), device=device)
+    if n_isects is not None:
+        shapes.check_tensor("n_isects", n_isects, (1,), dtypes=(torch.int32, torch.int64), device=device)
 
     if resolve_backend(backend, means2d, conics, colors, opacities, backgrounds) == "torch":
         return reference.rasterize_to_pixels(
             means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
-            flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad)
+            flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad, n_isects=n_isects)
     dtype = means2d.dtype
     f32 = [t.float().contiguous() if t is not None else None
            for t in (means2d, conics, colors, opacities, backgrounds)]
     # kernels index the inputs as flat contiguous arrays, whatever their leading dims
     render_colors, render_alphas = _RasterizeToPixels.apply(
         *f32, None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
-        offsets.contiguous(), flatten_ids.contiguous(), [means2d] if absgrad else None)
+        offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None)
     out_shape = image_dims + (image_height, image_width)
     return render_colors.reshape(out_shape + (channels,)).to(dtype), render_alphas.reshape(out_shape + (1,)).to(dtype)

@@ -10,8 +10,10 @@ walks each block's rectangles in lockstep (slot k of every lane per step, up to 
 count) writing keys and flat ids; ``torch.sort(stable=True)`` orders them. The tile bounds are
 computed in float32 exactly as the twin does, so integer outputs agree bit for bit.
 
-Limits: image_bits + tile_bits <= 32 (gsplat's); the number of intersections is read back to the
-host once per call to size the buffers.
+Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
+host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
+for the GPU (so the call can be captured in a CUDA graph), the buffers have that length, and the slots
+past the true count hold ``PADDING_KEY``, which sorts after every real key.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._triton import triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
+PADDING_KEY = torch.iinfo(torch.int64).max  # fills bounded buffers past the count; its top 32 bits exceed every tile key
 
 if triton is not None:
 
@@ -59,7 +62,7 @@ if triton is not None:
     @triton.jit
     def _emit_intersections_kernel(
         means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, slots_end_ptr, isect_ids_ptr, flatten_ids_ptr,
-        n, n_per_image, tile_size, tile_width, tile_height, tile_bits,
+        n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_slots,
         PACKED: tl.constexpr, BLOCK: tl.constexpr,
     ):
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -75,14 +78,14 @@ if triton is not None:
         first = tl.load(slots_end_ptr + i, mask=valid, other=0) - count  # exclusive cumsum, no extra launch
         rect_width = tl.maximum(rect_width, 1)
         for k in range(0, tl.max(count, axis=0)):
-            active = k < count
+            active = (k < count) & (first + k < n_slots)  # bounded buffers drop what does not fit
             tile_id = (y0 + k // rect_width) * tile_width + x0 + k % rect_width
             tl.store(isect_ids_ptr + first + k, key_base | (tile_id.to(tl.int64) << 32), mask=active)
             tl.store(flatten_ids_ptr + first + k, i, mask=active)
 
 
 def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                        n_images, image_ids):
+                        n_images, image_ids, max_intersections):
     _, tile_bits = reference._tile_bits(n_images, tile_width * tile_height)
     n = means2d.numel() // 2
     n_per_image = 1 if packed else max(1, means2d.shape[-2])
@@ -95,14 +98,19 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         _count_tiles_kernel[grid](means2d, radii, counts, n, float(tile_size), tile_width, tile_height,
                                   BLOCK=BLOCK)
     slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
-    n_isects = int(slots_end[-1]) if n > 0 else 0
-    isect_ids = torch.empty(n_isects, device=means2d.device, dtype=torch.int64)
-    flatten_ids = torch.empty(n_isects, device=means2d.device, dtype=torch.int32)
-    if n_isects > 0:
+    if max_intersections is None:
+        n_slots = int(slots_end[-1]) if n > 0 else 0  # the one host sync
+        isect_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int64)
+        flatten_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int32)
+    else:
+        n_slots = max_intersections
+        isect_ids = torch.full((n_slots,), PADDING_KEY, device=means2d.device, dtype=torch.int64)
+        flatten_ids = torch.zeros(n_slots, device=means2d.device, dtype=torch.int32)
+    if n_slots > 0 and n > 0:
         _emit_intersections_kernel[grid](
             means2d, radii, depths, image_ids if packed else counts, slots_end,
             isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
-            PACKED=packed, BLOCK=BLOCK)
+            n_slots, PACKED=packed, BLOCK=BLOCK)
     if sort:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
@@ -124,6 +132,7 @@ def isect_tiles(
     image_ids: Optional[Tensor] = None,  # [nnz] when packed
     gaussian_ids: Optional[Tensor] = None,  # [nnz] when packed
     *,
+    max_intersections: Optional[int] = None,
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Map projected Gaussians to the tiles they touch (gsplat's ``isect_tiles``).
@@ -131,6 +140,11 @@ def isect_tiles(
     Returns ``tiles_per_gauss`` int32 [..., N] (or [nnz]), ``isect_ids`` int64 [M] sorted when
     ``sort`` and ``flatten_ids`` int32 [M] (index into the flattened [I * N] or [nnz] inputs).
     ``segmented`` is accepted for gsplat compatibility and changes nothing (the sort is global).
+
+    ``max_intersections`` bounds M without a host sync: both outputs then have that length, the
+    ``tiles_per_gauss.sum()`` real intersections come first and the rest is ``PADDING_KEY`` / 0;
+    intersections beyond the bound are dropped (``rasterize_to_pixels`` with ``n_isects`` turns that
+    into NaN images, never a silently incomplete one).
     """
     for name, value in (("tile_size", tile_size), ("tile_width", tile_width), ("tile_height", tile_height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -149,12 +163,19 @@ def isect_tiles(
     shapes.check_tensor("means2d", means2d, lead + (2,))
     shapes.check_tensor("radii", radii, lead + (2,), dtypes=(torch.int32,), device=device)
     shapes.check_tensor("depths", depths, lead, device=device)
+    if max_intersections is not None:
+        if isinstance(max_intersections, bool) or not isinstance(max_intersections, int) or max_intersections < 0:
+            raise ValueError(f"max_intersections must be None or an int >= 0, got {max_intersections!r}")
+        image_bits, tile_bits = reference._tile_bits(n_images, tile_width * tile_height)
+        if image_bits + tile_bits > 31:
+            raise ValueError(f"max_intersections needs image and tile ids within 31 bits; {n_images} images x "
+                             f"{tile_width * tile_height} tiles take {image_bits + tile_bits}")
     if resolve_backend(backend, means2d, radii, depths) == "torch":
         return reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
                                      packed=packed, n_images=n_images, image_ids=image_ids,
-                                     gaussian_ids=gaussian_ids)
+                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections)
     return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                               n_images, image_ids)
+                               n_images, image_ids, max_intersections)
 
 
 @torch.no_grad()

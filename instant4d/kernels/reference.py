@@ -232,13 +232,15 @@ def isect_tiles(
     n_images: Optional[int] = None,
     image_ids: Optional[Tensor] = None,  # [nnz] when packed
     gaussian_ids: Optional[Tensor] = None,  # [nnz] when packed
+    max_intersections: Optional[int] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Every (image, tile, Gaussian) overlap, as gsplat's 64-bit keys sorted front to back per tile.
 
     Returns ``tiles_per_gauss`` int32 [..., N] (or [nnz]), ``isect_ids`` int64 [M] =
     image_id << (32 + tile_bits) | tile_id << 32 | float32 bits of depth, and ``flatten_ids``
     int32 [M], the index of the Gaussian in the flattened [I * N] (or [nnz]) inputs. Sorting is
-    stable, so equal depths keep the Gaussians' order.
+    stable, so equal depths keep the Gaussians' order. With ``max_intersections`` both have that
+    length: the first ones in unsorted order that fit, then padding (key 2^63 - 1, id 0).
     """
     n_tiles = tile_width * tile_height
     if packed:
@@ -269,6 +271,11 @@ def isect_tiles(
     depth_bits = depths.float().contiguous().view(torch.int32).long()[owner] & 0xFFFFFFFF
     isect_ids = (flat_image_ids[owner] << (32 + tile_bits)) | (tile_id << 32) | depth_bits
     flatten_ids = owner.int()
+    if max_intersections is not None:
+        kept = min(max_intersections, isect_ids.numel())
+        padding = max_intersections - kept
+        isect_ids = torch.cat([isect_ids[:kept], isect_ids.new_full((padding,), torch.iinfo(torch.int64).max)])
+        flatten_ids = torch.cat([flatten_ids[:kept], flatten_ids.new_zeros(padding)])
     if sort:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
@@ -311,6 +318,7 @@ def rasterize_to_pixels(
     masks: Optional[Tensor] = None,  # [..., TH, TW] bool
     packed: bool = False,
     absgrad: bool = False,
+    n_isects: Optional[Tensor] = None,  # [1]
 ) -> tuple[Tensor, Tensor]:
     """Front-to-back alpha compositing of each tile's depth-sorted Gaussians.
 
@@ -322,6 +330,8 @@ def rasterize_to_pixels(
 
     Returns colours [..., H, W, D] and alphas [..., H, W, 1]. With ``absgrad`` the backward pass
     also stores ``means2d.absgrad``: the sum over pixels of |d loss / d means2d| per pixel.
+    ``n_isects``: how many entries of a padded ``flatten_ids`` are real; more than it holds means
+    intersections were dropped, and every output is NaN.
     """
     image_dims = isect_offsets.shape[:-2]
     n_images = math.prod(image_dims)
@@ -332,7 +342,8 @@ def rasterize_to_pixels(
     conics_flat, colors_flat = conics.reshape(-1, 3), colors.reshape(-1, channels)
     opacities_flat = opacities.reshape(-1)
     offsets = isect_offsets.reshape(-1).long()
-    ends = torch.cat([offsets[1:], offsets.new_tensor([flatten_ids.numel()])])
+    n_real = flatten_ids.numel() if n_isects is None else min(int(n_isects), flatten_ids.numel())
+    ends = torch.cat([offsets[1:], offsets.new_tensor([n_real])])
     tile_masks = masks.reshape(-1) if masks is not None else None
     bg = backgrounds.reshape(n_images, channels) if backgrounds is not None else None
 
@@ -389,6 +400,8 @@ def rasterize_to_pixels(
     out_transmittance = to_images([t[:, None] for t in tile_transmittance])
     if bg is not None:
         out_colors = out_colors + out_transmittance * bg[:, None, None, :]
+    if n_isects is not None and int(n_isects) > flatten_ids.numel():  # dropped intersections: no image
+        out_colors, out_transmittance = out_colors * float("nan"), out_transmittance * float("nan")
     return (
         out_colors.reshape(image_dims + (image_height, image_width, channels)),
         (1 - out_transmittance).reshape(image_dims + (image_height, image_width, 1)),

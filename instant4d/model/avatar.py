@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from ..backend import resolve_backend
 from ..camera import intrinsics, orbit_viewmat
 from .encoder import CanonicalGaussians, Encoder, EncoderConfig
 from .media import InputError
@@ -129,10 +130,13 @@ class Avatar:
         images, alphas = self.renderer(size, view, background, backend)(codes, poses)
         return (images[0], alphas[0]) if return_alpha else images[0]
 
-    def renderer(self, size: int = 512, view: View = View(), background=(1.0, 1.0, 1.0), backend: str | None = None, deform=None, rasterize=None):
+    def renderer(self, size: int = 512, view: View = View(), background=(1.0, 1.0, 1.0), backend: str | None = None,
+                 deform=None, rasterize=None, cuda_graph: bool = False):
         """The per-frame function ``(codes [B, K], poses [B, 7]) -> (images [B, H, W, 3], alphas [B, H, W])``
         with the cameras prepared once: deformation, then rasterization. ``deform`` / ``rasterize``
-        swap in other implementations with the same signatures (the GPU comparison uses gsplat's)."""
+        swap in other implementations with the same signatures (the GPU comparison uses gsplat's).
+        ``cuda_graph`` (CUDA, our kernels) replays each frame from a CUDA graph (instant4d.graphs): the
+        returned images are then overwritten by the next frame unless cloned."""
         from ..kernels.deform import deform_gaussians
         from ..render import rasterization
 
@@ -146,26 +150,36 @@ class Avatar:
         if deform is None:
             def deform(*inputs):
                 return deform_gaussians(*inputs, backend=backend)
+        rasterizer_swapped = rasterize is not None
         if rasterize is None:
             def rasterize(*inputs, **options):
                 return rasterization(*inputs, **options, backend=backend)
 
-        def frame(codes: torch.Tensor, poses: torch.Tensor):
+        def frame(codes: torch.Tensor, poses: torch.Tensor, **options):
             # colours in [0, 1] over a background in [0, 1] composite into [0, 1]: no clamp needed
             means, quats, opacities = deform(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
-            images, alphas = [], []
+            images, alphas, counts = [], [], []
             for b in range(codes.shape[0]):  # one camera per frame: [1, H, W, .] each
-                colors, alpha, _ = rasterize(
+                colors, alpha, meta = rasterize(
                     means[b], quats[b], g.scales, opacities[b], g.colors, viewmats, Ks, size, size,
-                    backgrounds=backgrounds, packed=False,
+                    backgrounds=backgrounds, packed=False, **options,
                 )  # fmt: skip
                 images.append(colors)
                 alphas.append(alpha[..., 0])
+                counts.append(meta.get("n_isects"))
             if len(images) == 1:  # batch 1, the real-time case: no copies
-                return images[0], alphas[0]
-            return torch.cat(images), torch.cat(alphas)
+                outputs = images[0], alphas[0]
+            else:
+                outputs = torch.cat(images), torch.cat(alphas)
+            return (outputs, torch.cat(counts)) if options else outputs
 
-        return frame
+        if not cuda_graph:
+            return frame
+        from ..graphs import CudaGraphFrame
+
+        if rasterizer_swapped or resolve_backend(backend, g.means) != "triton":
+            raise ValueError("cuda_graph=True needs CUDA tensors and instant4d's Triton kernels")
+        return CudaGraphFrame(frame)
 
     def render_video(
         self,
