@@ -23,32 +23,35 @@ BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl
 padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are fused
 and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4], scales
 [B,N,3], opacities [B,N], colors [B,N,D]). When a gradient is wanted the forward also saves, per
-Gaussian and frame, the activations the backward needs (h, f', softplus of both hidden layers:
-[B, N, 2F + 2Hd], 576 bytes in bf16 at the paper's widths), so the backward recomputes nothing.
+Gaussian and frame, the activations the backward needs (x = LayerNorm(m) * scale + shift, f',
+softplus of both hidden layers: [B, N, 2F + 2Hd], 576 bytes in bf16 at the paper's widths), so the
+backward recomputes nothing.
 
-Backward, two kernels with their own launch shapes: ``_decoder_backward_kernel`` gives the decoder's
-weight gradients, v_p, v_f and dL/d delta per frame ([B, N, F] float32 scratch);
-``_fusion_backward_kernel`` gives the fusion MLP's weight gradients, v_m and v_scale_shift. Each
-program walks blocks of Gaussians and, inside, all B frames of the block, so per-Gaussian gradients
-are summed over frames in registers and stored once (the LayerNorm backward, linear, runs once per
-block on the frame sum). Weight gradients accumulate in registers over the program's items and
-land in its own row of a [programs, weights] float32 buffer that torch sums; v_scale_shift rows
-likewise ([programs, B, 2F]). The result is deterministic. The softplus derivative comes from the
-saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
+Backward, two kernels with their own launch shapes, no weight gradient held in registers:
+``_backward_rows_kernel`` walks blocks of Gaussians and, inside, all B frames of the block: it
+stores per row (Gaussian, frame) the gradients of every layer's pre-activation ([B, N, GW]: d/dh,
+d/dz1, d/dy, d/dz2, d/da) and sums the per-Gaussian gradients (v_f, v_p, v_m) over frames in
+registers (the LayerNorm backward, linear, runs once per block on the frame sum); v_scale_shift
+goes to the program's row of [programs, B, 2F]. ``_weight_grad_kernel`` then forms every weight
+gradient as X^T dY over all B * N rows (saved activations X, stored gradients dY; biases as column
+sums of dY), one weight per program and chunks of rows per weight, into rows of a [chunks, P]
+float32 buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) +
+b_in (1^T dz1), applied per chunk. The result is deterministic. The softplus derivative comes from
+the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
 division had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
 "bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
 largest magnitude 2^14, weights scaled per tensor; slower). Weight gradients (sums over the
-Gaussians) always come from bf16 operands. The saved activations are bf16 with bf16 operands (the
-backward's softplus derivatives then carry their 2^-9 relative rounding) and float32 with fp16
-operands. Measured errors against the
-float64 twin are in docs/benchmarks.md. Outputs and input gradients come in the inputs' dtype,
+Gaussians) always come from bf16 operands. The saved activations and the stored per-row gradients
+are bf16 with bf16 operands (the backward's softplus derivatives and the bias sums then carry
+their 2^-9 relative rounding) and float32 with fp16 operands. Measured errors against the float64
+twin are in docs/benchmarks.md. Outputs and input gradients come in the inputs' dtype,
 weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
-float64); 11 + color_dim <= 64; the padded fp16 weights held by the forward must fit in 180 KB of
+float64); 11 + color_dim <= 64; the padded fp16 weights held by a kernel must fit in 180 KB of
 shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128; ``triton_unsupported_reasons``
 says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton
 interpreter bf16 dots are emulated by rounding the operands to bf16 and multiplying in float32 (its
@@ -184,29 +187,30 @@ class FusedGaussians:
 class FusionLaunch:
     """How a kernel splits the work (tuned on an H100, see docs/benchmarks.md)."""
 
-    block_n: int  # Gaussians per block: the M of every per-Gaussian tl.dot
+    block_n: int  # Gaussians per block: the M of every per-Gaussian tl.dot (weight_grads: rows per block)
     num_warps: int
     num_stages: int  # software pipelining of the loads
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
+    # (weight_grads: chunks of rows per multiprocessor, 5 programs a chunk)
 
 
-KERNELS = ("forward", "decoder_backward", "fusion_backward")
+KERNELS = ("forward", "backward_rows", "weight_grads")
+WEIGHT_GROUPS = 5  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1, d2
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 
 
 def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
-    """The fastest launch of the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128;
-    larger tiles take the shapes that the compiler's report for sm_90 shows fitting in shared memory
-    with the fewest spills (not timed). The fusion backward holds three weight gradients in
-    registers (20k floats at the paper's widths), hence its 8 warps."""
+    """The launch of each kernel (one of KERNELS) for this config. The forward's is the fastest of
+    the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128; the backward kernels' are
+    untimed guesses (see docs/benchmarks.md for the sweep), and larger tiles take smaller shapes."""
     if interpreting():
         return INTERPRETER_LAUNCH
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
     small = fp <= 64 and hp <= 128
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "decoder_backward": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
-        "fusion_backward": FusionLaunch(32, 8, 2, 1) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_rows": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "weight_grads": FusionLaunch(64, 4, 3, 1) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
@@ -286,13 +290,6 @@ if triton is not None:
         else:
             out = _dot(_bf16(x), w)
         return out
-
-    @triton.jit
-    def _mm_tn(x, g):
-        """x^T @ g for float32 tiles: a weight gradient summed over the rows of a block, from bf16
-        operands (range-safe for gradients of any scale; a per-row fp16 scale cannot apply along
-        the summed dimension)."""
-        return _dot(_bf16(tl.trans(x)), _bf16(g))
 
     @triton.jit
     def _tile(ptr, R, C, STRIDE, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSE: tl.constexpr = False):
@@ -396,9 +393,16 @@ if triton is not None:
 
     @triton.jit
     def _saved_cols(saved_ptr, F: tl.constexpr, HD: tl.constexpr):
-        """Where each saved activation starts in a row of the [B, N, 2F + 2Hd] buffer: h, f', softplus
-        of the fusion MLP's hidden layer, softplus of the decoder's."""
+        """Where each saved activation starts in a row of the [B, N, 2F + 2Hd] buffer: x (the fusion
+        MLP's input), f', softplus of the fusion MLP's hidden layer, softplus of the decoder's."""
         return saved_ptr, saved_ptr + F, saved_ptr + 2 * F, saved_ptr + 2 * F + HD
+
+    @triton.jit
+    def _grad_cols(grads_ptr, F: tl.constexpr, HD: tl.constexpr):
+        """Where each stored gradient starts in a row of the [B, N, GW] buffer: d loss / d h, / d the
+        fusion MLP's hidden pre-activation, / d (its output before delta_scale), / d the decoder's
+        hidden pre-activation, / d a (the decoder outputs)."""
+        return grads_ptr, grads_ptr + F, grads_ptr + F + HD, grads_ptr + 2 * F + HD, grads_ptr + 2 * F + 2 * HD
 
     @triton.jit
     def _softplus_grad(a):
@@ -489,7 +493,7 @@ if triton is not None:
         w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP), DOT)
         w1a, u1a, w1b, u1b, w2a, u2a, w2b, u2b = _two_layer_weights(w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
         d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
-        saved_h, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        saved_x, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
@@ -511,128 +515,144 @@ if triton is not None:
             if RETURN_DELTA:
                 _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
             if SAVE:
-                _store_rows(saved_h, h, items, row_ok, F, FP, S)
+                _store_rows(saved_x, x, items, row_ok, F, FP, S)
                 _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
                 _store_hidden(saved_a1, a1a, a1b, items, row_ok, S, HD, HA, HB)
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
 
     @triton.jit
-    def _decoder_backward_kernel(
-        saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr,
-        v_delta_ptr, v_features_ptr, v_anchors_ptr, v_f_new_ptr, partials_ptr, N, B,
+    def _backward_rows_kernel(
+        motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
+        v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
+        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
-        OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr,
+        OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
+        HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 1, from the saved activations: gradients of the decoder weights (this
-        program's row of partials [programs, |d1| + |e1| + |d2| + |e2|]), of the anchors and
-        features, and dL/d delta per frame (v_f_new [B, N, F], for part 2)."""
+        """Backward, part 1: per Gaussian and frame, from the saved activations, the gradients of
+        every pre-activation (rows of ``grads`` [B, N, GW], bf16: the operands of part 2), and the
+        input gradients: v_features, v_anchors and v_motion_basis summed over the frames of a block
+        in registers, v_scale_shift into this program's row [B, 2F]. No weight gradient here."""
         pid = tl.program_id(0)
-        _, _, _, _, _, _, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+        w_in_ptr, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP), DOT)  # recomputes a from the saved a2
         # transposes read from memory: tl.trans of a held operand made the compiler keep it in registers
-        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HP, True), DOT)
         d2_t, v2_t = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP, True), DOT)
-        _, saved_f, _, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HP, True), DOT)
+        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, F, HP, FP, True), DOT)
+        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, HD, FP, HP, True), DOT)
+        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+        _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
-        v_d1 = tl.zeros([FP, HP], tl.float32)
-        v_d2 = tl.zeros([HP, OP], tl.float32)
-        v_e1 = tl.zeros([HP], tl.float32)
-        v_e2 = tl.zeros([OP], tl.float32)
+        cf = tl.arange(0, FP)
         for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
             row_ok = rows < N
+            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
             v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # summed over frames
             v_p = tl.zeros([BLOCK_N, OP], tl.float32)  # columns 0-2: the means' gradient summed over frames
+            v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             for b in range(B):
                 items = tl.cast(b, tl.int64) * N + rows
+                # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
                 a2 = _rows(saved_a2, items, row_ok, HD, HP, S)
                 g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
                                 v_colors_ptr, D, OP)
                 v_p += g
                 v_a = _heads_backward(_mm(a2, d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :], g,
                                       OFFSET_SCALE, MAX_SCALE, OP)
-                v_d2 += _mm_tn(a2, v_a)
-                v_e2 += tl.sum(v_a, axis=0)
                 v_z2 = _mm(v_a, d2_t, v2_t, DOT) * _softplus_grad(a2)
-                v_d1 += _mm_tn(_rows(saved_f, items, row_ok, F, FP, S), v_z2)
-                v_e1 += tl.sum(v_z2, axis=0)
-                v_f_new = _mm(v_z2, d1_t, v1_t, DOT)
+                v_f_new = _mm(v_z2, d1_t, v1_t, DOT)  # d loss / d f'
                 v_f += v_f_new
                 if HAS_V_DELTA:
                     v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP, F)
-                _store_rows(v_f_new_ptr, v_f_new, items, row_ok, F, FP, F)
-            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP, F)
-            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP, 3)
-        v_d1_ptr = partials_ptr + pid.to(tl.int64) * (F * HD + HD + HD * O + O)
-        v_e1_ptr = v_d1_ptr + F * HD
-        v_d2_ptr = v_e1_ptr + HD
-        _store_tile(v_d1_ptr, v_d1, F, HD, FP, HP)
-        _store_tile(v_e1_ptr, v_e1[None, :], 1, HD, 1, HP)
-        _store_tile(v_d2_ptr, v_d2, HD, O, HP, OP)
-        _store_tile(v_d2_ptr + HD * O, v_e2[None, :], 1, O, 1, OP)
-
-    @triton.jit
-    def _fusion_backward_kernel(
-        motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr, v_f_new_ptr, v_motion_basis_ptr,
-        partials_ptr, v_scale_shift_ptr, N, B,
-        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
-        DOT: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
-    ):
-        """Backward, part 2, from dL/d delta (v_f_new) and the saved activations: the fusion MLP's
-        weight gradients (this program's row of partials [programs, |w_in| + ... + |b2|]), the
-        motion basis gradient and the per-frame v_scale_shift (this program's row [B, 2F])."""
-        pid = tl.program_id(0)
-        w_in_ptr, _, w1_ptr, _, w2_ptr, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, HD, FP, HP, True), DOT)
-        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, F, HP, FP, True), DOT)
-        saved_h, _, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
-        S = 2 * F + 2 * HD  # saved row width
-        v_w_in = tl.zeros([FP, FP], tl.float32)
-        v_w1 = tl.zeros([FP, HP], tl.float32)
-        v_w2 = tl.zeros([HP, FP], tl.float32)
-        v_b_in = tl.zeros([FP], tl.float32)
-        v_b1 = tl.zeros([HP], tl.float32)
-        v_b2 = tl.zeros([FP], tl.float32)
-        cf = tl.arange(0, FP)
-        for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-            row_ok = rows < N
-            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
-            v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
-            for b in range(B):
-                items = tl.cast(b, tl.int64) * N + rows
-                scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
-                v_y = DELTA_SCALE * _rows(v_f_new_ptr, items, row_ok, F, FP, F)
-                a1 = _rows(saved_a1, items, row_ok, HD, HP, S)
-                v_w2 += _mm_tn(a1, v_y)
-                v_b2 += tl.sum(v_y, axis=0)
-                v_z1 = _mm(v_y, w2_t, u2_t, DOT) * _softplus_grad(a1)
-                v_w1 += _mm_tn(_rows(saved_h, items, row_ok, F, FP, S), v_z1)
-                v_b1 += tl.sum(v_z1, axis=0)
+                # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2), h = x @ W_in + b_in
+                v_y = DELTA_SCALE * v_f_new
+                v_z1 = _mm(v_y, w2_t, u2_t, DOT) * _softplus_grad(_rows(saved_a1, items, row_ok, HD, HP, S))
                 v_h = _mm(v_z1, w1_t, u1_t, DOT)
-                x = ln * scale[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
-                v_w_in += _mm_tn(x, v_h)
-                v_b_in += tl.sum(v_h, axis=0)
                 v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+                scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
                 v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
                 tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
                 tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
                 v_ln += v_x * scale[None, :]
+                _store_rows(grad_h, v_h, items, row_ok, F, FP, GW)
+                _store_rows(grad_z1, v_z1, items, row_ok, HD, HP, GW)
+                _store_rows(grad_y, v_y, items, row_ok, F, FP, GW)
+                _store_rows(grad_z2, v_z2, items, row_ok, HD, HP, GW)
+                _store_rows(grad_a, v_a, items, row_ok, O, OP, GW)
             # LayerNorm backward (no affine), linear in v_ln: once for all frames
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
             _store_rows(v_motion_basis_ptr, v_m, rows, row_ok, F, FP, F)
-        v_w_in_ptr, v_b_in_ptr, v_w1_ptr, v_b1_ptr, v_w2_ptr, v_b2_ptr, _, _, _, _ = _weight_ptrs(
-            partials_ptr + pid.to(tl.int64) * (F * F + F + 2 * F * HD + HD + F), F, HD, O)
-        _store_tile(v_w_in_ptr, v_w_in, F, F, FP, FP)
-        _store_tile(v_b_in_ptr, v_b_in[None, :], 1, F, 1, FP)
-        _store_tile(v_w1_ptr, v_w1, F, HD, FP, HP)
-        _store_tile(v_b1_ptr, v_b1[None, :], 1, HD, 1, HP)
-        _store_tile(v_w2_ptr, v_w2, HD, F, HP, FP)
-        _store_tile(v_b2_ptr, v_b2[None, :], 1, F, 1, FP)
+            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP, F)
+            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP, 3)
+
+    @triton.jit
+    def _weight_grad(x_ptr, K, KP: tl.constexpr, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, R, chunk, chunks,
+                     S: tl.constexpr, GW: tl.constexpr, BLOCK_R: tl.constexpr,
+                     w_in_ptr, b_in_ptr, FOLD_INPUT: tl.constexpr = False):
+        """Stores the sums over this chunk's rows (blocks chunk, chunk + chunks, ... of BLOCK_R rows)
+        of x^T g [K, M] and of g [M] at v_w_ptr and v_b_ptr, for x the columns [0, K) of the saved
+        activations at x_ptr (row stride S) and g the columns [0, M) of the stored gradients at g_ptr
+        (row stride GW): bf16 tl.dot operands, float32 accumulation. FOLD_INPUT (the fusion MLP's
+        first hidden layer, whose input h = x @ W_in + b_in is not saved): stores
+        W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks still add up)."""
+        acc = tl.zeros([KP, MP], tl.float32)
+        total = tl.zeros([MP], tl.float32)
+        ck = tl.arange(0, KP)
+        cm = tl.arange(0, MP)
+        for block in range(chunk, tl.cdiv(R, BLOCK_R), chunks):
+            rows = tl.cast(block, tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+            row_ok = rows < R
+            x = tl.load(x_ptr + rows[:, None] * S + ck[None, :], mask=row_ok[:, None] & (ck < K)[None, :], other=0.0)
+            g = tl.load(g_ptr + rows[:, None] * GW + cm[None, :], mask=row_ok[:, None] & (cm < M)[None, :], other=0.0)
+            acc += _dot(_bf16(tl.trans(x)), _bf16(g))
+            total += tl.sum(g.to(tl.float32), axis=0)
+        if FOLD_INPUT:
+            w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
+            acc = tl.dot(w_in_t, acc, input_precision="ieee") + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
+        _store_tile(v_w_ptr, acc, K, M, KP, MP)
+        _store_tile(v_b_ptr, total[None, :], 1, M, 1, MP)
+
+    @triton.jit
+    def _weight_grad_kernel(
+        saved_ptr, grads_ptr, weights_ptr, partials_ptr, R,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
+        OP: tl.constexpr, GW: tl.constexpr, BLOCK_R: tl.constexpr,
+    ):
+        """Backward, part 2: every weight and bias gradient as sums over all B * N rows of the saved
+        activations and the stored gradients. Program p takes weight p % 5 (w_in, w1, w2, d1, d2 with
+        their biases; neighbouring programs share rows, in L2) on chunk p // 5 of the rows and writes
+        that weight's slice of the chunk's row of partials [chunks, P] (packed layout; torch sums)."""
+        pid = tl.program_id(0)
+        group = pid % 5
+        chunk = pid // 5
+        chunks = tl.num_programs(0) // 5
+        S = 2 * F + 2 * HD
+        saved_x, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
+        w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, v_e2 = _weight_ptrs(
+            partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD + HD * O + O), F, HD, O)
+        if group == 0:
+            _weight_grad(saved_x, F, FP, grad_h, F, FP, v_w_in, v_b_in, R, chunk, chunks, S, GW, BLOCK_R,
+                         w_in_ptr, b_in_ptr)
+        elif group == 1:
+            _weight_grad(saved_x, F, FP, grad_z1, HD, HP, v_w1, v_b1, R, chunk, chunks, S, GW, BLOCK_R,
+                         w_in_ptr, b_in_ptr, True)
+        elif group == 2:
+            _weight_grad(saved_a1, HD, HP, grad_y, F, FP, v_w2, v_b2, R, chunk, chunks, S, GW, BLOCK_R,
+                         w_in_ptr, b_in_ptr)
+        elif group == 3:
+            _weight_grad(saved_f, F, FP, grad_z2, HD, HP, v_d1, v_e1, R, chunk, chunks, S, GW, BLOCK_R,
+                         w_in_ptr, b_in_ptr)
+        else:
+            _weight_grad(saved_a2, HD, HP, grad_a, O, OP, v_d2, v_e2, R, chunk, chunks, S, GW, BLOCK_R,
+                         w_in_ptr, b_in_ptr)
 
 
 @functools.lru_cache(maxsize=None)
@@ -654,15 +674,16 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
     call is as long as the forward kernel at 200k Gaussians."""
     sizes = dict(F=config.feature_dim, HD=config.hidden_dim, O=config.out_dim,
                  FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
-                 DOT=config.dot_operands, BLOCK_N=launch.block_n, num_warps=launch.num_warps,
+                 OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
                  num_stages=launch.num_stages)
-    heads = dict(D=config.color_dim, OP=next_power_of_2(max(16, config.out_dim)),
-                 OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale)
-    fusion = dict(DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
+    if kernel == "weight_grads":
+        return sizes | dict(GW=grad_width(config), BLOCK_R=launch.block_n)
+    sizes |= dict(D=config.color_dim, DOT=config.dot_operands, BLOCK_N=launch.block_n,
+                  OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
+                  DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
     if kernel == "forward":
-        hp = sizes.pop("HP")
-        return sizes | heads | fusion | dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, hp)))
-    return {"decoder_backward": sizes | heads, "fusion_backward": sizes | fusion}[kernel]
+        return sizes | dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
+    return sizes | dict(GW=grad_width(config))
 
 
 def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
@@ -675,14 +696,22 @@ def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
 
 
 def saved_width(config: FusionConfig) -> int:
-    """Activations the forward saves per Gaussian and frame for the backward: h, f', and the
-    softplus of both hidden layers."""
+    """Activations the forward saves per Gaussian and frame for the backward: x (the fusion MLP's
+    input), f', and the softplus of both hidden layers."""
     return 2 * config.feature_dim + 2 * config.hidden_dim
 
 
+def grad_width(config: FusionConfig) -> int:
+    """Row width of the gradients the backward's first kernel stores per Gaussian and frame (in
+    saved_dtype) for the weight gradients: d loss / d (h, both hidden pre-activations, the fusion MLP's output,
+    the decoder's outputs), 2F + 2Hd + O, padded to 8 columns (16-byte rows)."""
+    return -(-(2 * config.feature_dim + 2 * config.hidden_dim + config.out_dim) // 8) * 8
+
+
 def saved_dtype(config: FusionConfig) -> torch.dtype:
-    """bf16 with bf16 tl.dot operands (the operands exactly as the forward used them); float32 with
-    fp16 operands, whose 11 bits a bf16 softplus derivative (2^-9 relative) would undo."""
+    """Of the saved activations and the stored per-row gradients: bf16 with bf16 tl.dot operands
+    (the operands exactly as the kernels use them); float32 with fp16 operands, whose 11 bits a bf16
+    softplus derivative or bias sum (2^-9 relative) would undo."""
     return torch.float32 if config.dot_operands == "fp16" else torch.bfloat16
 
 
@@ -723,33 +752,30 @@ def op_backward(
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Launch the two backward kernels (decoder, then fusion MLP, each with its launch): (v_features,
-    v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
-    n, b = motion_basis.shape[0], scale_shift.shape[0]
-    f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
+    """Launch the two backward kernels (per-row gradients, then the weight gradients, each with its
+    launch): (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the
+    packed layout)."""
+    n, b, f = motion_basis.shape[0], scale_shift.shape[0], config.feature_dim
     device = motion_basis.device
-    decoder_launch = launches[0] or default_launch(config, "decoder_backward")
-    fusion_launch = launches[1] or default_launch(config, "fusion_backward")
-    decoder_grid, fusion_grid = _grid(n, device, decoder_launch), _grid(n, device, fusion_launch)
-    fusion_size = f * f + f + 2 * f * hd + hd + f  # w_in, b_in, w1, b1, w2, b2: the packed layout's head
+    rows_launch = launches[0] or default_launch(config, "backward_rows")
+    weights_launch = launches[1] or default_launch(config, "weight_grads")
+    rows_grid = _grid(n, device, rows_launch)
+    chunks = _grid(b * n, device, weights_launch)[0]
     new = dict(device=device, dtype=motion_basis.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
-    v_f_new = torch.empty(b, n, f, device=device, dtype=torch.float32)  # dL/d delta per frame, part 1 -> part 2
-    decoder_partials = torch.empty(decoder_grid[0], weights.numel() - fusion_size, device=device, dtype=torch.float32)
-    fusion_partials = torch.empty(fusion_grid[0], fusion_size, device=device, dtype=torch.float32)
-    v_ss_partials = torch.zeros(fusion_grid[0], b, 2 * f, device=device, dtype=torch.float32)
+    grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
+    v_ss_partials = torch.zeros(rows_grid[0], b, 2 * f, device=device, dtype=torch.float32)
+    partials = torch.empty(chunks, weights.numel(), device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
-    _decoder_backward_kernel[decoder_grid](
-        saved, weights, *v_outputs[:5], v_delta, v_features, v_anchors, v_f_new, decoder_partials, n, b,
-        HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, decoder_launch, "decoder_backward"),
+    _backward_rows_kernel[rows_grid](
+        motion_basis, scale_shift, saved, weights, *v_outputs[:5], v_delta, v_features, v_motion_basis, v_anchors,
+        grads, v_ss_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, rows_launch, "backward_rows"),
     )
-    _fusion_backward_kernel[fusion_grid](
-        motion_basis, scale_shift, saved, weights, v_f_new, v_motion_basis, fusion_partials, v_ss_partials, n, b,
-        **_constexprs(config, fusion_launch, "fusion_backward"),
+    _weight_grad_kernel[(WEIGHT_GROUPS * chunks,)](
+        saved, grads, weights, partials, b * n, **_constexprs(config, weights_launch, "weight_grads"),
     )
-    v_weights = torch.cat([fusion_partials.sum(0), decoder_partials.sum(0)])
-    return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
+    return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), partials.sum(0)
 
 
 class _LocalFusion(torch.autograd.Function):
@@ -792,10 +818,10 @@ def check_weights(weights: FusionWeights, config: FusionConfig, dtype: torch.dty
 
 
 def held_weight_bytes(config: FusionConfig) -> int:
-    """Shared memory the forward kernel holds (the most of the three): every forward weight as an
-    fp16 tile padded to powers of two."""
+    """Shared memory the backward's per-row kernel holds (the most of the kernels): every weight as
+    an fp16 tile padded to powers of two, D2 twice (as is and transposed)."""
     fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
-    return 2 * (fp * fp + 3 * fp * hp + hp * op)
+    return 2 * (fp * fp + 3 * fp * hp + 2 * hp * op)
 
 
 @functools.lru_cache(maxsize=None)
