@@ -13,7 +13,7 @@ import torch
 from instant4d.model import Avatar, EncoderConfig, HeadPose, InputError, MotionCode, View
 from instant4d.model import basis as rig
 from instant4d.model import landmarks as lm
-from instant4d.model.encoder import pull_push, rasterize_triangles
+from instant4d.model.encoder import pull_push, rasterize_polygon, rasterize_triangles
 from instant4d.model.geometry import rotation_from_angles
 from instant4d.model.media import VideoWriter, load_image, read_video
 from instant4d.model.motion import default_reference
@@ -26,9 +26,9 @@ def avatar():
     return Avatar.sample(EncoderConfig(resolution=64))
 
 
-def project(avatar, points, size):
-    """Pixel coordinates [P, 2] of world points [P, 3] in the frontal view."""
-    viewmat, K = View().cameras(avatar.config, size)
+def project(avatar, points, size, view=View()):
+    """Pixel coordinates [P, 2] of world points [P, 3] seen from ``view`` (default: frontal)."""
+    viewmat, K = view.cameras(avatar.config, size)
     cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
     uv = cam @ K.T
     return uv[:, :2] / uv[:, 2:]
@@ -53,6 +53,26 @@ def test_neutral_frontal_render_covers_the_face(avatar):
     centre = face.float().mean(0).long()
     assert alpha[centre[1] - 4 : centre[1] + 4, centre[0] - 4 : centre[0] + 4].min() > 0.99
     assert alpha[0, 0] < 0.01  # the photo's background is not part of the avatar
+
+
+def test_turned_views_leave_no_holes_over_the_face():
+    """Camera +-30 degrees around: the face (its landmarks' outline, projected) stays opaque; without
+    the closed back of the head, the background that the person mask left out beside the near cheek
+    shows through."""
+    size = 128
+
+    def holes(config):
+        avatar = Avatar.sample(config)
+        counts = []
+        for yaw in (-30, 30):
+            with torch.no_grad():
+                _, alpha = avatar.render(size=size, view=View(yaw=yaw), return_alpha=True)
+            outline = project(avatar, avatar.gaussians.landmarks[list(lm.FACE_OVAL)], size, View(yaw=yaw))
+            counts.append(int((alpha.numpy()[rasterize_polygon(outline.numpy(), size)] < 0.99).sum()))
+        return counts
+
+    assert holes(EncoderConfig(resolution=128)) == [0, 0]
+    assert sum(holes(EncoderConfig(resolution=128, back_of_head=False))) > 10
 
 
 def test_open_mouth_reveals_a_dark_interior():

@@ -14,7 +14,9 @@ weights exist to ship yet; a distilled neural encoder will subclass ``Encoder`` 
    The surface is continuous, so turning the head does not open cracks.
 3. One Gaussian per pixel of the person mask, at the unprojected pixel centre, coloured by the pixel,
    flat along the local surface (its axes are the surface tangents of one grid step, times
-   ``splat_scale``), nearly opaque.
+   ``splat_scale``), nearly opaque; behind it a sparser backing layer, and the head closed behind the
+   photo (``back_of_head``): walls along the rays behind the person's outline and the back half of the
+   head proxy, so a turned head shows its side instead of the background.
 4. The motion basis of each Gaussian: the procedural rig of ``basis.py`` evaluated at its position;
    the jaw weight comes from the mesh triangle it lies in (so the lips part cleanly), the rigid-head
    weight fades from 1 above the chin to 0 on the neck.
@@ -41,6 +43,7 @@ ENCODER_NAME = "mesh-lifting"
 BACKING_DEPTH = 1.5  # the backing layer's least distance behind the surface, in grid steps
 BACKING_SCALE = 0.8  # its splats' sigma per (doubled) grid step: alpha >= 0.997 between them
 BACKING_MAX_SLOPE = 1.0  # no backing off the face where the surface recedes faster (45 degrees)
+SKIRT_STEP = 4.0  # depth between the skirt's splats behind a silhouette edge, in grid steps
 REVEAL_RATE = 4.0  # opacity change per unit of jaw_open: the mouth interior is opaque from jaw_open 0.25
 
 
@@ -57,6 +60,7 @@ class EncoderConfig:
     mouth_interior: bool = True
     sharpen: float = 0.5  # unsharp-mask amount compensating the Gaussians' blur
     backing: bool = True  # a sparser layer of wider splats behind the surface: no see-through gaps
+    back_of_head: bool = True  # close the head behind the photo: skirts behind its outline, a back surface
 
     @property
     def focal_fraction(self) -> float:
@@ -154,7 +158,8 @@ class Encoder:
         jaw_marks = expression.landmark_jaw_weight(canon_marks)
         attributes = np.stack([marks[:, 2], jaw_marks], -1)
         mesh_values, covered = rasterize_triangles(pixel_marks, triangles, attributes, res)
-        proxy = _head_proxy_depth(grid_u, grid_v, marks, size, config)
+        head = HeadProxy.fit(marks)
+        proxy = head.front_depth(grid_u, grid_v, size, config)
         offset = np.where(covered, mesh_values[..., 0] - proxy, 0.0)
         fill = pull_push(offset[..., None], covered.astype(np.float64))[..., 0]
         near_face = np.where(covered, 1.0, np.clip(2.0 * _smooth(covered.astype(np.float64), max(res // 16, 1)), 0.0, 1.0))
@@ -191,10 +196,11 @@ class Encoder:
             half = (np.arange(res // 2) + 0.5) * 2 * step
             half_u, half_v = np.meshgrid(half, half)
             lips = rasterize_polygon(pixel_marks[list(lm.LIPS_OUTER)] / 2, res // 2)
-            # only well inside the person (two blocks from the mask's edge), and off the steep folds of
-            # hair and neck (steeper than BACKING_MAX_SLOPE, away from the face): a wide splat there,
-            # or one pushed far back, would peek out of the silhouette as a halo when the head turns
-            inside = -F.max_pool2d(-torch.as_tensor(behind[..., 1])[None, None], 5, stride=1, padding=2)[0, 0].numpy()
+            # only inside the person (one block from the mask's edge: the skirts behind the outline hide
+            # what peeks out there) and off the steep folds of hair and neck (steeper than
+            # BACKING_MAX_SLOPE, away from the face): a splat pushed far back there would peek out of
+            # the silhouette as a halo when the head turns
+            inside = -F.max_pool2d(-torch.as_tensor(behind[..., 1])[None, None], 3, stride=1, padding=1)[0, 0].numpy()
             solid = (inside > 0.9) & (behind[..., 3] == 0)
             back = _surface_splats(
                 _unproject(half_u, half_v, behind[..., 0], size, config), np.where(solid, behind[..., 1], 0.0),
@@ -202,6 +208,21 @@ class Encoder:
                 reveal=np.where(lips, -REVEAL_RATE, 0.0),
             )  # fmt: skip
             gaussians = {k: np.concatenate([gaussians[k], back[k]]) for k in gaussians}
+        if config.back_of_head:
+            # the head is closed behind the photo: the back half of the head proxy (never in front of the
+            # surface) and walls from the person's outline back to it, coloured like the outline, so a
+            # turned head shows its side instead of the background the person mask left out
+            proxy_back = head.back_depth(grid_u, grid_v, size, config)
+            back_depth = np.maximum(proxy_back, depth + BACKING_DEPTH * pixel_world)
+            skirt = _skirt_splats(grid_u, grid_v, depth, back_depth, mask, colors, jaw, size, config, pixel_world)
+            solid, outline = _outline(mask)
+            in_head = (solid & (proxy_back > head.centre[2]))[1::2, 1::2]
+            cap = _surface_splats(
+                _unproject(grid_u, grid_v, back_depth, size, config)[1::2, 1::2], in_head.astype(np.float64),
+                pull_push(colors, outline.astype(np.float64))[1::2, 1::2], np.zeros(in_head.shape), config,
+                BACKING_SCALE, 2 * pixel_world,
+            )  # fmt: skip
+            gaussians = {k: np.concatenate([gaussians[k], skirt[k], cap[k]]) for k in gaussians}
         if config.mouth_interior:
             interior = _mouth_interior(canon_marks, pixel_world / frame.scale)
             interior["means"] = frame.to_world(interior["means"])
@@ -251,6 +272,46 @@ def _surface_splats(points, mask, colors, jaw, config: EncoderConfig, splat_scal
         "colors": colors[keep],
         "jaw": jaw[keep],
         "reveal": np.zeros(int(keep.sum())) if reveal is None else reveal[keep],
+    }
+
+
+def _outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(solid, edge) [R, R]: cells well inside the person (mask > 0.9) and those of them on its outline
+    (a 4-neighbour not solid; the image border is no outline)."""
+    solid = mask > 0.9
+    inner = -F.max_pool2d(-torch.as_tensor(solid, dtype=torch.float64)[None, None], 3, stride=1, padding=1)[0, 0].numpy() > 0.5
+    return solid, solid & ~inner
+
+
+def _skirt_splats(grid_u, grid_v, depth, until, mask, colors, jaw, size: int, config: EncoderConfig, spacing: float) -> dict:
+    """Walls behind the person's outline: from each outline cell (see ``_outline``), splats along its camera ray every ``SKIRT_STEP`` grid steps back to that depth, flat
+    in the plane of the ray and the outline, coloured like the outline. Hidden behind the outline from
+    the source camera; when the head or the camera turns, they close the gap between the near cheek and
+    whatever the photo showed behind it (background that the person mask left out)."""
+    solid, edge = _outline(mask)
+    fill = pull_push(colors, (solid & ~edge).astype(np.float64))  # colours of the solid cells, carried outwards
+    d_step = SKIRT_STEP * spacing
+    layers = int(np.ceil((until[edge] - depth[edge]).max() / d_step)) if edge.any() else 0
+    cell_depth = depth[edge][:, None] + d_step * (np.arange(layers) + 1)[None, :]  # [E, L]
+    keep = cell_depth <= until[edge][:, None] + d_step
+
+    def per_cell(values):
+        return np.broadcast_to(values[edge][:, None], keep.shape + values.shape[2:])[keep]
+
+    means = _unproject(per_cell(grid_u), per_cell(grid_v), cell_depth[keep], size, config)
+    # frame: the ray, the outline's tangent (across the mask's gradient), their normal
+    grad_v, grad_u = np.gradient(_box_blur(mask[..., None].astype(np.float64))[..., 0])
+    tangent = per_cell(np.stack([-grad_v, grad_u, np.zeros_like(grad_u)], -1))
+    frames, _ = _tangent_frames(means + np.array([0.0, 0.0, config.distance]), tangent, max_length=1.0)
+    count = len(means)
+    return {
+        "means": means,
+        "quats": matrix_to_quaternion(frames),
+        "scales": np.tile(np.array([0.6 * d_step, 0.8 * spacing, 0.3 * spacing]), (count, 1)),
+        "opacities": np.full(count, 0.99),
+        "colors": per_cell(fill),
+        "jaw": per_cell(jaw),
+        "reveal": np.zeros(count),
     }
 
 
@@ -346,18 +407,36 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def _head_proxy_depth(u: np.ndarray, v: np.ndarray, marks: np.ndarray, size: int, config: EncoderConfig) -> np.ndarray:
-    """World depth of the front of an ellipsoidal head fitted to the face (the plane through its centre
-    outside its outline, where the front surface meets it, so the depth is continuous)."""
-    h = expression.face_scale(marks)
-    width = abs(marks[lm.CHEEK_EXTREMES[1], 0] - marks[lm.CHEEK_EXTREMES[0], 0])
-    centre = np.array([marks[list(lm.CHEEK_EXTREMES), 0].mean(), marks[lm.NOSE_TIP, 1] - 0.15 * h, marks[list(lm.CHEEK_EXTREMES), 2].mean()])
-    axes = np.array([0.6 * width, 0.75 * h, 0.6 * width])
-    focal = config.focal_fraction * size
-    x = (u - size / 2) * config.distance / focal
-    y = (v - size / 2) * config.distance / focal
-    r2 = ((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2
-    return centre[2] - axes[2] * np.sqrt(np.clip(1.0 - r2, 0.0, None))
+@dataclass(frozen=True)
+class HeadProxy:
+    """An ellipsoidal head fitted to the face (world units): centred between the cheeks, a little above
+    the nose tip, 1.2 cheek widths wide and deep, 1.5 face heights tall."""
+
+    centre: np.ndarray  # [3]
+    axes: np.ndarray  # [3] semi-axes
+
+    @classmethod
+    def fit(cls, marks: np.ndarray) -> "HeadProxy":
+        h = expression.face_scale(marks)
+        cheeks = marks[list(lm.CHEEK_EXTREMES)]
+        width = abs(cheeks[1, 0] - cheeks[0, 0])
+        centre = np.array([cheeks[:, 0].mean(), marks[lm.NOSE_TIP, 1] - 0.15 * h, cheeks[:, 2].mean()])
+        return cls(centre, np.array([0.6 * width, 0.75 * h, 0.6 * width]))
+
+    def _half_depth(self, u: np.ndarray, v: np.ndarray, size: int, config: EncoderConfig) -> np.ndarray:
+        """The ellipsoid's half depth along the rays of pixels (u, v) (0 outside its outline)."""
+        focal = config.focal_fraction * size
+        x = (u - size / 2) * config.distance / focal
+        y = (v - size / 2) * config.distance / focal
+        r2 = ((x - self.centre[0]) / self.axes[0]) ** 2 + ((y - self.centre[1]) / self.axes[1]) ** 2
+        return self.axes[2] * np.sqrt(np.clip(1.0 - r2, 0.0, None))
+
+    def front_depth(self, u: np.ndarray, v: np.ndarray, size: int, config: EncoderConfig) -> np.ndarray:
+        """World depth of its front (the mid-plane outside its outline, so the depth is continuous)."""
+        return self.centre[2] - self._half_depth(u, v, size, config)
+
+    def back_depth(self, u: np.ndarray, v: np.ndarray, size: int, config: EncoderConfig) -> np.ndarray:
+        return self.centre[2] + self._half_depth(u, v, size, config)
 
 
 def _tangent_frames(d_u: np.ndarray, d_v: np.ndarray, max_length: float) -> tuple[np.ndarray, np.ndarray]:
