@@ -2,10 +2,12 @@
 bf16 inputs) and timed against the twin, eager and under torch.compile, over the issue's matrix
 (N in 50k, 200k, 1M; B in 1, 8; fp32, bf16; forward and forward+backward), with the memory-traffic
 floor from a device-to-device copy measured in the same run; the host time of a call (tiny N);
-each kernel's device time and registers (torch.profiler, 200k Gaussians); with --sweep, the
-kernels' launch shapes at 200k Gaussians.
+each kernel's device time and registers (torch.profiler, 200k Gaussians) and a cProfile of the
+host side of one fwd+bwd; with --sweep, the backward kernels' launch shapes at 200k Gaussians and
+the weight-gradient kernel against cuBLAS (torch.mm) on the same buffers.
 
     PYTHONPATH=. python scripts/gpu_fusion.py [--budget SECONDS] [--sweep] [--impls triton,compiled]
+    PYTHONPATH=. python scripts/gpu_fusion.py --smoke --sweep --impls triton,eager  # CPU, interpreter, tiny sizes
 
 Every kernel and compiled graph is first built by a pool of worker processes on tiny inputs (they
 share the on-disk Triton and Inductor caches), so that the timed process only loads them. Work is
@@ -17,16 +19,22 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import cProfile
 import dataclasses
 import datetime
+import io
 import json
 import multiprocessing
 import os
+import pstats
 import subprocess
 import sys
 import tarfile
 import time
 
+SMOKE = "--smoke" in sys.argv  # the whole script on CPU (Triton interpreter) at tiny sizes, to check it runs
+if SMOKE:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 OUT = os.environ.get("OUT", "gpu-results")
 CACHE = "/tmp/fusion-cache"
 os.environ.setdefault("TRITON_CACHE_DIR", f"{CACHE}/triton")
@@ -35,28 +43,44 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", f"{CACHE}/inductor")
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from gpu_compare import bench_ms as ms  # noqa: E402  (one timing protocol for every GPU table)
+from gpu_compare import bench_ms  # noqa: E402  (one timing protocol for every GPU table)
 from instant4d.kernels import fusion, reference  # noqa: E402
 from instant4d.kernels.fusion import FusionConfig, FusionLaunch, FusionWeights  # noqa: E402
 
-DEVICE = "cuda"
+DEVICE = "cpu" if SMOKE else "cuda"
 SIZES = [(n, b) for n in (50_000, 200_000, 1_000_000) for b in (1, 8)]
 DONE_WHEN_N = 200_000  # the issue's targets, the sweep and the profile are at this size
+if SMOKE:
+    SIZES, DONE_WHEN_N = [(40, 1), (40, 2)], 40
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 OUTPUTS = ("means", "quats", "scales", "opacities", "colors")
-# the first of each is the default for F <= 64, Hd <= 128
+# the first of each is the default for F <= 64, Hd <= 128 (the forward's was swept before: see docs)
 SWEEP = {
-    "forward": [FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 2, 3), FusionLaunch(64, 4, 1, 3),
-                FusionLaunch(128, 8, 2, 1), FusionLaunch(32, 4, 2, 4)],
-    # (64, 4, 2, 2) compiled to 255 registers with 128 spills and hit an illegal address at B = 8
-    # (H100, Triton 3.6; fine at B = 1): left out
-    "decoder_backward": [FusionLaunch(32, 4, 2, 2), FusionLaunch(32, 4, 2, 3), FusionLaunch(64, 8, 2, 1),
-                         FusionLaunch(16, 4, 2, 4)],
-    "fusion_backward": [FusionLaunch(32, 8, 2, 1), FusionLaunch(32, 8, 2, 2), FusionLaunch(64, 8, 2, 1),
-                        FusionLaunch(32, 4, 2, 2), FusionLaunch(16, 4, 2, 3)],
+    "forward": [FusionLaunch(64, 4, 2, 2)],
+    # sm_90 compiler report (Triton 3.9, CPU): 255 registers and 88 / 24 / 696 / 2432 bytes of spills
+    "backward_rows": [FusionLaunch(32, 8, 2, 1), FusionLaunch(16, 4, 2, 4), FusionLaunch(32, 4, 2, 2),
+                      FusionLaunch(64, 4, 2, 1), FusionLaunch(16, 4, 2, 3)],
+    # 254 / 182 / 255 / 219 registers, no spills
+    "weight_grads": [FusionLaunch(64, 4, 3, 2), FusionLaunch(64, 8, 3, 1), FusionLaunch(128, 4, 2, 2),
+                     FusionLaunch(32, 4, 3, 4), FusionLaunch(64, 4, 3, 4)],
 }
+if SMOKE:
+    SWEEP = {k: [fusion.default_launch(FusionConfig(), k)] for k in SWEEP}
 WEIGHT_GRADIENTS = ("v_w_in", "v_w1", "v_w2", "v_d1", "v_d2")
 START = time.time()
+
+
+def ms(fn) -> float:
+    if not SMOKE:
+        return bench_ms(fn)
+    start = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def synchronize():
+    if not SMOKE:
+        torch.cuda.synchronize()
 
 
 def inputs_for(config, n, b, dtype, seed=0):
@@ -92,7 +116,7 @@ def launcher_steps(config, launches, n, b, dtype=torch.float32):
     _, saved = fusion.op_forward(f, m, p, ss, packed, config, False, True, launches["forward"])
     return (lambda: fusion.op_forward(f, m, p, ss, packed, config, False, False, launches["forward"]),
             lambda: fusion.op_backward(m, ss, packed, saved, config, v_out,
-                                       (launches["decoder_backward"], launches["fusion_backward"])))
+                                       (launches["backward_rows"], launches["weight_grads"])))
 
 
 def twin_fn(config):
@@ -146,7 +170,7 @@ def warm_job(job):
             for save in (False, True):
                 _, saved = fusion.op_forward(f, m, p, ss, packed, config, extra["delta"], save, launches.get("forward"))
             fusion.op_backward(m, ss, packed, saved, config, output_grads(config, 300, 2, dtype, delta=extra["delta"]),
-                               (launches.get("decoder_backward"), launches.get("fusion_backward")))
+                               (launches.get("backward_rows"), launches.get("weight_grads")))
         else:
             config = FusionConfig()
             inputs = inputs_for(config, 300, extra["b"], dtype)
@@ -155,7 +179,7 @@ def warm_job(job):
                 backward_step(fn, inputs, output_grads(config, 300, extra["b"], dtype))()
             else:
                 forward_step(fn, inputs)()
-        torch.cuda.synchronize()
+        synchronize()
         return job, round(time.time() - start, 1), None
     except Exception as exc:  # reported; the main process retries (and reports) the same work
         return job, round(time.time() - start, 1), f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -180,7 +204,7 @@ def warm_all(workers: int, sweep: bool, impls) -> list:
 # checks
 
 
-def check_equivalence(config, dtype, n=50_001, b=3, seed=5) -> list[dict]:
+def check_equivalence(config, dtype, n=50_001 if not SMOKE else 37, b=3, seed=5) -> list[dict]:
     """Triton vs the float64 twin: every output and gradient, with the test's rule (2x / 3x the error
     of PyTorch running the twin in the low precision, bf16 for the weight gradients; floor 4 unit
     roundoffs of the scale)."""
@@ -195,7 +219,7 @@ def check_equivalence(config, dtype, n=50_001, b=3, seed=5) -> list[dict]:
         grads = torch.autograd.grad(outs, leaves, [v.to(dt) for v in v_out])
         return outs + list(grads)
 
-    poison = torch.full((2**30 // 4,), float("nan"), device=DEVICE)
+    poison = torch.full((2**30 // 4 if not SMOKE else 16,), float("nan"), device=DEVICE)
     del poison  # the caching allocator hands this NaN-filled block out again: unwritten outputs show
     actual = run(fusion.local_fusion, dtype, backend="triton")
     again = run(fusion.local_fusion, dtype, backend="triton")
@@ -225,7 +249,7 @@ def check_equivalence(config, dtype, n=50_001, b=3, seed=5) -> list[dict]:
 
 
 def copy_bandwidth() -> float:
-    src = torch.empty(2**30, dtype=torch.uint8, device="cuda").random_()
+    src = torch.empty(2**30 if not SMOKE else 2**20, dtype=torch.uint8, device=DEVICE).random_()
     dst = torch.empty_like(src)
     return 2 * src.numel() / (ms(lambda: dst.copy_(src)) * 1e-3)
 
@@ -281,6 +305,52 @@ def sweep(results, budget) -> None:
                 torch.cuda.empty_cache()
 
 
+def weight_grads_vs_cublas(results, budget) -> None:
+    """The weight-gradient kernel alone (+ the torch sum of its partials) against cuBLAS on the
+    same saved activations and stored gradients: five torch.mm (bf16 out) and five column sums;
+    with the bytes the kernel must read (every saved and stored column once) over its time."""
+    config = FusionConfig()
+    f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
+    s, gw = fusion.saved_width(config), fusion.grad_width(config)
+    launch = SWEEP["weight_grads"][0]
+    rows = results.setdefault("weight_grads", [])
+    for b in (1, 8):
+        if time.time() - START > budget:
+            return
+        r = b * DONE_WHEN_N
+        gen = torch.Generator(device=DEVICE).manual_seed(0)
+        saved = torch.randn(r, s, generator=gen, device=DEVICE).to(torch.bfloat16)
+        grads = torch.randn(r, gw, generator=gen, device=DEVICE).to(torch.bfloat16)
+        f_, m, p, ss, *w = inputs_for(config, 16, 1, torch.float32)
+        packed = FusionWeights(*w).packed(config, torch.float32, f_.device)
+        grid = fusion._grid(r, saved.device, launch, fusion.WEIGHT_GROUPS)
+        partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel(), device=DEVICE)
+
+        def triton_step():
+            fusion._weight_grad_kernel[grid](
+                saved, grads, packed, partials, r, **fusion._constexprs(config, launch, "weight_grads"))
+            return partials.sum(0)
+
+        pairs = [((0, f), (0, f)), ((0, f), (f, f + hd)), ((2 * f, 2 * f + hd), (f + hd, 2 * f + hd)),
+                 ((f, 2 * f), (2 * f + hd, 2 * f + 2 * hd)), ((2 * f + hd, s), (2 * f + 2 * hd, 2 * f + 2 * hd + o))]
+
+        def cublas_step():
+            return [(torch.mm(saved[:, a:b_].t(), grads[:, c:d]), grads[:, c:d].sum(0)) for (a, b_), (c, d) in pairs]
+
+        read = 2 * r * (s + f + 2 * f + 2 * hd + o)  # x read twice (w_in and w1)
+        row = dict(b=b, rows=r, bytes_read=read)
+        for name, step in (("triton", triton_step), ("cublas", cublas_step)):
+            try:
+                row[f"{name}_ms"] = ms(step)
+                row[f"{name}_gb_s"] = read / row[f"{name}_ms"] / 1e6
+            except Exception as exc:
+                row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        rows.append(row)
+        print(row, flush=True)
+        del saved, grads
+        torch.cuda.empty_cache()
+
+
 def host_times(results) -> None:
     """Host microseconds per call at N = 1024, B = 1 (the GPU's work is a few microseconds, so the
     loop runs at the host's pace; synchronised once at the end), and do_bench of the same calls."""
@@ -300,17 +370,31 @@ def host_times(results) -> None:
         "local_fusion forward + autograd.grad": backward_step(public, inputs, output_grads(config, 1024, 1, torch.float32)),
     }
     rows = results.setdefault("host", [])
+    repeats = 2 if SMOKE else 500
     for name, call in calls.items():
-        for _ in range(20):
+        for _ in range(2 if SMOKE else 20):
             call()
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
-        for _ in range(500):
+        for _ in range(repeats):
             call()
-        host_us = (time.perf_counter() - start) / 500 * 1e6
-        torch.cuda.synchronize()
+        host_us = (time.perf_counter() - start) / repeats * 1e6
+        synchronize()
         rows.append(dict(call=name, host_us=host_us, do_bench_us=1e3 * ms(call)))
         print(rows[-1], flush=True)
+    # where the host time of a fwd+bwd goes: cProfile of repeated calls, by own time
+    profiler = cProfile.Profile()
+    step = calls["local_fusion forward + autograd.grad"]
+    profiler.enable()
+    for _ in range(repeats // 5 or 1):
+        step()
+    profiler.disable()
+    synchronize()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    results["host_profile"] = f"{repeats // 5 or 1} calls of local_fusion forward + autograd.grad (N = 1024, B = 1)\n" + \
+        text.getvalue()[-6000:]
+    print(results["host_profile"], flush=True)
 
 
 def kernel_profile(results) -> None:
@@ -322,17 +406,18 @@ def kernel_profile(results) -> None:
         step = backward_step(triton_fn(config), inputs, output_grads(config, DONE_WHEN_N, b, torch.float32))
         for _ in range(3):
             step()
-        torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU if SMOKE else
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
                 step()
-            torch.cuda.synchronize()
+            synchronize()
         for event in prof.key_averages():
             if event.device_type == torch.autograd.DeviceType.CUDA:
                 total = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
                 results.setdefault("profile", []).append(dict(b=b, kernel=event.key[:60], calls=event.count,
                                                               us_per_step=total / 10))
-    for kernel in (fusion._fusion_forward_kernel, fusion._decoder_backward_kernel, fusion._fusion_backward_kernel):
+    for kernel in (fusion._fusion_forward_kernel, fusion._backward_rows_kernel, fusion._weight_grad_kernel):
         try:
             for cache in kernel.device_caches.values():
                 for compiled in cache[0].values():
@@ -395,9 +480,19 @@ def markdown(results) -> str:
             value = f"{r['ms']:.3f}" if "ms" in r else r.get("error", "-")
             lines.append(f"| {r['kernel']} | {r['b']} | {la['block_n']} | {la['num_warps']} | "
                          f"{la['num_stages']} | {la['programs_per_sm']} | {value} |")
+    if results.get("weight_grads"):
+        lines += ["", "## Weight-gradient kernel alone vs cuBLAS, 200k Gaussians (same bf16 buffers; ms, and bytes "
+                  "read once / time)", "", "| B | rows | Triton kernel + sum | GB/s | 5 torch.mm + 5 sums | GB/s |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in results["weight_grads"]:
+            cols = [f"{r[k + '_ms']:.3f} | {r[k + '_gb_s']:.0f}" if k + "_ms" in r else f"{r.get(k + '_error', '-')} | -"
+                    for k in ("triton", "cublas")]
+            lines.append(f"| {r['b']} | {r['rows']} | " + " | ".join(cols) + " |")
     if results.get("host"):
         lines += ["", "## Host time per call (N = 1024, B = 1, fp32)", "", "| call | host us | do_bench us |", "| --- | --- | --- |"]
         lines += [f"| {r['call']} | {r['host_us']:.1f} | {r['do_bench_us']:.1f} |" for r in results["host"]]
+    if results.get("host_profile"):
+        lines += ["", "## Host profile (cProfile)", "", "```", results["host_profile"], "```"]
     if results.get("profile"):
         lines += ["", "## Kernels in one public fwd+bwd, 200k Gaussians, fp32 (torch.profiler, us per step)", "",
                   "| B | kernel | calls per step | us per step |", "| --- | --- | --- | --- |"]
@@ -428,18 +523,21 @@ def main():
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--sweep", action="store_true", help="sweep launch shapes; time only the done-when cells")
     parser.add_argument("--impls", default="triton,eager,compiled", help="implementations in the timing matrix")
+    parser.add_argument("--smoke", action="store_true", help="CPU, Triton interpreter, tiny sizes: does it run?")
     args = parser.parse_args()
     impls = args.impls.split(",")
     if os.environ.get("FUSION_CACHE") and os.path.exists(os.environ["FUSION_CACHE"]):
         with tarfile.open(os.environ["FUSION_CACHE"]) as tar:
             tar.extractall("/")
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(0) if not SMOKE else argparse.Namespace(name="cpu (smoke)",
+                                                                                     multi_processor_count=1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results = dict(device=props.name, sms=props.multi_processor_count, torch=torch.__version__,
                    triton=triton.__version__, python=sys.version.split()[0], commit=commit or "unknown",
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    command="PYTHONPATH=. python scripts/gpu_fusion.py " + " ".join(sys.argv[1:]), equivalence={})
-    print(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout, flush=True)
+    if not SMOKE:
+        print(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout, flush=True)
     results["warm"] = warm_all(args.workers, args.sweep, impls)
     print("warm", results["warm"], f"{time.time() - START:.0f}s", flush=True)
     results["copy_bandwidth_bytes_per_s"] = copy_bandwidth()
@@ -459,9 +557,12 @@ def main():
     save(results)
     if args.sweep:
         sweep(results, args.budget - 40)
+        weight_grads_vs_cublas(results, args.budget - 30)
         save(results)
     time_matrix(results, [i for i in impls if i != "triton"], args.budget, cells)
     print(save(results), flush=True)
+    if not os.path.exists(CACHE):
+        return
     with tarfile.open(os.path.join(OUT, "fusion_cache.tar.gz"), "w:gz") as tar:
         tar.add(CACHE)
     if os.path.getsize(os.path.join(OUT, "fusion_cache.tar.gz")) > 15 * 2**20:

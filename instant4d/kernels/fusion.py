@@ -191,26 +191,30 @@ class FusionLaunch:
     num_warps: int
     num_stages: int  # software pipelining of the loads
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
-    # (weight_grads: chunks of rows per multiprocessor, 5 programs a chunk)
+    # (weight_grads: chunks of rows = that / WEIGHT_GROUPS, rounded up; WEIGHT_GROUPS programs a chunk)
 
 
 KERNELS = ("forward", "backward_rows", "weight_grads")
 WEIGHT_GROUPS = 5  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1, d2
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
+INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
 
 
 def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     """The launch of each kernel (one of KERNELS) for this config. The forward's is the fastest of
-    the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128; the backward kernels' are
-    untimed guesses (see docs/benchmarks.md for the sweep), and larger tiles take smaller shapes."""
+    the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128. The backward's were chosen
+    from the sm_90 compiler report (registers and spills; docs/benchmarks.md has the sweep): below
+    64 rows tl.dot is Ampere's mma and holds the weights in registers, at 64 rows the per-row kernel
+    spilled 2 KB a thread (8 warps at 32 rows: 88 bytes); the weight-gradient kernel compiles to
+    254 registers without spills at 4 warps, two programs per multiprocessor, one wave."""
     if interpreting():
-        return INTERPRETER_LAUNCH
+        return INTERPRETER_WEIGHT_GRADS_LAUNCH if kernel == "weight_grads" else INTERPRETER_LAUNCH
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
     small = fp <= 64 and hp <= 128
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "backward_rows": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
-        "weight_grads": FusionLaunch(64, 4, 3, 1) if small else FusionLaunch(64, 8, 2, 1),
+        "backward_rows": FusionLaunch(32, 8, 2, 1) if small else FusionLaunch(32, 8, 1, 1),
+        "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
@@ -263,6 +267,16 @@ if triton is not None:
             out = tl.dot(a, b, input_precision="ieee")
         else:
             out = tl.dot(a, b)
+        return out
+
+    @triton.jit
+    def _dot_fp32(a, b):
+        """a @ b for float32 tiles at about float32 accuracy: three tf32 products on the tensor cores
+        (an FMA dot, "ieee", held both tiles in registers and spilled)."""
+        if _INTERPRET:
+            out = tl.dot(a, b, input_precision="ieee")
+        else:
+            out = tl.dot(a, b, input_precision="tf32x3")
         return out
 
     @triton.jit
@@ -614,7 +628,7 @@ if triton is not None:
             total += tl.sum(g.to(tl.float32), axis=0)
         if FOLD_INPUT:
             w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
-            acc = tl.dot(w_in_t, acc, input_precision="ieee") + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
+            acc = _dot_fp32(w_in_t, acc) + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
         _store_tile(v_w_ptr, acc, K, M, KP, MP)
         _store_tile(v_b_ptr, total[None, :], 1, M, 1, MP)
 
@@ -660,12 +674,12 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _grid(n: int, device: torch.device, launch: FusionLaunch) -> tuple[int]:
-    """Persistent grid: one program per block up to programs_per_sm per multiprocessor (never 0,
-    so the backward always writes at least one row of partials)."""
+def _grid(n: int, device: torch.device, launch: FusionLaunch, per_block: int = 1) -> tuple[int]:
+    """Persistent grid: per_block programs for each block of n up to programs_per_sm per
+    multiprocessor (never 0, so the backward always writes its partials), a multiple of per_block."""
     # interpreter: a few programs, so that the grid-stride loop is exercised
     slots = launch.programs_per_sm * (_multiprocessors(device) if device.type == "cuda" else 1)
-    return (max(1, min(triton.cdiv(n, launch.block_n), slots)),)
+    return (per_block * max(1, min(triton.cdiv(n, launch.block_n), triton.cdiv(slots, per_block))),)
 
 
 @functools.lru_cache(maxsize=None)
@@ -759,20 +773,19 @@ def op_backward(
     device = motion_basis.device
     rows_launch = launches[0] or default_launch(config, "backward_rows")
     weights_launch = launches[1] or default_launch(config, "weight_grads")
-    rows_grid = _grid(n, device, rows_launch)
-    chunks = _grid(b * n, device, weights_launch)[0]
+    rows_grid, weights_grid = _grid(n, device, rows_launch), _grid(b * n, device, weights_launch, WEIGHT_GROUPS)
     new = dict(device=device, dtype=motion_basis.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
     v_ss_partials = torch.zeros(rows_grid[0], b, 2 * f, device=device, dtype=torch.float32)
-    partials = torch.empty(chunks, weights.numel(), device=device, dtype=torch.float32)
+    partials = torch.empty(weights_grid[0] // WEIGHT_GROUPS, weights.numel(), device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
     _backward_rows_kernel[rows_grid](
         motion_basis, scale_shift, saved, weights, *v_outputs[:5], v_delta, v_features, v_motion_basis, v_anchors,
         grads, v_ss_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, rows_launch, "backward_rows"),
     )
-    _weight_grad_kernel[(WEIGHT_GROUPS * chunks,)](
+    _weight_grad_kernel[weights_grid](
         saved, grads, weights, partials, b * n, **_constexprs(config, weights_launch, "weight_grads"),
     )
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), partials.sum(0)
