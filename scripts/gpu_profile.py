@@ -1,7 +1,7 @@
 """GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process, plus a
 sweep of the compositing kernel's launch configurations.
 
-    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat]
+    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only]
 
 Prints a table per scene and writes $OUT/profile.json.
 """
@@ -84,9 +84,8 @@ def compiled_registers(kernel) -> list[tuple[int, int]]:
 
 
 def sweep_composite(scene) -> list[dict]:
-    """Compositing launch variants (see composite._launch_config): forward (SUB_ROWS, BLOCK_G, UNROLL)
-    and backward (SUB_ROWS, BLOCK_G, FUSED_SUMS, SKIP_EMPTY), with times and the compiled kernels'
-    register use. Warps follow from SUB_ROWS (two pixels per thread)."""
+    """Compositing launch variants (see composite._launch_config): forward (BLOCK_G, UNROLL) and
+    backward BLOCK_G, with times and the compiled kernels' register use."""
     width, height = scene.width, scene.height
     radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
         scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
@@ -99,20 +98,15 @@ def sweep_composite(scene) -> list[dict]:
     original = composite._launch_config
     kernels = (composite._composite_forward_kernel, composite._composite_backward_kernel)
     rows = []
-    variants = [dict(fwd=(16, 4, 2), bwd=(16, 8, 0, 0))]  # the previous defaults
-    variants += [dict(fwd=(16, 4, 2), bwd=(16, 8, f, k)) for f, k in ((1, 0), (0, 1), (1, 1))]
-    variants += [dict(fwd=(sub, g, u), bwd=(sub, bg, 1, 1)) for sub in (8, 4, 2)
-                 for g, u, bg in ((4, 2, 8), (4, 1, 4), (8, 1, 8))]
+    variants = [dict(fwd=(4, 2), bwd=block) for block in (16, 8, 4)] + [dict(fwd=(block, unroll), bwd=16)
+                                                                        for block, unroll in ((4, 1), (8, 1))]
     for variant in variants:
         def config(channels, tile_size, backward=False):
             c = original(channels, tile_size, backward)
             if backward:
-                sub, block, fused, skip = variant["bwd"]
-                c.update(SUB_ROWS=sub, BLOCK_G=block, FUSED_SUMS=bool(fused), SKIP_EMPTY=bool(skip))
+                c["BLOCK_G"] = variant["bwd"]
             else:
-                sub, block, unroll = variant["fwd"]
-                c.update(SUB_ROWS=sub, BLOCK_G=block, UNROLL=unroll)
-            c["num_warps"] = max(1, c["SUB_ROWS"] * c["TILE_PAD"] // 64)
+                c["BLOCK_G"], c["UNROLL"] = variant["fwd"]
             return c
 
         composite._launch_config = config
@@ -136,6 +130,48 @@ def sweep_composite(scene) -> list[dict]:
         print(row, flush=True)
     composite._launch_config = original
     return rows
+
+
+def python_hotspots(scene, calls: int = 200) -> str:
+    """cProfile of ``calls`` forward calls (bounded buffers: no sync, so this is host time only) and
+    the host time per call of each variant: where the Python side of a frame goes."""
+    import cProfile
+    import io
+    import pstats
+
+    args = (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, scene.viewmats, scene.Ks,
+            scene.width, scene.height)
+    _, _, meta = instant4d.rasterization(*args, packed=False)
+    bound = int(meta["isect_ids"].numel() * 1.25)
+    lines = []
+    for name, fn in (("unbounded", lambda: instant4d.rasterization(*args, packed=False)),
+                     ("bounded", lambda: instant4d.rasterization(*args, packed=False, max_intersections=bound))):
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        host = 1e3 * (time.perf_counter() - start) / calls
+        torch.cuda.synchronize()
+        lines.append(f"{name}: {host:.3f} ms host per forward call (no sync between calls), wall {host_ms(fn):.3f} ms")
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        instant4d.rasterization(*args, packed=False, max_intersections=bound)
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        instant4d.rasterization(*args, packed=False, max_intersections=bound)
+    lines.append(f"graph replay: {ms(graph.replay):.3f} ms (do_bench), wall {host_ms(graph.replay):.3f} ms")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        instant4d.rasterization(*args, packed=False, max_intersections=bound)
+    profiler.disable()
+    torch.cuda.synchronize()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(35)
+    return "\n".join(lines) + "\n" + text.getvalue()
 
 
 def host_profile(scene) -> str:
@@ -164,6 +200,11 @@ def main():
     libs = ("instant4d",) if "--no-gsplat" in sys.argv else ("gsplat", "instant4d")
     os.makedirs(OUT, exist_ok=True)
     results = {}
+    if "--sweep-only" in sys.argv:
+        results["composite_sweep_100k_512"] = sweep_composite(head_like_scene(100_000, 512, 512).to("cuda"))
+        with open(os.path.join(OUT, "sweep.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        return
     for name, scene in (("100k 512x512 1cam", head_like_scene(100_000, 512, 512)),
                         ("1M 1024x1024 1cam", head_like_scene(1_000_000, 1024, 1024)),
                         ("100k 512x512 8cam", head_like_scene(100_000, 512, 512, n_cameras=8))):
@@ -171,12 +212,12 @@ def main():
         results[name] = {lib: stages(lib, scene) for lib in libs}
         print(name, json.dumps(results[name], indent=1), flush=True)
     scene = head_like_scene(100_000, 512, 512).to("cuda")
-    table = host_profile(scene)
+    table = python_hotspots(scene) + "\n" + host_profile(scene)
     print(table, flush=True)
     with open(os.path.join(OUT, "host_profile.txt"), "w") as f:
         f.write(table)
     results["composite_sweep_100k_512"] = sweep_composite(scene)
-    results["composite_sweep_1M_1024"] = sweep_composite(head_like_scene(1_000_000, 1024, 1024).to("cuda"))
+
     with open(os.path.join(OUT, "profile.json"), "w") as f:
         json.dump(results, f, indent=1)
 
