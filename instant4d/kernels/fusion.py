@@ -201,19 +201,17 @@ INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stag
 
 
 def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
-    """The launch of each kernel (one of KERNELS) for this config. The forward's is the fastest of
-    the sweep on an H100 (docs/benchmarks.md) for F <= 64, Hd <= 128. The backward's were chosen
-    from the sm_90 compiler report (registers and spills; docs/benchmarks.md has the sweep): below
-    64 rows tl.dot is Ampere's mma and holds the weights in registers, at 64 rows the per-row kernel
-    spilled 2 KB a thread (8 warps at 32 rows: 88 bytes); the weight-gradient kernel compiles to
-    254 registers without spills at 4 warps, two programs per multiprocessor, one wave."""
+    """The launch of each kernel (one of KERNELS) for this config: for F <= 64, Hd <= 128 the
+    fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's two best were
+    within 1%: this one is one wave of two programs per multiprocessor). Larger tiles take the shapes
+    that the compiler's report for sm_90 shows fitting with the fewest spills (not timed)."""
     if interpreting():
         return INTERPRETER_WEIGHT_GRADS_LAUNCH if kernel == "weight_grads" else INTERPRETER_LAUNCH
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
     small = fp <= 64 and hp <= 128
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "backward_rows": FusionLaunch(32, 8, 2, 1) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_rows": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
         "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
