@@ -84,8 +84,8 @@ def compiled_registers(kernel) -> list[tuple[int, int]]:
 
 
 def sweep_composite(scene) -> list[dict]:
-    """Compositing launch variants (see composite._launch_config): forward (BLOCK_G, UNROLL) and
-    backward BLOCK_G, with times and the compiled kernels' register use."""
+    """Compositing launch variants (see composite._launch_config): forward (BLOCK_G, UNROLL)
+    and backward BLOCK_G, with times and the compiled kernels' register use."""
     width, height = scene.width, scene.height
     radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
         scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
@@ -98,8 +98,8 @@ def sweep_composite(scene) -> list[dict]:
     original = composite._launch_config
     kernels = (composite._composite_forward_kernel, composite._composite_backward_kernel)
     rows = []
-    variants = [dict(fwd=(4, 2), bwd=block) for block in (16, 8, 4)] + [dict(fwd=(block, unroll), bwd=16)
-                                                                        for block, unroll in ((4, 1), (8, 1))]
+    variants = [dict(fwd=(block, unroll), bwd=bwd_block) for block, unroll, bwd_block in (
+        (8, 1, 16), (4, 1, 16), (16, 1, 16), (8, 2, 16), (8, 1, 8))]
     for variant in variants:
         def config(channels, tile_size, backward=False):
             c = original(channels, tile_size, backward)
