@@ -15,8 +15,13 @@ is done (early exit per tile).
 Backward walks front to back again (no division to recover T): with g the pixel's output gradient,
 u_j = g . c_j and the rest R_j = g . colour_out - sum_{k<=j} w_k u_k (everything composited after j,
 background included),  dL/dalpha_j = T_j u_j - R_j / (1 - alpha_j) + gA T / (1 - alpha_j).
-Gradients are reduced over the tile's pixels with ``tl.sum`` before one atomic add per Gaussian
-per tile. The forward saves the final T and the index of the last composited Gaussian per pixel.
+Gradients are reduced over the tile's pixels (the colour sums, then six moments of dL/dsigma in one
+``tl.reduce``) before one atomic add per Gaussian per tile. The forward saves the final T and the
+index of the last composited Gaussian per pixel. Both passes load the next block of Gaussians one
+iteration ahead: the loop is bound by the latency of each block's loads, not by arithmetic.
+
+With a padded, bounded ``flatten_ids`` (``n_isects`` given), the forward reads the real count from the
+device and writes NaN images when it exceeds the buffer.
 
 Limits: float32 inside; channels D any size (D >= 16 uses ``tl.dot`` in IEEE fp32); tile_size any
 positive int (padded to a power of two inside the program).
