@@ -83,6 +83,7 @@ def rasterization(
     viewmats_rs: Optional[Tensor] = None,
     *,
     max_intersections: Optional[int] = None,
+    deterministic: bool = False,
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render B scenes of N Gaussians from C cameras each (gsplat 1.5.3's ``rasterization``).
@@ -102,6 +103,9 @@ def rasterization(
     waits for the GPU and can be captured in a CUDA graph (see ``instant4d.graphs``):
     ``meta["n_isects"]`` then holds the real count on the device, and if it exceeds the bound the
     images are NaN (re-render with a larger bound); they are never silently incomplete.
+
+    ``deterministic=True`` (unpacked only) makes gradients bit-identical run to run: the compositing
+    backward sums per-intersection records in sorted order instead of using float atomics.
 
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
     (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
@@ -125,6 +129,8 @@ def rasterization(
         raise ValueError(f"channel_chunk must be a positive int, got {channel_chunk!r}")
     if max_intersections is not None and packed:
         raise ValueError("max_intersections needs packed=False (packing itself waits for the GPU)")
+    if deterministic and packed:
+        raise ValueError("deterministic=True needs packed=False (the packed gathers' backward adds with atomics)")
 
     if not isinstance(means, Tensor) or means.dim() < 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be a tensor of shape [..., N, 3], got {getattr(means, 'shape', means)!r}")
@@ -218,7 +224,7 @@ def rasterization(
         return rasterize_to_pixels(
             means2d, conics, colors[..., chunk], opacities, width, height, tile_size, isect_offsets, flatten_ids,
             backgrounds=None if backgrounds is None else backgrounds[..., chunk], packed=packed,
-            absgrad=absgrad, n_isects=n_isects, backend=backend)
+            absgrad=absgrad, n_isects=n_isects, deterministic=deterministic, backend=backend)
 
     # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
     # every chunk walks the same intersections, so only the first chunk's alphas are kept.

@@ -22,11 +22,13 @@ from tolerance import assert_close
 NAMES = ("colors", "alphas", "v_means2d", "v_conics", "v_colors", "v_opacities", "v_backgrounds", "absgrad")
 
 
-def composite_with_grads(s, width, height, tile_size, dtype, backend, use_background, masks, absgrad):
+def composite_with_grads(s, width, height, tile_size, dtype, backend, use_background, masks, absgrad,
+                         deterministic=False):
     inputs = [s[k].to(dtype).clone().requires_grad_() for k in ("means2d", "conics", "colors", "opacities", "backgrounds")]
     colors, alphas = rasterize_to_pixels(
         *inputs[:4], width, height, tile_size, s["isect_offsets"], s["flatten_ids"],
         backgrounds=inputs[4] if use_background else None, masks=masks, absgrad=absgrad, backend=backend,
+        deterministic=deterministic,
     )
     g = torch.Generator().manual_seed(7)
     v_colors = torch.rand(colors.shape, generator=g, dtype=torch.float64).to(dtype) - 0.3
@@ -48,23 +50,39 @@ def composite_with_grads(s, width, height, tile_size, dtype, backend, use_backgr
     use_background=st.booleans(),
     use_masks=st.booleans(),
     absgrad=st.booleans(),
+    deterministic=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_triton_matches_twin(interpret_triton, n_images, n, width, height, channels, tile_size, use_background,
-                             use_masks, absgrad, seed):
+                             use_masks, absgrad, deterministic, seed):
     s = random_splats(n_images, n, width, height, channels, seed, tile_size)
     masks = None
     if use_masks:
         masks = torch.rand(s["isect_offsets"].shape, generator=torch.Generator().manual_seed(seed)) < 0.7
     args = (width, height, tile_size, torch.float64, "torch", use_background, masks, absgrad)
     expected = composite_with_grads(s, *args)
-    actual = composite_with_grads(s, width, height, tile_size, torch.float32, "triton", use_background, masks, absgrad)
+    actual = composite_with_grads(s, width, height, tile_size, torch.float32, "triton", use_background, masks, absgrad,
+                                  deterministic)
     for name, a, e in zip(NAMES, actual, expected):
         if e is None:
             assert a is None, name
             continue
         scale = float(e.detach().abs().max()) if e.numel() else 1.0
         assert_close(a, e, name, atol=1e-5 if name in ("colors", "alphas") else 1e-4 * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("channels", [3, 17])  # the per-channel path and the tl.dot path
+def test_deterministic_backward_matches_atomics_and_repeats_bit_for_bit(interpret_triton, channels):
+    """deterministic=True sums per-intersection records in sorted order: the same gradients as the
+    atomic adds up to float32 summation order (rtol 1e-5), and the same bits when run again."""
+    s = random_splats(2, 60, 40, 36, channels, 11, 16)
+    args = (40, 36, 16, torch.float32, "triton", True, None, True)
+    atomic = composite_with_grads(s, *args)
+    first = composite_with_grads(s, *args, deterministic=True)
+    second = composite_with_grads(s, *args, deterministic=True)
+    for name, a, b, c in zip(NAMES, atomic, first, second):
+        assert torch.equal(b, c), name
+        assert_close(b, a, name, rtol=1e-5, atol=1e-6 * max(float(a.detach().abs().max()), 1.0))
 
 
 def single_gaussian(opacity=0.8, centre=(10.3, 7.6), conic=(0.2, 0.05, 0.1), size=(24, 20)):

@@ -249,3 +249,10 @@ def test_bounded_intersections_need_unpacked():
     with pytest.raises(ValueError, match="packed=False"):
         instant4d.rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
                                 scene.viewmats, scene.Ks, 16, 16, packed=True, max_intersections=100)
+
+
+def test_deterministic_needs_unpacked():
+    scene = random_scene(3, 16, 16)
+    with pytest.raises(ValueError, match="deterministic=True needs packed=False"):
+        instant4d.rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
+                                scene.viewmats, scene.Ks, 16, 16, packed=True, deterministic=True)

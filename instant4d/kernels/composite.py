@@ -77,6 +77,15 @@ if triton is not None:
         return image, pixel, inside, px.to(tl.float32) + 0.5, py.to(tl.float32) + 0.5, start, end
 
     @triton.jit
+    def _add_gradient(targets, record_slots, value, mask, DETERMINISTIC: tl.constexpr):
+        """Accumulate a per-(tile, Gaussian) gradient: an atomic add into the Gaussian's gradient, or
+        (deterministic mode) a store into the intersection's own record, summed later in a fixed order."""
+        if DETERMINISTIC:
+            tl.store(record_slots, value, mask=mask)
+        else:
+            tl.atomic_add(targets, value, mask=mask)
+
+    @triton.jit
     def _add6(a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5):
         return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4, a5 + b5
 
@@ -166,11 +175,15 @@ if triton is not None:
     def _composite_backward_kernel(
         means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, tile_mask_ptr, offsets_ptr, flatten_ids_ptr,
         out_colors_ptr, out_transmittance_ptr, last_ids_ptr, v_out_colors_ptr, v_out_alphas_ptr,
-        v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr,
+        v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr, records_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
         BLOCK_G: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr,
+        DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
     ):
+        # a record per intersection (deterministic mode): dL/d(mean x, mean y, conic a, b, c, opacity),
+        # then dL/dcolour, then |dL/dmean| (absgrad)
+        RECORD_COLORS: tl.constexpr = 6
         # no count needed here in bounded mode: every pixel stops at its last composited Gaussian
         image, pixel, inside, fx, fy, start, end = _tile_setup(
             offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
@@ -201,6 +214,7 @@ if triton is not None:
             ids, mx, my, ca, cb, cc, opacity = n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity
             n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
                 means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j + BLOCK_G, j + BLOCK_G < end)
+            record = records_ptr + j.to(tl.int64) * RECORD_WIDTH  # [BLOCK_G] (deterministic mode)
             dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
             included = (j[:, None] <= last[None, :]) & inside[None, :]
             t_incl = transmittance[None, :] * tl.cumprod(1.0 - alpha, axis=0)
@@ -211,16 +225,17 @@ if triton is not None:
                               mask=in_range[:, None] & ch_ok[None, :], other=0.0)  # [BLOCK_G, CHANNELS_PAD]
                 u = tl.dot(col, g_col, input_precision="ieee")  # [BLOCK_G, P]
                 v_col = tl.dot(weight, tl.trans(g_col), input_precision="ieee")  # [BLOCK_G, CHANNELS_PAD]
-                tl.atomic_add(v_colors_ptr + ids[:, None] * CHANNELS + ch[None, :], v_col,
-                              mask=in_range[:, None] & ch_ok[None, :])
+                _add_gradient(v_colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
+                              record[:, None] + RECORD_COLORS + ch[None, :], v_col,
+                              in_range[:, None] & ch_ok[None, :], DETERMINISTIC)
             else:
                 u = tl.zeros([BLOCK_G, TILE_PAD * TILE_PAD], tl.float32)
                 for c in tl.static_range(CHANNELS):
                     g_c = tl.sum(tl.where(ch[:, None] == c, g_col, 0.0), axis=0)  # row c, in-thread
                     col_c = tl.load(colors_ptr + ids * CHANNELS + c, mask=in_range, other=0.0)
                     u += col_c[:, None] * g_c[None, :]
-                    tl.atomic_add(v_colors_ptr + ids * CHANNELS + c, tl.sum(weight * g_c[None, :], axis=1),
-                                  mask=in_range)
+                    _add_gradient(v_colors_ptr + ids * CHANNELS + c, record + RECORD_COLORS + c,
+                                  tl.sum(weight * g_c[None, :], axis=1), in_range, DETERMINISTIC)
             wu = weight * u
             rest = g_dot_out[None, :] - (front[None, :] + tl.cumsum(wu, axis=0))
             # T_j u_j - (rest after j) / (1 - alpha_j) + dL/dalpha_out * T_final / (1 - alpha_j)
@@ -234,20 +249,60 @@ if triton is not None:
             v_dy = v_sigma * dy
             s_dx, s_dy, s_dxdx, s_dxdy, s_dydy, s_v = tl.reduce(
                 (v_dx, v_dy, v_dx * dx, v_dx * dy, v_dy * dy, v_sigma), 1, _add6)
-            tl.atomic_add(v_means2d_ptr + ids * 2, ca * s_dx + cb * s_dy, mask=in_range)
-            tl.atomic_add(v_means2d_ptr + ids * 2 + 1, cb * s_dx + cc * s_dy, mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3, 0.5 * s_dxdx, mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3 + 1, s_dxdy, mask=in_range)
-            tl.atomic_add(v_conics_ptr + ids * 3 + 2, 0.5 * s_dydy, mask=in_range)
-            tl.atomic_add(v_opacities_ptr + ids, -s_v / tl.where(opacity > 0, opacity, 1.0), mask=in_range)
+            _add_gradient(v_means2d_ptr + ids * 2, record, ca * s_dx + cb * s_dy, in_range, DETERMINISTIC)
+            _add_gradient(v_means2d_ptr + ids * 2 + 1, record + 1, cb * s_dx + cc * s_dy, in_range, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3, record + 2, 0.5 * s_dxdx, in_range, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3 + 1, record + 3, s_dxdy, in_range, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3 + 2, record + 4, 0.5 * s_dydy, in_range, DETERMINISTIC)
+            _add_gradient(v_opacities_ptr + ids, record + 5, -s_v / tl.where(opacity > 0, opacity, 1.0), in_range,
+                          DETERMINISTIC)
             if ABSGRAD:
                 v_mx = ca[:, None] * v_dx + cb[:, None] * v_dy
                 v_my = cb[:, None] * v_dx + cc[:, None] * v_dy
-                tl.atomic_add(v_absgrad_ptr + ids * 2, tl.sum(tl.abs(v_mx), axis=1), mask=in_range)
-                tl.atomic_add(v_absgrad_ptr + ids * 2 + 1, tl.sum(tl.abs(v_my), axis=1), mask=in_range)
+                _add_gradient(v_absgrad_ptr + ids * 2, record + RECORD_COLORS + CHANNELS,
+                              tl.sum(tl.abs(v_mx), axis=1), in_range, DETERMINISTIC)
+                _add_gradient(v_absgrad_ptr + ids * 2 + 1, record + RECORD_COLORS + CHANNELS + 1,
+                              tl.sum(tl.abs(v_my), axis=1), in_range, DETERMINISTIC)
             transmittance = tl.min(tl.where(included, t_incl, transmittance[None, :]), axis=0)
             front += tl.sum(wu, axis=0)
             b += BLOCK_G
+
+
+    @triton.jit
+    def _sum_records_kernel(records_ptr, order_ptr, starts_ptr, counts_ptr, out_ptr, n_rows,
+                            WIDTH: tl.constexpr, WIDTH_PAD: tl.constexpr, BLOCK: tl.constexpr):
+        """out[g] = the records of Gaussian g's intersections added one by one in sorted order (a lane
+        per Gaussian): the same order every run, so the same bits."""
+        g = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = g < n_rows
+        start = tl.load(starts_ptr + g, mask=valid, other=0)
+        count = tl.load(counts_ptr + g, mask=valid, other=0)
+        col = tl.arange(0, WIDTH_PAD)
+        col_ok = col < WIDTH
+        acc = tl.zeros([BLOCK, WIDTH_PAD], tl.float32)
+        for k in range(0, tl.max(count, axis=0)):
+            active = k < count
+            isect = tl.load(order_ptr + start + k, mask=active, other=0)
+            acc += tl.load(records_ptr + isect[:, None] * WIDTH + col[None, :],
+                           mask=active[:, None] & col_ok[None, :], other=0.0)
+        tl.store(out_ptr + g[:, None].to(tl.int64) * WIDTH + col[None, :], acc, mask=valid[:, None] & col_ok[None, :])
+
+
+SUM_BLOCK = 128  # Gaussians per program of the deterministic sums
+
+
+def _sum_records(records: Tensor, flatten_ids: Tensor, n_rows: int) -> Tensor:
+    """[n_rows, W]: per-intersection records [M, W] summed per Gaussian, in a fixed order (deterministic)."""
+    order = torch.sort(flatten_ids, stable=True).indices  # intersections grouped by Gaussian, in order
+    counts = torch.bincount(flatten_ids, minlength=n_rows)
+    starts = torch.cumsum(counts, 0) - counts
+    width = records.shape[1]
+    out = torch.empty(n_rows, width, device=records.device, dtype=torch.float32)
+    if n_rows > 0:
+        _sum_records_kernel[(triton.cdiv(n_rows, SUM_BLOCK),)](
+            records, order, starts, counts, out, n_rows, WIDTH=width, WIDTH_PAD=next_power_of_2(width),
+            BLOCK=SUM_BLOCK)
+    return out
 
 
 def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dict:
@@ -274,7 +329,7 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
-                isect_offsets, flatten_ids, n_isects, absgrad_target):
+                isect_offsets, flatten_ids, n_isects, absgrad_target, deterministic):
         n_images = math.prod(isect_offsets.shape[:-2])
         tile_height, tile_width = isect_offsets.shape[-2:]
         channels = colors.shape[-1]
@@ -300,7 +355,7 @@ class _RasterizeToPixels(torch.autograd.Function):
                               out_colors, out_transmittance, last_ids)
         # absgrad_target: [the caller's means2d] or None; backward sets its .absgrad like gsplat does
         ctx.channels, ctx.tile_size = channels, tile_size
-        ctx.absgrad_target, ctx.size = absgrad_target, (width, height)
+        ctx.absgrad_target, ctx.size, ctx.deterministic = absgrad_target, (width, height), deterministic
         ctx.background_shape = backgrounds.shape if backgrounds is not None else None
         ctx.mark_non_differentiable(last_ids)
         return out_colors, out_alphas
@@ -310,24 +365,40 @@ class _RasterizeToPixels(torch.autograd.Function):
         (means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids, out_colors,
          out_transmittance, last_ids) = ctx.saved_tensors
         width, height = ctx.size
-        v_means2d = torch.zeros_like(means2d)
         absgrad = ctx.absgrad_target is not None
-        v_absgrad = torch.zeros_like(means2d) if absgrad else v_means2d
-        v_conics = torch.zeros_like(conics)
-        v_colors = torch.zeros_like(colors)
-        v_opacities = torch.zeros_like(opacities)
+        channels = ctx.channels
+        if ctx.deterministic:  # a record per intersection, summed per Gaussian afterwards (no atomics)
+            record_width = 6 + channels + (2 if absgrad else 0)
+            records = torch.zeros(flatten_ids.numel(), record_width, device=means2d.device, dtype=torch.float32)
+            v_means2d = v_absgrad = v_conics = v_colors = v_opacities = records  # unused by the kernel
+        else:
+            record_width = 1
+            v_means2d = torch.zeros_like(means2d)
+            v_absgrad = torch.zeros_like(means2d) if absgrad else v_means2d
+            v_conics = torch.zeros_like(conics)
+            v_colors = torch.zeros_like(colors)
+            v_opacities = torch.zeros_like(opacities)
+            records = v_means2d  # unused by the kernel
         tile_height, tile_width = isect_offsets.shape[-2:]
         n_flat_tiles = math.prod(isect_offsets.shape)
-        config = _launch_config(ctx.channels, ctx.tile_size, backward=True)
+        config = _launch_config(channels, ctx.tile_size, backward=True)
         if n_flat_tiles > 0:
             _composite_backward_kernel[(n_flat_tiles,)](
                 means2d, conics, colors, opacities, masks if masks is not None else isect_offsets,
                 isect_offsets, flatten_ids, out_colors, out_transmittance, last_ids,
                 v_out_colors.contiguous(), v_out_alphas.contiguous(),
-                v_means2d, v_absgrad, v_conics, v_colors, v_opacities,
+                v_means2d, v_absgrad, v_conics, v_colors, v_opacities, records,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
-                HAS_MASK=masks is not None, ABSGRAD=absgrad, **config,
+                HAS_MASK=masks is not None, ABSGRAD=absgrad, DETERMINISTIC=ctx.deterministic,
+                RECORD_WIDTH=record_width, **config,
             )
+        if ctx.deterministic:
+            sums = _sum_records(records, flatten_ids, opacities.numel())
+            v_means2d = sums[:, 0:2].reshape(means2d.shape)
+            v_conics = sums[:, 2:5].reshape(conics.shape)
+            v_opacities = sums[:, 5].reshape(opacities.shape)
+            v_colors = sums[:, 6:6 + channels].reshape(colors.shape)
+            v_absgrad = sums[:, 6 + channels:].reshape(means2d.shape) if absgrad else None
         if absgrad:
             target = ctx.absgrad_target[0]
             target.absgrad = v_absgrad.reshape(target.shape).to(target.dtype)
@@ -335,7 +406,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # False when there is no background
             v_backgrounds = (v_out_colors * out_transmittance[..., None]).sum(dim=(1, 2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
-        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 8)
+        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 9)
 
 
 def rasterize_to_pixels(
@@ -354,6 +425,7 @@ def rasterize_to_pixels(
     absgrad: bool = False,
     *,
     n_isects: Optional[Tensor] = None,  # [1] int32 or int64
+    deterministic: bool = False,
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor]:
     """Composite depth-sorted Gaussians into images (see this module's docstring for the math).
@@ -365,6 +437,10 @@ def rasterize_to_pixels(
     ``n_isects`` (on the device) is the number of real intersections when ``flatten_ids`` is a bounded,
     padded buffer (``isect_tiles(max_intersections=...)``); if it exceeds the buffer, intersections
     were dropped and every output pixel is NaN.
+
+    ``deterministic=True`` makes the backward bit-identical run to run: each (tile, Gaussian) pair
+    writes its gradient to its own record, and the records are summed per Gaussian in sorted order
+    instead of by float atomics (cost: docs/benchmarks.md). The twin is deterministic anyway.
     """
     shapes.check_image_size(image_width, image_height, ("image_width", "image_height"))
     if not isinstance(tile_size, int) or tile_size <= 0:
@@ -400,13 +476,14 @@ def rasterize_to_pixels(
     if resolve_backend(backend, means2d, conics, colors, opacities, backgrounds) == "torch":
         return reference.rasterize_to_pixels(
             means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
-            flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad, n_isects=n_isects)
+            flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad, n_isects=n_isects,
+            deterministic=deterministic)
     dtype = means2d.dtype
     f32 = [t.float().contiguous() if t is not None else None
            for t in (means2d, conics, colors, opacities, backgrounds)]
     # kernels index the inputs as flat contiguous arrays, whatever their leading dims
     render_colors, render_alphas = _RasterizeToPixels.apply(
         *f32, None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
-        offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None)
+        offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None, bool(deterministic))
     out_shape = image_dims + (image_height, image_width)
     return render_colors.reshape(out_shape + (channels,)).to(dtype), render_alphas.reshape(out_shape + (1,)).to(dtype)

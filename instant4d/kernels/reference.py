@@ -319,6 +319,7 @@ def rasterize_to_pixels(
     packed: bool = False,
     absgrad: bool = False,
     n_isects: Optional[Tensor] = None,  # [1]
+    deterministic: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Front-to-back alpha compositing of each tile's depth-sorted Gaussians.
 
@@ -331,7 +332,8 @@ def rasterize_to_pixels(
     Returns colours [..., H, W, D] and alphas [..., H, W, 1]. With ``absgrad`` the backward pass
     also stores ``means2d.absgrad``: the sum over pixels of |d loss / d means2d| per pixel.
     ``n_isects``: how many entries of a padded ``flatten_ids`` are real; more than it holds means
-    intersections were dropped, and every output is NaN.
+    intersections were dropped, and every output is NaN. ``deterministic`` changes nothing here:
+    the twin's gradients come from autograd on the CPU or from deterministic torch reductions.
     """
     image_dims = isect_offsets.shape[:-2]
     n_images = math.prod(image_dims)
