@@ -46,33 +46,37 @@ class CudaGraphFrame:
         if key != self._key:
             if not all(x.is_cuda for x in inputs):
                 raise ValueError("CudaGraphFrame needs CUDA tensors")
-            self._capture(inputs)
+            self._capture(inputs, key)
+        self._replay(inputs)
+        if self._outgrew(int(self._n_isects.max())):
+            self._capture(inputs, key)
+            self._replay(inputs)
+        return self._outputs
+
+    def _outgrew(self, needed: int) -> bool:
+        """Whether a frame needed more intersections than the bound; if so, raise the bound."""
+        if needed <= self.max_intersections:
+            return False
+        self.max_intersections = math.ceil(needed * self.headroom)
+        return True
+
+    def _replay(self, inputs: Sequence[Tensor]) -> None:
         for buffer, x in zip(self._inputs, inputs):
             buffer.copy_(x)
         self._graph.replay()
-        needed = int(self._n_isects.max())
-        if needed > self.max_intersections:
-            self.max_intersections = math.ceil(needed * self.headroom)
-            self._capture(inputs)
-            for buffer, x in zip(self._inputs, inputs):
-                buffer.copy_(x)
-            self._graph.replay()
-        return self._outputs
 
-    def _capture(self, inputs: Sequence[Tensor]) -> None:
+    def _capture(self, inputs: Sequence[Tensor], key: tuple) -> None:
         self._inputs = [x.detach().clone() for x in inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # compile kernels and find the count outside the capture
             while True:
                 _, n_isects = self.frame(*self._inputs, max_intersections=self.max_intersections)
-                needed = int(n_isects.max())
-                if needed <= self.max_intersections:
+                if not self._outgrew(int(n_isects.max())):
                     break
-                self.max_intersections = math.ceil(needed * self.headroom)
         torch.cuda.current_stream().wait_stream(stream)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
             self._outputs, self._n_isects = self.frame(*self._inputs, max_intersections=self.max_intersections)
-        self._key = tuple((x.shape, x.dtype, x.device) for x in inputs)
+        self._key = key
         self.captures += 1

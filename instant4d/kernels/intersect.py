@@ -13,7 +13,7 @@ computed in float32 exactly as the twin does, so integer outputs agree bit for b
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
 host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
 for the GPU (so the call can be captured in a CUDA graph), the buffers have that length, and the slots
-past the true count hold ``PADDING_KEY``, which sorts after every real key.
+past the true count hold ``reference.PADDING_KEY``, which sorts after every real key.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from ._triton import triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
-PADDING_KEY = torch.iinfo(torch.int64).max  # fills bounded buffers past the count; its top 32 bits exceed every tile key
 
 if triton is not None:
 
@@ -104,7 +103,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         flatten_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int32)
     else:
         n_slots = max_intersections
-        isect_ids = torch.full((n_slots,), PADDING_KEY, device=means2d.device, dtype=torch.int64)
+        isect_ids = torch.full((n_slots,), reference.PADDING_KEY, device=means2d.device, dtype=torch.int64)
         flatten_ids = torch.zeros(n_slots, device=means2d.device, dtype=torch.int32)
     if n_slots > 0 and n > 0:
         _emit_intersections_kernel[grid](
@@ -142,7 +141,7 @@ def isect_tiles(
     ``segmented`` is accepted for gsplat compatibility and changes nothing (the sort is global).
 
     ``max_intersections`` bounds M without a host sync: both outputs then have that length, the
-    ``tiles_per_gauss.sum()`` real intersections come first and the rest is ``PADDING_KEY`` / 0;
+    ``tiles_per_gauss.sum()`` real intersections come first and the rest is ``reference.PADDING_KEY`` / 0;
     intersections beyond the bound are dropped (``rasterize_to_pixels`` with ``n_isects`` turns that
     into NaN images, never a silently incomplete one).
     """

@@ -197,6 +197,9 @@ def spherical_harmonics(
 # tile intersection and compositing (kernels/intersect.py, kernels/composite.py)
 # ---------------------------------------------------------------------------------------------
 
+PADDING_KEY = torch.iinfo(torch.int64).max  # fills bounded buffers past the count; its top 32 bits exceed every tile key
+
+
 def _tile_bits(n_images: int, n_tiles: int) -> tuple[int, int]:
     """Bits that the image id and the tile id take in an intersection key (gsplat's layout)."""
     image_bits, tile_bits = int(n_images).bit_length(), int(n_tiles).bit_length()
@@ -240,7 +243,7 @@ def isect_tiles(
     image_id << (32 + tile_bits) | tile_id << 32 | float32 bits of depth, and ``flatten_ids``
     int32 [M], the index of the Gaussian in the flattened [I * N] (or [nnz]) inputs. Sorting is
     stable, so equal depths keep the Gaussians' order. With ``max_intersections`` both have that
-    length: the first ones in unsorted order that fit, then padding (key 2^63 - 1, id 0).
+    length: the first ones in unsorted order that fit, then padding (key ``PADDING_KEY``, id 0).
     """
     n_tiles = tile_width * tile_height
     if packed:
@@ -274,7 +277,7 @@ def isect_tiles(
     if max_intersections is not None:
         kept = min(max_intersections, isect_ids.numel())
         padding = max_intersections - kept
-        isect_ids = torch.cat([isect_ids[:kept], isect_ids.new_full((padding,), torch.iinfo(torch.int64).max)])
+        isect_ids = torch.cat([isect_ids[:kept], isect_ids.new_full((padding,), PADDING_KEY)])
         flatten_ids = torch.cat([flatten_ids[:kept], flatten_ids.new_zeros(padding)])
     if sort:
         isect_ids, order = torch.sort(isect_ids, stable=True)
