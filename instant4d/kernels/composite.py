@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import next_power_of_2, triton, tl
+from ._triton import launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 
@@ -299,7 +299,7 @@ def _sum_records(records: Tensor, flatten_ids: Tensor, n_rows: int) -> Tensor:
     width = records.shape[1]
     out = torch.empty(n_rows, width, device=records.device, dtype=torch.float32)
     if n_rows > 0:
-        _sum_records_kernel[(triton.cdiv(n_rows, SUM_BLOCK),)](
+        launch_kernel(_sum_records_kernel, (triton.cdiv(n_rows, SUM_BLOCK),),
             records, order, starts, counts, out, n_rows, WIDTH=width, WIDTH_PAD=next_power_of_2(width),
             BLOCK=SUM_BLOCK)
     return out
@@ -341,7 +341,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
         if n_flat_tiles > 0:
-            _composite_forward_kernel[(n_flat_tiles,)](
+            launch_kernel(_composite_forward_kernel, (n_flat_tiles,),
                 means2d, conics, colors, opacities,
                 backgrounds if backgrounds is not None else out_colors,
                 masks if masks is not None else isect_offsets,
@@ -383,7 +383,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         n_flat_tiles = math.prod(isect_offsets.shape)
         config = _launch_config(channels, ctx.tile_size, backward=True)
         if n_flat_tiles > 0:
-            _composite_backward_kernel[(n_flat_tiles,)](
+            launch_kernel(_composite_backward_kernel, (n_flat_tiles,),
                 means2d, conics, colors, opacities, masks if masks is not None else isect_offsets,
                 isect_offsets, flatten_ids, out_colors, out_transmittance, last_ids,
                 v_out_colors.contiguous(), v_out_alphas.contiguous(),

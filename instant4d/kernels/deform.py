@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import next_power_of_2, tl, triton
+from ._triton import launch_kernel, next_power_of_2, tl, triton
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -252,7 +252,7 @@ def op_forward(means, quats, opacities, basis, opacity_basis, rigid, pivot, code
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, **new))
     if n > 0 and b > 0:
         grid = (triton.cdiv(n, BLOCK_N), b)
-        _deform_forward_kernel[grid](
+        launch_kernel(_deform_forward_kernel, grid,
             means, quats, opacities, basis, opacity_basis, rigid, pivot, codes, poses, *outputs,
             n, K=k, KP=next_power_of_2(max(k, 2)), BLOCK_N=BLOCK_N,
         )  # fmt: skip
@@ -271,7 +271,7 @@ def op_backward(means, quats, opacities, basis, opacity_basis, rigid, pivot, cod
     v_poses = torch.zeros(blocks, b, 7, **new)
     v_pivot = torch.zeros(blocks, b, 3, **new)
     if n > 0 and b > 0:
-        _deform_backward_kernel[(blocks,)](
+        launch_kernel(_deform_backward_kernel, (blocks,),
             means, quats, opacities, basis, opacity_basis, rigid, pivot, codes, poses,
             *(v.contiguous() for v in v_outputs), *grads, v_codes, v_poses, v_pivot,
             n, b, K=k, KP=kp, BLOCK_N=BLOCK_N,

@@ -72,7 +72,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import interpreting, resolve_backend
-from ._triton import next_power_of_2, triton, tl
+from ._triton import launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -747,7 +747,7 @@ def op_forward(
                torch.empty(b, n, **new), torch.empty(b, n, config.color_dim, **new))
     delta = torch.empty(b, n, config.feature_dim, **new) if return_delta else None
     saved = torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)) if save else None
-    _fusion_forward_kernel[_grid(n, features.device, launch)](
+    launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
         features, motion_basis, anchors, scale_shift, weights, *outputs,
         outputs[0] if delta is None else delta, outputs[0] if saved is None else saved, n, b,
         RETURN_DELTA=return_delta, SAVE=save, **_constexprs(config, launch, "forward"),
@@ -779,11 +779,11 @@ def op_backward(
     partials = torch.empty(weights_grid[0] // WEIGHT_GROUPS, weights.numel(), device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
-    _backward_rows_kernel[rows_grid](
+    launch_kernel(_backward_rows_kernel, rows_grid,
         motion_basis, scale_shift, saved, weights, *v_outputs[:5], v_delta, v_features, v_motion_basis, v_anchors,
         grads, v_ss_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, rows_launch, "backward_rows"),
     )
-    _weight_grad_kernel[weights_grid](
+    launch_kernel(_weight_grad_kernel, weights_grid,
         saved, grads, weights, partials, b * n, **_constexprs(config, weights_launch, "weight_grads"),
     )
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), partials.sum(0)

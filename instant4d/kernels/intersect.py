@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import triton, tl
+from ._triton import launch_kernel, triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
@@ -94,8 +94,8 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     counts = torch.empty(radii.shape[:-1], device=means2d.device, dtype=torch.int32)
     grid = (triton.cdiv(n, BLOCK),)
     if n > 0:
-        _count_tiles_kernel[grid](means2d, radii, counts, n, float(tile_size), tile_width, tile_height,
-                                  BLOCK=BLOCK)
+        launch_kernel(_count_tiles_kernel, grid, means2d, radii, counts, n, float(tile_size), tile_width,
+                      tile_height, BLOCK=BLOCK)
     slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
     if max_intersections is None:
         n_slots = int(slots_end[-1]) if n > 0 else 0  # the one host sync
@@ -106,7 +106,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         isect_ids = torch.full((n_slots,), reference.PADDING_KEY, device=means2d.device, dtype=torch.int64)
         flatten_ids = torch.zeros(n_slots, device=means2d.device, dtype=torch.int32)
     if n_slots > 0 and n > 0:
-        _emit_intersections_kernel[grid](
+        launch_kernel(_emit_intersections_kernel, grid,
             means2d, radii, depths, image_ids if packed else counts, slots_end,
             isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
             n_slots, PACKED=packed, BLOCK=BLOCK)

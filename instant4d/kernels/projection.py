@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import tl, triton
+from ._triton import launch_kernel, tl, triton
 from . import reference
 
 BLOCK_N = 128  # Gaussians per program (4 warps): the backward needs 124 registers a lane, no spills (sm_90)
@@ -426,7 +426,7 @@ class _FullyFusedProjection(torch.autograd.Function):
         radii, means2d, depths, conics = per_pair(2, dtype=torch.int32), per_pair(2), per_pair(), per_pair(3)
         compensations = per_pair() if calc_compensations else None
         if radii.numel() > 0:
-            _projection_fwd_kernel[(triton.cdiv(n, BLOCK_N), n_batch)](
+            launch_kernel(_projection_fwd_kernel, (triton.cdiv(n, BLOCK_N), n_batch),
                 means, covars if covars is not None else means, quats if quats is not None else means,
                 scales if scales is not None else means, opacities if opacities is not None else means,
                 viewmats, Ks, radii, means2d, depths, conics,
@@ -457,7 +457,7 @@ class _FullyFusedProjection(torch.autograd.Function):
         partials = torch.empty((n_batch, n_cameras, n_blocks if viewmats_grad else 0, 3, 4),
                                device=means.device, dtype=torch.float32)
         if launch:
-            _projection_bwd_kernel[(n_blocks, n_batch)](
+            launch_kernel(_projection_bwd_kernel, (n_blocks, n_batch),
                 means, covars if use_covars else means, quats if quats is not None else means,
                 scales if scales is not None else means, viewmats, Ks, radii,
                 v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(),
