@@ -24,6 +24,11 @@ def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for grids on the host (triton.cdiv is a jitted function: ~5 us a call from Python)."""
+    return -(-a // b)
+
+
 # (kernel, device, argument specialisation, compile-time arguments) -> (the compiled kernel's
 # launcher, the compiled kernel, its compile-time arguments in parameter order)
 _COMPILED: dict = {}

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import launch_kernel, next_power_of_2, triton, tl
+from ._triton import cdiv, launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 
@@ -299,7 +299,7 @@ def _sum_records(records: Tensor, flatten_ids: Tensor, n_rows: int) -> Tensor:
     width = records.shape[1]
     out = torch.empty(n_rows, width, device=records.device, dtype=torch.float32)
     if n_rows > 0:
-        launch_kernel(_sum_records_kernel, (triton.cdiv(n_rows, SUM_BLOCK),),
+        launch_kernel(_sum_records_kernel, (cdiv(n_rows, SUM_BLOCK),),
             records, order, starts, counts, out, n_rows, WIDTH=width, WIDTH_PAD=next_power_of_2(width),
             BLOCK=SUM_BLOCK)
     return out

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import launch_kernel, next_power_of_2, tl, triton
+from ._triton import cdiv, launch_kernel, next_power_of_2, tl, triton
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -251,7 +251,7 @@ def op_forward(means, quats, opacities, basis, opacity_basis, rigid, pivot, code
     new = dict(device=means.device, dtype=means.dtype)
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, **new))
     if n > 0 and b > 0:
-        grid = (triton.cdiv(n, BLOCK_N), b)
+        grid = (cdiv(n, BLOCK_N), b)
         launch_kernel(_deform_forward_kernel, grid,
             means, quats, opacities, basis, opacity_basis, rigid, pivot, codes, poses, *outputs,
             n, K=k, KP=next_power_of_2(max(k, 2)), BLOCK_N=BLOCK_N,
@@ -264,7 +264,7 @@ def op_backward(means, quats, opacities, basis, opacity_basis, rigid, pivot, cod
     n, k = basis.shape[:2]
     b = codes.shape[0]
     kp = next_power_of_2(max(k, 2))
-    blocks = triton.cdiv(n, BLOCK_N)
+    blocks = cdiv(n, BLOCK_N)
     new = dict(device=means.device, dtype=means.dtype)
     grads = [torch.zeros_like(t) for t in (means, quats, opacities, basis, opacity_basis, rigid)]
     v_codes = torch.zeros(blocks, b, kp, **new)

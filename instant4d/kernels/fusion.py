@@ -72,7 +72,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import interpreting, resolve_backend
-from ._triton import launch_kernel, next_power_of_2, triton, tl
+from ._triton import cdiv, launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -205,7 +205,12 @@ def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's two best were
     within 1%: this one is one wave of two programs per multiprocessor). Larger tiles take the shapes
     that the compiler's report for sm_90 shows fitting with the fewest spills (not timed)."""
-    if interpreting():
+    return _default_launch(config, kernel, interpreting())
+
+
+@functools.lru_cache(maxsize=None)
+def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> FusionLaunch:
+    if interpreter:
         return INTERPRETER_WEIGHT_GRADS_LAUNCH if kernel == "weight_grads" else INTERPRETER_LAUNCH
     fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
     small = fp <= 64 and hp <= 128
@@ -677,7 +682,7 @@ def _grid(n: int, device: torch.device, launch: FusionLaunch, per_block: int = 1
     multiprocessor (never 0, so the backward always writes its partials), a multiple of per_block."""
     # interpreter: a few programs, so that the grid-stride loop is exercised
     slots = launch.programs_per_sm * (_multiprocessors(device) if device.type == "cuda" else 1)
-    return (per_block * max(1, min(triton.cdiv(n, launch.block_n), triton.cdiv(slots, per_block))),)
+    return (per_block * max(1, min(cdiv(n, launch.block_n), cdiv(slots, per_block))),)
 
 
 @functools.lru_cache(maxsize=None)

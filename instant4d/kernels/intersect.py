@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import launch_kernel, triton, tl
+from ._triton import cdiv, launch_kernel, triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
@@ -92,7 +92,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     radii = radii.contiguous()
     depths = depths.detach().float().contiguous()
     counts = torch.empty(radii.shape[:-1], device=means2d.device, dtype=torch.int32)
-    grid = (triton.cdiv(n, BLOCK),)
+    grid = (cdiv(n, BLOCK),)
     if n > 0:
         launch_kernel(_count_tiles_kernel, grid, means2d, radii, counts, n, float(tile_size), tile_width,
                       tile_height, BLOCK=BLOCK)

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import launch_kernel, tl, triton
+from ._triton import cdiv, launch_kernel, tl, triton
 from . import reference
 
 BLOCK_N = 128  # Gaussians per program (4 warps): the backward needs 124 registers a lane, no spills (sm_90)
@@ -426,7 +426,7 @@ class _FullyFusedProjection(torch.autograd.Function):
         radii, means2d, depths, conics = per_pair(2, dtype=torch.int32), per_pair(2), per_pair(), per_pair(3)
         compensations = per_pair() if calc_compensations else None
         if radii.numel() > 0:
-            launch_kernel(_projection_fwd_kernel, (triton.cdiv(n, BLOCK_N), n_batch),
+            launch_kernel(_projection_fwd_kernel, (cdiv(n, BLOCK_N), n_batch),
                 means, covars if covars is not None else means, quats if quats is not None else means,
                 scales if scales is not None else means, opacities if opacities is not None else means,
                 viewmats, Ks, radii, means2d, depths, conics,
@@ -447,7 +447,7 @@ class _FullyFusedProjection(torch.autograd.Function):
         n_batch, n, n_cameras = means.shape[0], means.shape[1], viewmats.shape[1]
         use_covars = covars is not None
         viewmats_grad = ctx.needs_input_grad[4]
-        n_blocks = triton.cdiv(n, BLOCK_N)
+        n_blocks = cdiv(n, BLOCK_N)
         launch = radii.numel() > 0
         like = torch.empty_like if launch else torch.zeros_like  # the kernel writes every entry
         v_means = like(means)

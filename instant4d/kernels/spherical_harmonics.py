@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import launch_kernel, tl, triton
+from ._triton import cdiv, launch_kernel, tl, triton
 from . import reference
 
 BLOCK = 128  # points per program: one coalesced load per direction component, 16 bases in registers
@@ -192,7 +192,7 @@ class _SphericalHarmonics(torch.autograd.Function):
         n_points = dirs.shape[0]
         colors = torch.empty_like(dirs)
         if n_points > 0:
-            launch_kernel(_sh_fwd_kernel, (triton.cdiv(n_points, BLOCK),),
+            launch_kernel(_sh_fwd_kernel, (cdiv(n_points, BLOCK),),
                 dirs, coeffs, masks if masks is not None else dirs, colors, n_points, coeffs.shape[1],
                 DEGREE=degree, HAS_MASKS=masks is not None, BLOCK=BLOCK)
         ctx.save_for_backward(dirs, coeffs, masks)
@@ -207,7 +207,7 @@ class _SphericalHarmonics(torch.autograd.Function):
         v_coeffs = torch.zeros_like(coeffs)
         v_dirs = torch.empty_like(dirs) if v_dirs_needed else None
         if n_points > 0:
-            launch_kernel(_sh_bwd_kernel, (triton.cdiv(n_points, BLOCK),),
+            launch_kernel(_sh_bwd_kernel, (cdiv(n_points, BLOCK),),
                 dirs, coeffs, masks if masks is not None else dirs, v_colors.contiguous(), v_coeffs,
                 v_dirs if v_dirs_needed else dirs, n_points, coeffs.shape[1],
                 DEGREE=ctx.degree, HAS_MASKS=masks is not None, V_DIRS=v_dirs_needed, BLOCK=BLOCK)
