@@ -571,14 +571,16 @@ if triton is not None:
         d the hidden pre-activation at grad_ptr (row stride GW) and returns d loss / d x. One hidden
         tile at a time, the saved softplus (row stride S) read where it is used, so that at most
         [BLOCK_N, HA] of hidden width is live (one [BLOCK_N, HP] tile had spilled at 64 rows)."""
-        v_z = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
-        _store_rows(grad_ptr, v_z, items, row_ok, HD, HA, GW)
-        v_x = _mm(v_z, first_ta, fa, DOT)
+        v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
+        v_zb = v_za
         if HB > 0:
-            v_z = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(
+            v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(
                 _rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S))
-            _store_rows(grad_ptr + HA, v_z, items, row_ok, HD - HA, HB, GW)
-            v_x += _mm(v_z, first_tb, fb, DOT)
+        _store_rows(grad_ptr, v_za, items, row_ok, HD, HA, GW)
+        v_x = _mm(v_za, first_ta, fa, DOT)
+        if HB > 0:
+            _store_rows(grad_ptr + HA, v_zb, items, row_ok, HD - HA, HB, GW)
+            v_x += _mm(v_zb, first_tb, fb, DOT)
         return v_x
 
     @triton.jit
@@ -610,47 +612,53 @@ if triton is not None:
         S = 2 * F + 2 * HD  # saved row width
         cf = tl.arange(0, FP)
         for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-            row_ok = rows < N
-            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # summed over frames
-            v_p = tl.zeros([BLOCK_N, OP], tl.float32)  # columns 0-2: the means' gradient summed over frames
+            # rows of the block as 32-bit offsets from one scalar pointer per tensor and frame: per-row
+            # 64-bit addresses, hoisted out of the frame loop, had held registers across it
+            r = tl.arange(0, BLOCK_N)
+            r_ok = r < N - block * BLOCK_N
+            m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
+            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             for b in range(B):
-                items = tl.cast(b, tl.int64) * N + rows
+                row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
                 # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
-                g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
-                                v_colors_ptr, D, OP)
-                v_p += g
-                a = _saved_hidden_out(saved_a2, items, row_ok, S, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
+                g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
+                                v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
+                a = _saved_hidden_out(saved_a2 + row0 * S, r, r_ok, S, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
                 v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
-                _store_rows(grad_a, v_a, items, row_ok, O, OP, GW)
+                _store_rows(grad_a + row0 * GW, v_a, r, r_ok, O, OP, GW)
                 v_f_new = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-                                              saved_a2, grad_z2, items, row_ok, S, GW, HD, HA, HB, DOT)  # d / d f'
+                                              saved_a2 + row0 * S, grad_z2 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)  # d / d f'
                 v_f += v_f_new
                 if HAS_V_DELTA:
-                    v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP, F)
+                    v_f_new += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
                 # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2), h = x @ W_in + b_in
                 v_y = DELTA_SCALE * v_f_new
-                _store_rows(grad_y, v_y, items, row_ok, F, FP, GW)
+                _store_rows(grad_y + row0 * GW, v_y, r, r_ok, F, FP, GW)
                 v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
-                                          saved_a1, grad_z1, items, row_ok, S, GW, HD, HA, HB, DOT)
-                _store_rows(grad_h, v_h, items, row_ok, F, FP, GW)
+                                          saved_a1 + row0 * S, grad_z1 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)
+                _store_rows(grad_h + row0 * GW, v_h, r, r_ok, F, FP, GW)
                 v_x = _mm(v_h, w_in_t, u_in_t, DOT)
                 # LayerNorm(m) recomputed per frame (m re-read from L1/L2): held across the frames
                 # it took a [BLOCK_N, FP] float32 tile of registers for a few instructions a frame
-                ln = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)[0]
+                ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
                 v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
                 tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
                 tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
             # LayerNorm backward (no affine), linear in v_ln: once for all frames
-            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
+            ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-            _store_rows(v_motion_basis_ptr, v_m, rows, row_ok, F, FP, F)
-            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP, F)
-            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP, 3)
+            _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
+            _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
+            # v_anchors: the means' gradient summed over frames, re-read here (L2) rather than
+            # summed in the frame loop, where its [BLOCK_N, OP] tile held registers throughout
+            v_p = tl.zeros([BLOCK_N, 4], tl.float32)
+            for b in range(B):
+                v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
+            _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, R, chunk, chunks,
