@@ -568,9 +568,10 @@ if triton is not None:
                             grad_ptr, items, row_ok, S, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
                             HB: tl.constexpr, DOT: tl.constexpr):
         """Backward of softplus(x @ first + b) @ second from v_out = d loss / d output: stores d loss /
-        d the hidden pre-activation at grad_ptr (row stride GW) and returns d loss / d x. One hidden
-        tile at a time, the saved softplus (row stride S) read where it is used, so that at most
-        [BLOCK_N, HA] of hidden width is live (one [BLOCK_N, HP] tile had spilled at 64 rows)."""
+        d the hidden pre-activation at grad_ptr (row stride GW) and returns d loss / d x. The hidden
+        width in tiles of HA and HB (a [BLOCK_N, HP] tile had spilled at 64 rows), the saved softplus
+        (row stride S) read where it is used; both tiles' gradients before their products, so that
+        v_out dies first (sm_90, 64 rows: fewer spills than tile by tile; 32 rows: a few more)."""
         v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
         v_zb = v_za
         if HB > 0:
