@@ -538,75 +538,133 @@ if triton is not None:
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
 
     @triton.jit
+    def _saved_rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
+        """Like _rows, but in the buffer's dtype: a bf16 activation stays a bf16 tile (half the
+        registers) until it is used, and as a bf16 tl.dot operand it is exact."""
+        c = tl.arange(0, CP)
+        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :], other=0.0)
+
+    @triton.jit
+    def _transposed_weights(first_ptr, second_ptr, K, KP: tl.constexpr, M, MP: tl.constexpr, HD: tl.constexpr,
+                            HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
+        """For the backward of softplus(x @ first + b) @ second (first [K, Hd], second [Hd, M]): second^T
+        in column tiles [MP, HA], [MP, HB] and first^T in row tiles [HA, KP], [HB, KP] as tl.dot
+        operands with their unscales (HB = 0: one tile, the b operands repeat the a ones). Read
+        transposed from memory: tl.trans of a held operand made the compiler keep it in registers."""
+        second_ta, sa = _weight_operand(_tile(second_ptr, HD, M, M, HA, MP, True), DOT)
+        first_ta, fa = _weight_operand(_tile(first_ptr, K, HD, HD, KP, HA, True), DOT)
+        second_tb, sb, first_tb, fb = second_ta, sa, first_ta, fa
+        if HB > 0:
+            second_tb, sb = _weight_operand(_tile(second_ptr + HA * M, HD - HA, M, M, HB, MP, True), DOT)
+            first_tb, fb = _weight_operand(_tile(first_ptr + HA, K, HD - HA, HD, KP, HB, True), DOT)
+        return second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb
+
+    @triton.jit
+    def _saved_hidden_out(hidden_ptr, items, row_ok, S, second_a, sa, second_b, sb, HD: tl.constexpr,
+                          HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
+        """hidden @ second for the saved hidden activation (row stride S), tile by tile."""
+        out = _mm(_saved_rows(hidden_ptr, items, row_ok, HD, HA, S), second_a, sa, DOT)
+        if HB > 0:
+            out += _mm(_saved_rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S), second_b, sb, DOT)
+        return out
+
+    @triton.jit
+    def _two_layer_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hidden_ptr,
+                            grad_ptr, items, row_ok, S, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
+                            HB: tl.constexpr, DOT: tl.constexpr):
+        """Backward of softplus(x @ first + b) @ second from v_out = d loss / d output: stores d loss /
+        d the hidden pre-activation at grad_ptr (row stride GW) and returns d loss / d x. The hidden
+        width in tiles of HA and HB (a [BLOCK_N, HP] tile had spilled at 64 rows), the saved softplus
+        (row stride S) read where it is used; both tiles' gradients before their products, so that
+        v_out dies first (sm_90, 64 rows: fewer spills than tile by tile; 32 rows: a few more)."""
+        v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
+        v_zb = v_za
+        if HB > 0:
+            v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(
+                _rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S))
+        _store_rows(grad_ptr, v_za, items, row_ok, HD, HA, GW)
+        v_x = _mm(v_za, first_ta, fa, DOT)
+        if HB > 0:
+            _store_rows(grad_ptr + HA, v_zb, items, row_ok, HD - HA, HB, GW)
+            v_x += _mm(v_zb, first_tb, fb, DOT)
+        return v_x
+
+    @triton.jit
     def _backward_rows_kernel(
         motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
         v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
         v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-        FP: tl.constexpr, HP: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr,
-        OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
-        HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+        FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
+        DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
+        LN_EPS: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Backward, part 1: per Gaussian and frame, from the saved activations, the gradients of
         every pre-activation (rows of ``grads`` [B, N, GW], bf16: the operands of part 2), and the
         input gradients: v_features, v_anchors and v_motion_basis summed over the frames of a block
-        in registers, v_scale_shift into this program's row [B, 2F]. No weight gradient here."""
+        in registers, v_scale_shift into this program's row [B, 2F]. No weight gradient here. The
+        hidden width is split in tiles of HA and HB columns like the forward's."""
         pid = tl.program_id(0)
         w_in_ptr, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
-        d2, v2 = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP), DOT)  # recomputes a from the saved a2
-        # transposes read from memory: tl.trans of a held operand made the compiler keep it in registers
-        d2_t, v2_t = _weight_operand(_tile(d2_ptr, HD, O, O, HP, OP, True), DOT)
-        d1_t, v1_t = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HP, True), DOT)
-        w2_t, u2_t = _weight_operand(_tile(w2_ptr, HD, F, F, HP, FP, True), DOT)
-        w1_t, u1_t = _weight_operand(_tile(w1_ptr, F, HD, HD, FP, HP, True), DOT)
+        # D2 as is recomputes a from the saved a2
+        _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+        d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
+            d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+        w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
+            w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
         _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
         cf = tl.arange(0, FP)
         for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-            row_ok = rows < N
-            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
-            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # summed over frames
-            v_p = tl.zeros([BLOCK_N, OP], tl.float32)  # columns 0-2: the means' gradient summed over frames
+            # rows of the block as 32-bit offsets from one scalar pointer per tensor and frame: per-row
+            # 64-bit addresses, hoisted out of the frame loop, had held registers across it
+            r = tl.arange(0, BLOCK_N)
+            r_ok = r < N - block * BLOCK_N
+            m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
+            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             for b in range(B):
-                items = tl.cast(b, tl.int64) * N + rows
+                row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
                 # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
-                a2 = _rows(saved_a2, items, row_ok, HD, HP, S)
-                g = _load_heads(items, row_ok, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
-                                v_colors_ptr, D, OP)
-                v_p += g
-                v_a = _heads_backward(_mm(a2, d2, v2, DOT) + _vec(e2_ptr, O, OP)[None, :], g,
-                                      OFFSET_SCALE, MAX_SCALE, OP)
-                v_z2 = _mm(v_a, d2_t, v2_t, DOT) * _softplus_grad(a2)
-                v_f_new = _mm(v_z2, d1_t, v1_t, DOT)  # d loss / d f'
+                g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
+                                v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
+                a = _saved_hidden_out(saved_a2 + row0 * S, r, r_ok, S, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
+                v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
+                _store_rows(grad_a + row0 * GW, v_a, r, r_ok, O, OP, GW)
+                v_f_new = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+                                              saved_a2 + row0 * S, grad_z2 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)  # d / d f'
                 v_f += v_f_new
                 if HAS_V_DELTA:
-                    v_f_new += _rows(v_delta_ptr, items, row_ok, F, FP, F)
+                    v_f_new += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
                 # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2), h = x @ W_in + b_in
                 v_y = DELTA_SCALE * v_f_new
-                v_z1 = _mm(v_y, w2_t, u2_t, DOT) * _softplus_grad(_rows(saved_a1, items, row_ok, HD, HP, S))
-                v_h = _mm(v_z1, w1_t, u1_t, DOT)
+                _store_rows(grad_y + row0 * GW, v_y, r, r_ok, F, FP, GW)
+                v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
+                                          saved_a1 + row0 * S, grad_z1 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)
+                _store_rows(grad_h + row0 * GW, v_h, r, r_ok, F, FP, GW)
                 v_x = _mm(v_h, w_in_t, u_in_t, DOT)
-                scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
+                # LayerNorm(m) recomputed per frame (m re-read from L1/L2): held across the frames
+                # it took a [BLOCK_N, FP] float32 tile of registers for a few instructions a frame
+                ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
                 v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
                 tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
                 tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
-                v_ln += v_x * scale[None, :]
-                _store_rows(grad_h, v_h, items, row_ok, F, FP, GW)
-                _store_rows(grad_z1, v_z1, items, row_ok, HD, HP, GW)
-                _store_rows(grad_y, v_y, items, row_ok, F, FP, GW)
-                _store_rows(grad_z2, v_z2, items, row_ok, HD, HP, GW)
-                _store_rows(grad_a, v_a, items, row_ok, O, OP, GW)
+                v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
             # LayerNorm backward (no affine), linear in v_ln: once for all frames
+            ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-            _store_rows(v_motion_basis_ptr, v_m, rows, row_ok, F, FP, F)
-            _store_rows(v_features_ptr, v_f, rows, row_ok, F, FP, F)
-            _store_rows(v_anchors_ptr, v_p, rows, row_ok, 3, OP, 3)
+            _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
+            _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
+            # v_anchors: the means' gradient summed over frames, re-read here (L2) rather than
+            # summed in the frame loop, where its [BLOCK_N, OP] tile held registers throughout
+            v_p = tl.zeros([BLOCK_N, 4], tl.float32)
+            for b in range(B):
+                v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
+            _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, R, chunk, chunks,
@@ -698,9 +756,8 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
     sizes |= dict(D=config.color_dim, DOT=config.dot_operands, BLOCK_N=launch.block_n,
                   OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
                   DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
-    if kernel == "forward":
-        return sizes | dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
-    return sizes | dict(GW=grad_width(config))
+    sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
+    return sizes if kernel == "forward" else sizes | dict(GW=grad_width(config))
 
 
 def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
