@@ -216,7 +216,7 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
     small = fp <= 64 and hp <= 128
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "backward_rows": FusionLaunch(32, 4, 2, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_rows": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
         "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
