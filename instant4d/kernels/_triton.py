@@ -64,7 +64,7 @@ def launch_kernel(kernel, grid: tuple[int, ...], *args, **constexprs) -> None:
         kernel[grid](*args, **constexprs)
         return
     device = torch.cuda.current_device()
-    key = (kernel, device, tuple(_specialisation(a) for a in args), tuple(constexprs.items()))
+    key = (id(kernel), device, tuple(_specialisation(a) for a in args), tuple(constexprs.items()))  # kernels live as long as their module
     entry = _COMPILED.get(key)
     if entry is None:
         tail = _constexpr_tail(kernel, len(args), constexprs)
