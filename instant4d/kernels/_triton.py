@@ -1,6 +1,6 @@
 """Triton, when it imports: kernel modules define their kernels only if ``triton`` is not None,
-so that ``import instant4d`` works on machines without a working Triton. Also ``launch``, how
-every kernel of the package is launched."""
+so that ``import instant4d`` works on machines without a working Triton. Also ``launch_kernel``,
+through which every kernel of the package is launched."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-# (kernel, device, argument specialisation, compile-time arguments) -> (the compiled kernel's
-# launcher, the compiled kernel, its compile-time arguments in parameter order)
+# (id of the kernel, device, argument specialisation, compile-time arguments) -> (the compiled
+# kernel's launcher, the compiled kernel, its compile-time arguments in parameter order); kernels
+# are module-level objects that live as long as the process, so their ids are never reused
 _COMPILED: dict = {}
 
 
@@ -64,7 +65,7 @@ def launch_kernel(kernel, grid: tuple[int, ...], *args, **constexprs) -> None:
         kernel[grid](*args, **constexprs)
         return
     device = torch.cuda.current_device()
-    key = (id(kernel), device, tuple(_specialisation(a) for a in args), tuple(constexprs.items()))  # kernels live as long as their module
+    key = (id(kernel), device, tuple(_specialisation(a) for a in args), tuple(constexprs.items()))
     entry = _COMPILED.get(key)
     if entry is None:
         tail = _constexpr_tail(kernel, len(args), constexprs)
