@@ -10,7 +10,7 @@ scikit-image for the extra test photos):
 5. the demo's wall time and the PLY round trip.
 
     PYTHONPATH=. python scripts/evaluate_avatar.py [--size 512] [--markdown out.md]
-        [--photo NAME=PATH ...] [--only-extra] [--skip-transfer] [--skip-demo]
+        [--photo NAME=PATH ...] [--only-extra] [--skip-transfer] [--skip-demo] [--drive PATH ...]
 
 Photos: the bundled astronaut (NASA, public domain), Grace Hopper (US Navy photograph, public domain;
 shipped in matplotlib's sample data), "camera" (scikit-image, CC0; greyscale, three-quarter view),
@@ -178,6 +178,23 @@ def evaluate_transfer(sources, size: int, tracker, workdir: Path) -> dict:
     }
 
 
+def evaluate_drive(path: Path, size: int, tracker) -> dict:
+    """Drive the sample avatar by a photo of another face (MotionCode.from_image): the landmark
+    features of the driven render minus the neutral render's, and the photo's own features."""
+    import PIL.Image
+
+    avatar = Avatar.sample()
+    base = features(tracker.mesh(render(avatar, size)[0]))
+    driven = tracker.mesh(render(avatar, size, motion=MotionCode.from_image(path))[0])
+    photo = tracker.mesh(np.asarray(PIL.Image.open(path).convert("RGB")))
+    return {
+        "driver": str(path),
+        "moved": None if driven is None else {k: round(v - base[k], 4) for k, v in features(driven).items()},
+        "driver_features": None if photo is None else {k: round(v, 4) for k, v in features(photo).items()},
+        "neutral_features": {k: round(v, 4) for k, v in base.items()},
+    }
+
+
 def time_demo(workdir: Path) -> float:
     start = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -235,6 +252,8 @@ def main() -> None:
     parser.add_argument("--skip-transfer", action="store_true")
     parser.add_argument("--photo", action="append", default=[], metavar="NAME=PATH", help="another photo to evaluate")
     parser.add_argument("--only-extra", action="store_true", help="evaluate only the --photo photos")
+    parser.add_argument("--drive", action="append", default=[], type=Path, metavar="PATH",
+                        help="also drive the sample avatar by this photo of another face")
     args = parser.parse_args()
     from tqdm import tqdm
 
@@ -250,6 +269,9 @@ def main() -> None:
         for name, source in tqdm(sources.items(), desc="photos"):
             results["photos"].append(evaluate_photo(name, source, args.size, tracker))
             print(json.dumps(results["photos"][-1]), flush=True)
+        results["drives"] = [evaluate_drive(path, args.size, tracker) for path in args.drive]
+        for drive in results["drives"]:
+            print(json.dumps(drive), flush=True)
         if not args.skip_transfer:
             results["transfer"] = evaluate_transfer(photos(), 256, tracker, Path(tmp))
             print(json.dumps(results["transfer"]), flush=True)
