@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -27,12 +28,21 @@ from instant4d.gaussians import head_like_scene, random_scene
 OUT = os.environ.get("OUT", "gpu-results")
 
 
+def source_tree() -> str:
+    """The git tree hash of the working tree as it is (tracked and untracked, unignored files): the
+    GPU machine receives the working tree but a stale history, so HEAD would name the wrong commit.
+    ``git log --format='%h %T'`` finds the commit whose tree this is."""
+    env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"))
+    added = subprocess.run(["git", "add", "-A"], env=env, capture_output=True, text=True)
+    tree = subprocess.run(["git", "write-tree"], env=env, capture_output=True, text=True).stdout.strip()
+    return f"tree {tree[:10]}" if added.returncode == 0 and tree else "unknown"
+
+
 def device_info() -> dict:
     import gsplat
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                gsplat=gsplat.__version__, python=sys.version.split()[0], commit=commit or "unknown",
+                gsplat=gsplat.__version__, python=sys.version.split()[0], commit=source_tree(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 

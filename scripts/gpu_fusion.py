@@ -43,7 +43,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", f"{CACHE}/inductor")
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from gpu_compare import bench_ms  # noqa: E402  (one timing protocol for every GPU table)
+from gpu_compare import bench_ms, source_tree  # noqa: E402  (one timing protocol for every GPU table)
 from instant4d.kernels import fusion, reference  # noqa: E402
 from instant4d.kernels.fusion import FusionConfig, FusionLaunch, FusionWeights  # noqa: E402
 
@@ -536,9 +536,8 @@ def main():
             tar.extractall("/")
     props = torch.cuda.get_device_properties(0) if not SMOKE else argparse.Namespace(name="cpu (smoke)",
                                                                                      multi_processor_count=1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     results = dict(device=props.name, sms=props.multi_processor_count, torch=torch.__version__,
-                   triton=triton.__version__, python=sys.version.split()[0], commit=commit or "unknown",
+                   triton=triton.__version__, python=sys.version.split()[0], commit=source_tree(),
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    command="PYTHONPATH=. python scripts/gpu_fusion.py " + " ".join(sys.argv[1:]), equivalence={})
     if not SMOKE:
