@@ -11,6 +11,7 @@ scikit-image for the extra test photos):
 
     PYTHONPATH=. python scripts/evaluate_avatar.py [--size 512] [--markdown out.md]
         [--photo NAME=PATH ...] [--only-extra] [--skip-transfer] [--skip-demo] [--drive PATH ...]
+        [--resolution GRID]
 
 Photos: the bundled astronaut (NASA, public domain), Grace Hopper (US Navy photograph, public domain;
 shipped in matplotlib's sample data), "camera" (scikit-image, CC0; greyscale, three-quarter view),
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instant4d.model import Avatar, Encoder, MotionCode, View
+from instant4d.model import Avatar, Encoder, EncoderConfig, MotionCode, View
 from instant4d.model import landmarks as lm
 from instant4d.model.encoder import rasterize_polygon
 from instant4d.model.face import FaceTracker, observe
@@ -101,9 +102,9 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10 * math.log10(255.0**2 / max(err, 1e-12)))
 
 
-def evaluate_photo(name, source, size, tracker) -> dict:
+def evaluate_photo(name, source, size, tracker, config: EncoderConfig = EncoderConfig()) -> dict:
     obs = observe(source)
-    avatar = Avatar(Encoder().encode(obs), Encoder().config)
+    avatar = Avatar(Encoder(config).encode(obs), config)
     result = {"photo": name, "gaussians": avatar.num_gaussians}
     neutral, _ = render(avatar, size)
     reference = obs.image if size == obs.size else np.asarray(
@@ -252,6 +253,8 @@ def main() -> None:
     parser.add_argument("--skip-transfer", action="store_true")
     parser.add_argument("--photo", action="append", default=[], metavar="NAME=PATH", help="another photo to evaluate")
     parser.add_argument("--only-extra", action="store_true", help="evaluate only the --photo photos")
+    parser.add_argument("--resolution", type=int, default=EncoderConfig.resolution,
+                        help="the encoder's Gaussian grid side for the photos (default: the default config's)")
     parser.add_argument("--drive", action="append", default=[], type=Path, metavar="PATH",
                         help="also drive the sample avatar by this photo of another face")
     args = parser.parse_args()
@@ -267,7 +270,8 @@ def main() -> None:
     results = {"size": args.size, "photos": []}
     with FaceTracker() as tracker, tempfile.TemporaryDirectory() as tmp:
         for name, source in tqdm(sources.items(), desc="photos"):
-            results["photos"].append(evaluate_photo(name, source, args.size, tracker))
+            config = EncoderConfig(resolution=args.resolution)
+            results["photos"].append(evaluate_photo(name, source, args.size, tracker, config))
             print(json.dumps(results["photos"][-1]), flush=True)
         results["drives"] = [evaluate_drive(path, args.size, tracker) for path in args.drive]
         for drive in results["drives"]:
