@@ -332,12 +332,17 @@ if triton is not None:
         tl.store(ptr + r[:, None] * C + c[None, :], value, mask=(r < R)[:, None] & (c < C)[None, :])
 
     @triton.jit
-    def _rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
+    def _stored_rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
         """Columns [0, C) of rows ``rows`` of a row-major tensor with row stride STRIDE, as a
-        float32 [BLOCK_N, CP] tile."""
+        [BLOCK_N, CP] tile in the tensor's dtype: a saved bf16 activation stays a bf16 tile (half the
+        registers) until it is used, and as a bf16 tl.dot operand it is exact."""
         c = tl.arange(0, CP)
-        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :],
-                       other=0.0).to(tl.float32)
+        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :], other=0.0)
+
+    @triton.jit
+    def _rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
+        """_stored_rows as a float32 tile."""
+        return _stored_rows(ptr, rows, row_ok, C, CP, STRIDE).to(tl.float32)
 
     @triton.jit
     def _store_rows(ptr, value, rows, row_ok, C, CP: tl.constexpr, STRIDE):
@@ -538,13 +543,6 @@ if triton is not None:
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
 
     @triton.jit
-    def _saved_rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
-        """Like _rows, but in the buffer's dtype: a bf16 activation stays a bf16 tile (half the
-        registers) until it is used, and as a bf16 tl.dot operand it is exact."""
-        c = tl.arange(0, CP)
-        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :], other=0.0)
-
-    @triton.jit
     def _transposed_weights(first_ptr, second_ptr, K, KP: tl.constexpr, M, MP: tl.constexpr, HD: tl.constexpr,
                             HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
         """For the backward of softplus(x @ first + b) @ second (first [K, Hd], second [Hd, M]): second^T
@@ -563,9 +561,9 @@ if triton is not None:
     def _saved_hidden_out(hidden_ptr, items, row_ok, S, second_a, sa, second_b, sb, HD: tl.constexpr,
                           HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
         """hidden @ second for the saved hidden activation (row stride S), tile by tile."""
-        out = _mm(_saved_rows(hidden_ptr, items, row_ok, HD, HA, S), second_a, sa, DOT)
+        out = _mm(_stored_rows(hidden_ptr, items, row_ok, HD, HA, S), second_a, sa, DOT)
         if HB > 0:
-            out += _mm(_saved_rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S), second_b, sb, DOT)
+            out += _mm(_stored_rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S), second_b, sb, DOT)
         return out
 
     @triton.jit
