@@ -179,21 +179,26 @@ def evaluate_transfer(sources, size: int, tracker, workdir: Path) -> dict:
     }
 
 
-def evaluate_drive(path: Path, size: int, tracker) -> dict:
-    """Drive the sample avatar by a photo of another face (MotionCode.from_image): the landmark
-    features of the driven render minus the neutral render's, and the photo's own features."""
+def evaluate_drives(paths, size: int, tracker) -> list[dict]:
+    """Drive the sample avatar by photos of another face (MotionCode.from_image): per photo, the
+    landmark features of the driven render minus the neutral render's, and the photo's own features."""
     import PIL.Image
 
+    if not paths:
+        return []
     avatar = Avatar.sample()
     base = features(tracker.mesh(render(avatar, size)[0]))
-    driven = tracker.mesh(render(avatar, size, motion=MotionCode.from_image(path))[0])
-    photo = tracker.mesh(np.asarray(PIL.Image.open(path).convert("RGB")))
-    return {
-        "driver": str(path),
-        "moved": None if driven is None else {k: round(v - base[k], 4) for k, v in features(driven).items()},
-        "driver_features": None if photo is None else {k: round(v, 4) for k, v in features(photo).items()},
-        "neutral_features": {k: round(v, 4) for k, v in base.items()},
-    }
+    results = []
+    for path in paths:
+        driven = tracker.mesh(render(avatar, size, motion=MotionCode.from_image(path))[0])
+        photo = tracker.mesh(np.asarray(PIL.Image.open(path).convert("RGB")))
+        results.append({
+            "driver": str(path),
+            "moved": None if driven is None else {k: round(v - base[k], 4) for k, v in features(driven).items()},
+            "driver_features": None if photo is None else {k: round(v, 4) for k, v in features(photo).items()},
+            "neutral_features": {k: round(v, 4) for k, v in base.items()},
+        })
+    return results
 
 
 def time_demo(workdir: Path) -> float:
@@ -273,7 +278,7 @@ def main() -> None:
             config = EncoderConfig(resolution=args.resolution)
             results["photos"].append(evaluate_photo(name, source, args.size, tracker, config))
             print(json.dumps(results["photos"][-1]), flush=True)
-        results["drives"] = [evaluate_drive(path, args.size, tracker) for path in args.drive]
+        results["drives"] = evaluate_drives(args.drive, args.size, tracker)
         for drive in results["drives"]:
             print(json.dumps(drive), flush=True)
         if not args.skip_transfer:

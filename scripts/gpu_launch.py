@@ -77,7 +77,8 @@ def main():
     direct_hooks_set = _triton._hooks_set
     print("| call | identical | host us, Triton launch | host us, direct | do_bench ms, Triton launch | do_bench ms, direct |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, fn in calls().items():
+    fns = calls()
+    for name, fn in fns.items():
         results = {}
         for mode in ("triton", "direct"):
             _triton._hooks_set = (lambda: True) if mode == "triton" else direct_hooks_set
@@ -88,7 +89,7 @@ def main():
         same = all(torch.equal(a, b) for a, b in zip(results["triton"][0], results["direct"][0]))
         print(f"| {name} | {same} | {results['triton'][1]:.1f} | {results['direct'][1]:.1f} | "
               f"{results['triton'][2]:.3f} | {results['direct'][2]:.3f} |", flush=True)
-    for name, fn in calls().items():
+    for name, fn in fns.items():
         if name in ("raster_forward", "fusion_fwd_bwd_200k"):
             print(f"\n### host profile, {name}, 200 calls")
             profile(fn)
