@@ -1,0 +1,523 @@
+"""GPU: candidate layouts of the fusion backward's per-row kernel against today's, at 200k Gaussians,
+B = 1 and 8, fp32 inputs, bf16 tl.dot operands (the default config).
+
+    PYTHONPATH=. python scripts/gpu_rows.py            # H100, about 3 minutes
+    PYTHONPATH=. python scripts/gpu_rows.py --tiny     # CPU, Triton interpreter, tiny sizes: checks it runs
+
+Times (triton.testing.do_bench, median) both backward kernels together, for:
+- ``today``: a copy of the package's ``_backward_rows_kernel`` as of commit ecb9ab5 (the reference);
+- ``prefetch``: the same kernel, each frame's row loads (head gradients, saved softplus tiles)
+  issued one frame ahead, so that their latency overlaps the previous frame's math;
+- ``split``: frames as their own work items (no cross-frame sums held in registers, no
+  cross-warp sums), then a light per-Gaussian kernel that sums v_features, v_motion_basis,
+  v_scale_shift over frames from the stored per-row gradients (their bf16 rows are exactly the
+  tl.dot operands the one-kernel form uses) and v_anchors; ``split+prefetch`` prefetches the next item;
+each over a few launches, some with a register cap (maxnreg) for more programs per multiprocessor.
+Every variant's five gradients are compared with today's (bit-equal, or the largest error relative
+to the largest magnitude). Then the whole public forward+backward step (local_fusion +
+torch.autograd.grad) with the package default. A launch that fails to compile prints its error and
+the rest still run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+TINY = "--tiny" in sys.argv
+if TINY:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from instant4d.kernels import fusion  # noqa: E402
+from instant4d.kernels._triton import cdiv, launch_kernel  # noqa: E402
+from instant4d.kernels.fusion import (  # noqa: E402
+    FusionConfig, FusionLaunch, WEIGHT_GROUPS, _constexprs, _grad_cols, _layer_norm, _load_heads, _mm, _rows,
+    _saved_cols, _saved_hidden_out, _store_rows, _stored_rows, _softplus_grad, _tile, _transposed_weights,
+    _two_layer_backward, _two_layer_weights, _vec, _weight_operand, _weight_ptrs, _heads_backward,
+)
+
+DEVICE = "cpu" if TINY else "cuda"
+N = 40 if TINY else 200_000
+FRAMES = (1, 3) if TINY else (1, 8)
+
+
+# ---------------------------------------------------------------- today's kernel (commit ecb9ab5), verbatim
+@triton.jit
+def _today_rows_kernel(
+    motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
+    v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
+    v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
+    F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
+    FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
+    DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
+    LN_EPS: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    w_in_ptr, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+    _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+    d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
+        d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+    w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
+        w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
+    w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+    _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+    grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
+    S = 2 * F + 2 * HD
+    cf = tl.arange(0, FP)
+    for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+        r = tl.arange(0, BLOCK_N)
+        r_ok = r < N - block * BLOCK_N
+        m_ptr = motion_basis_ptr + block * BLOCK_N * F
+        v_f = tl.zeros([BLOCK_N, FP], tl.float32)
+        v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
+        for b in range(B):
+            row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N
+            g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
+                            v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
+            a = _saved_hidden_out(saved_a2 + row0 * S, r, r_ok, S, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
+            v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
+            _store_rows(grad_a + row0 * GW, v_a, r, r_ok, O, OP, GW)
+            v_f_new = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+                                          saved_a2 + row0 * S, grad_z2 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)
+            v_f += v_f_new
+            if HAS_V_DELTA:
+                v_f_new += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
+            v_y = DELTA_SCALE * v_f_new
+            _store_rows(grad_y + row0 * GW, v_y, r, r_ok, F, FP, GW)
+            v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
+                                      saved_a1 + row0 * S, grad_z1 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)
+            _store_rows(grad_h + row0 * GW, v_h, r, r_ok, F, FP, GW)
+            v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+            ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
+            v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
+            tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
+            tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
+            v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
+        ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
+        mean_v = tl.sum(v_ln, axis=1) / F
+        mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
+        v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
+        _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
+        _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
+        v_p = tl.zeros([BLOCK_N, 4], tl.float32)
+        for b in range(B):
+            v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
+        _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
+
+
+# ---------------------------------------------------------------- pieces of the variants
+@triton.jit
+def _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
+                 v_colors_ptr, D: tl.constexpr, OP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
+                 HB: tl.constexpr):
+    """Every row load of one frame's math that comes from DRAM (head gradients, the saved softplus
+    tiles in their stored dtype), so that a caller can issue them ahead of their use."""
+    g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
+                    v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
+    a2a = _stored_rows(saved_a2 + row0 * S, r, r_ok, HD, HA, S)
+    a1a = _stored_rows(saved_a1 + row0 * S, r, r_ok, HD, HA, S)
+    a2b = a2a
+    a1b = a1a
+    if HB > 0:
+        a2b = _stored_rows(saved_a2 + row0 * S + HA, r, r_ok, HD - HA, HB, S)
+        a1b = _stored_rows(saved_a1 + row0 * S + HA, r, r_ok, HD - HA, HB, S)
+    return g, a2a, a2b, a1a, a1b
+
+
+@triton.jit
+def _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB: tl.constexpr, DOT: tl.constexpr):
+    """d loss / d x of softplus(x @ first + b) from the hidden pre-activation's gradient tiles (the
+    same expression as _two_layer_backward's, so that both give the same bits)."""
+    v_x = _mm(v_za, first_ta, fa, DOT)
+    if HB > 0:
+        v_x += _mm(v_zb, first_tb, fb, DOT)
+    return v_x
+
+
+@triton.jit
+def _hidden_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hid_a, hid_b, grad_ptr,
+                     r, r_ok, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
+                     DOT: tl.constexpr):
+    """_two_layer_backward on hidden tiles already loaded."""
+    v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(hid_a.to(tl.float32))
+    v_zb = v_za
+    if HB > 0:
+        v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(hid_b.to(tl.float32))
+    _store_rows(grad_ptr, v_za, r, r_ok, HD, HA, GW)
+    if HB > 0:
+        _store_rows(grad_ptr + HA, v_zb, r, r_ok, HD - HA, HB, GW)
+    return _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB, DOT)
+
+
+@triton.jit
+def _frame_backward(g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
+                    d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+                    w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
+                    F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
+                    HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr,
+                    OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
+                    HAS_V_DELTA: tl.constexpr):
+    """One frame of a block from its loads: stores its rows of grads, returns (d loss / d f' before
+    v_delta, d loss / d h)."""
+    grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr + row0 * GW, F, HD)
+    a = _mm(a2a, d2a, v2a, DOT)
+    if HB > 0:
+        a += _mm(a2b, d2b, v2b, DOT)
+    v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
+    _store_rows(grad_a, v_a, r, r_ok, O, OP, GW)
+    v_f_new = _hidden_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b, grad_z2,
+                               r, r_ok, GW, HD, HA, HB, DOT)
+    v_y = v_f_new
+    if HAS_V_DELTA:
+        v_y += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
+    v_y = DELTA_SCALE * v_y
+    _store_rows(grad_y, v_y, r, r_ok, F, FP, GW)
+    v_h = _hidden_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb, a1a, a1b, grad_z1,
+                           r, r_ok, GW, HD, HA, HB, DOT)
+    _store_rows(grad_h, v_h, r, r_ok, F, FP, GW)
+    return v_f_new, v_h
+
+
+@triton.jit
+def _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr, v_ss_row, b,
+                    F: tl.constexpr, FP: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr):
+    """Frame b's share of the per-Gaussian gradients from d loss / d h: adds v_scale_shift into the
+    row v_ss_row, returns the frame's d loss / d LayerNorm(m)."""
+    cf = tl.arange(0, FP)
+    v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+    ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
+    tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
+    tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
+    return v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
+
+
+@triton.jit
+def _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
+               v_anchors_ptr, F: tl.constexpr, FP: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The LayerNorm backward on the frame sum, and the block's stores of v_features, v_motion_basis,
+    v_anchors."""
+    ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
+    mean_v = tl.sum(v_ln, axis=1) / F
+    mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
+    v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
+    _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
+    _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
+    v_p = tl.zeros([BLOCK_N, 4], tl.float32)
+    for b in range(B):
+        v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
+    _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
+
+
+@triton.jit
+def _row_weights(weights_ptr, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr,
+                 HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr):
+    """The weight operands of a frame's math, as today's kernel builds them."""
+    _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, _ = _weight_ptrs(weights_ptr, F, HD, O)
+    _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+    d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
+        d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+    w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
+        w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
+    return (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+            w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb)
+
+
+# ---------------------------------------------------------------- variant: prefetch (one kernel)
+@triton.jit
+def _prefetch_rows_kernel(
+    motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
+    v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
+    v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
+    F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
+    FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
+    DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
+    LN_EPS: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+     w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb) = _row_weights(weights_ptr, F, HD, O, FP, HA, HB, OP, DOT)
+    w_in_ptr, _, _, _, _, _, _, _, _, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+    w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+    _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+    S = 2 * F + 2 * HD
+    for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+        r = tl.arange(0, BLOCK_N)
+        r_ok = r < N - block * BLOCK_N
+        m_ptr = motion_basis_ptr + block * BLOCK_N * F
+        v_f = tl.zeros([BLOCK_N, FP], tl.float32)
+        v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
+        row0 = tl.cast(block * BLOCK_N, tl.int64)
+        g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr,
+                                                       v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
+                                                       D, OP, HD, HA, HB)
+        for b in range(B):
+            g, a2a, a2b, a1a, a1b = g_n, a2a_n, a2b_n, a1a_n, a1b_n
+            row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N
+            # the next frame's (the last frame reloads itself: an L1 hit, no branch)
+            g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
+                tl.cast(tl.minimum(b + 1, B - 1), tl.int64) * N + block * BLOCK_N, r, r_ok, saved_a1, saved_a2,
+                S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr, D, OP, HD, HA, HB)
+            v_f_new, v_h = _frame_backward(
+                g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
+                d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+                w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
+                F, HD, O, FP, HA, HB, OP, GW, DOT, OFFSET_SCALE, MAX_SCALE, DELTA_SCALE, HAS_V_DELTA)
+            v_f += v_f_new
+            v_ln += _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr,
+                                    v_scale_shift_ptr + (pid * B + b) * 2 * F, b, F, FP, DOT, LN_EPS)
+        _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
+                   v_anchors_ptr, F, FP, LN_EPS, BLOCK_N)
+
+
+# ---------------------------------------------------------------- variant: split (items, then Gaussians)
+@triton.jit
+def _item_rows_kernel(
+    saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
+    grads_ptr, N, B,
+    F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
+    FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
+    DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
+    HAS_V_DELTA: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Rows of grads for work items (block, frame), frame fastest; nothing summed across items.
+    PREFETCH: the next item's loads are issued before this item's math."""
+    (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+     w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb) = _row_weights(weights_ptr, F, HD, O, FP, HA, HB, OP, DOT)
+    e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)[9]
+    _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+    S = 2 * F + 2 * HD
+    r = tl.arange(0, BLOCK_N)
+    items = tl.cdiv(N, BLOCK_N) * B
+    step = tl.num_programs(0)
+    if PREFETCH:
+        first = tl.minimum(tl.program_id(0), items - 1)
+        g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
+            tl.cast(first % B, tl.int64) * N + (first // B) * BLOCK_N, r, r < N - (first // B) * BLOCK_N,
+            saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
+            D, OP, HD, HA, HB)
+    for item in range(tl.program_id(0), items, step):
+        row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
+        r_ok = r < N - (item // B) * BLOCK_N
+        if PREFETCH:
+            g, a2a, a2b, a1a, a1b = g_n, a2a_n, a2b_n, a1a_n, a1b_n
+            nxt = tl.minimum(item + step, items - 1)  # past the end: the last item again (L2), no branch
+            g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
+                tl.cast(nxt % B, tl.int64) * N + (nxt // B) * BLOCK_N, r, r < N - (nxt // B) * BLOCK_N,
+                saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
+                D, OP, HD, HA, HB)
+        else:
+            g, a2a, a2b, a1a, a1b = _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr,
+                                                 v_quats_ptr, v_opacities_ptr, v_colors_ptr, D, OP, HD, HA, HB)
+        _frame_backward(g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
+                        d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
+                        w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
+                        F, HD, O, FP, HA, HB, OP, GW, DOT, OFFSET_SCALE, MAX_SCALE, DELTA_SCALE, HAS_V_DELTA)
+
+
+@triton.jit
+def _gaussian_grads_kernel(
+    motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
+    v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, v_scale_shift_ptr, N, B,
+    F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
+    GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Per-Gaussian sums over frames from the stored rows: v_f = sum_b dz2_b @ D1^T and
+    v_x_b = dh_b @ W_in^T (the bf16 rows are the operands today's kernel rounds them to)."""
+    pid = tl.program_id(0)
+    w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+    d1_ta, v1_ta = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HA, True), DOT)
+    d1_tb, v1_tb = d1_ta, v1_ta
+    if HB > 0:
+        d1_tb, v1_tb = _weight_operand(_tile(d1_ptr + HA, F, HD - HA, HD, FP, HB, True), DOT)
+    w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+    grad_h, _, _, grad_z2, _ = _grad_cols(grads_ptr, F, HD)
+    for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+        r = tl.arange(0, BLOCK_N)
+        r_ok = r < N - block * BLOCK_N
+        m_ptr = motion_basis_ptr + block * BLOCK_N * F
+        v_f = tl.zeros([BLOCK_N, FP], tl.float32)
+        v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
+        for b in range(B):
+            row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N
+            v_za = _stored_rows(grad_z2 + row0 * GW, r, r_ok, HD, HA, GW)
+            v_zb = v_za
+            if HB > 0:
+                v_zb = _stored_rows(grad_z2 + row0 * GW + HA, r, r_ok, HD - HA, HB, GW)
+            v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
+            v_h = _stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW)
+            v_ln += _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr,
+                                    v_scale_shift_ptr + (pid * B + b) * 2 * F, b, F, FP, DOT, LN_EPS)
+        _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
+                   v_anchors_ptr, F, FP, LN_EPS, BLOCK_N)
+
+
+# ---------------------------------------------------------------- host side
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    rows: FusionLaunch
+    maxnreg: Optional[int] = None  # register cap of the (first) rows kernel
+    gaussians: Optional[FusionLaunch] = None  # split: the per-Gaussian kernel's launch
+
+
+def _multiprocessors() -> int:
+    return torch.cuda.get_device_properties(0).multi_processor_count if DEVICE == "cuda" else 1
+
+
+def _programs(work: int, launch: FusionLaunch) -> int:
+    return max(1, min(work, launch.programs_per_sm * _multiprocessors()))
+
+
+def _options(launch: FusionLaunch, maxnreg) -> dict:
+    return dict(num_warps=launch.num_warps, num_stages=launch.num_stages) | ({} if maxnreg is None else dict(maxnreg=maxnreg))
+
+
+def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads: bool = True):
+    """(v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights) as fusion.op_backward,
+    with the variant's per-row kernel(s); the weight-gradient kernel is the package's (not
+    launched without weight_grads: v_weights is then None)."""
+    n, b, f = m.shape[0], ss.shape[0], config.feature_dim
+    new = dict(device=m.device, dtype=m.dtype)
+    v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
+    grads = torch.empty(b, n, fusion.grad_width(config), device=m.device, dtype=fusion.saved_dtype(config))
+    v_delta = v_out[0]
+    cx = dict(_constexprs(config, variant.rows, "backward_rows"))  # (a cached dict)
+    for key in ("num_warps", "num_stages"):
+        cx.pop(key)
+    blocks = cdiv(n, variant.rows.block_n)
+    if variant.name in ("today", "prefetch"):
+        kernel = _today_rows_kernel if variant.name == "today" else _prefetch_rows_kernel
+        grid = (_programs(blocks, variant.rows),)
+        v_ss = torch.zeros(grid[0], b, 2 * f, device=m.device, dtype=torch.float32)
+        launch_kernel(kernel, grid, m, ss, saved, packed, *v_out, v_delta, v_features, v_motion_basis, v_anchors,
+                      grads, v_ss, n, b, HAS_V_DELTA=False, **cx, **_options(variant.rows, variant.maxnreg))
+    else:
+        cx.pop("LN_EPS")
+        launch_kernel(_item_rows_kernel, (_programs(blocks * b, variant.rows),), saved, packed, *v_out, v_delta,
+                      grads, n, b, HAS_V_DELTA=False, PREFETCH=variant.name == "split+prefetch", **cx,
+                      **_options(variant.rows, variant.maxnreg))
+        g = variant.gaussians
+        grid = (_programs(cdiv(n, g.block_n), g),)
+        v_ss = torch.zeros(grid[0], b, 2 * f, device=m.device, dtype=torch.float32)
+        gx = {k: cx[k] for k in ("F", "HD", "O", "FP", "GW", "DOT")}
+        gx |= dict(zip(("HA", "HB"), (cx["HA"], cx["HB"])))
+        launch_kernel(_gaussian_grads_kernel, grid, m, ss, packed, v_out[0], grads, v_features, v_motion_basis,
+                      v_anchors, v_ss, n, b, LN_EPS=config.layer_norm_eps, BLOCK_N=g.block_n, **gx,
+                      **_options(g, None))
+    if not weight_grads:
+        return v_features, v_motion_basis, v_anchors, v_ss, None
+    wl = fusion.default_launch(config, "weight_grads")
+    wgrid = fusion._grid(b * n, m.device, wl, WEIGHT_GROUPS)
+    partials = torch.empty(wgrid[0] // WEIGHT_GROUPS, packed.numel(), device=m.device, dtype=torch.float32)
+    launch_kernel(fusion._weight_grad_kernel, wgrid, saved, grads, packed, partials, b * n,
+                  **_constexprs(config, wl, "weight_grads"))
+    return v_features, v_motion_basis, v_anchors, v_ss.sum(0).to(ss.dtype), partials.sum(0)
+
+
+L = FusionLaunch
+GAUSSIANS = L(64, 8, 1, 2)  # the per-Gaussian kernel: 128 registers (sm_90, offline), two programs a multiprocessor
+# launches from the offline sm_90 build (Triton 3.9): a register cap picks the programs per
+# multiprocessor (65536 registers / (32 * warps * registers)); spills noted where there are any
+VARIANTS = [  # the first is the reference: today's kernel and default launch
+    Variant("today", L(64, 4, 1, 2)),  # 255 registers, 80 B spill
+    Variant("today", L(32, 4, 1, 3), maxnreg=168),  # 128 B spill
+    Variant("prefetch", L(32, 4, 1, 2)),  # 255, 16 B spill
+    Variant("prefetch", L(32, 8, 1, 1)),  # 228
+    Variant("split", L(64, 4, 1, 2), gaussians=GAUSSIANS),  # 182
+    Variant("split", L(64, 4, 1, 2), gaussians=L(64, 4, 1, 2)),  # 182; per-Gaussian 244
+    Variant("split", L(64, 4, 1, 2), gaussians=L(32, 8, 1, 2)),  # 182; per-Gaussian 100
+    Variant("split", L(64, 4, 1, 3), maxnreg=168, gaussians=GAUSSIANS),  # 40 B spill
+    Variant("split", L(32, 4, 1, 3), maxnreg=168, gaussians=GAUSSIANS),  # 164, none
+    Variant("split", L(32, 4, 1, 4), maxnreg=128, gaussians=GAUSSIANS),  # 16 B spill
+    Variant("split", L(64, 8, 1, 1), gaussians=GAUSSIANS),  # 198
+    Variant("split+prefetch", L(32, 4, 1, 2), gaussians=GAUSSIANS),  # 214
+    Variant("split+prefetch", L(32, 4, 1, 3), maxnreg=168, gaussians=GAUSSIANS),  # 24 B spill
+    Variant("split+prefetch", L(64, 4, 1, 2), gaussians=GAUSSIANS),  # 253
+]
+if TINY:
+    TINY_LAUNCH = FusionLaunch(16, 4, 1, 3)
+    VARIANTS = [Variant(name, TINY_LAUNCH, gaussians=None if name in ("today", "prefetch") else TINY_LAUNCH)
+                for name in ("today", "prefetch", "split", "split+prefetch")]
+
+
+def label(v: Variant) -> str:
+    r = v.rows
+    text = f"{v.name} {r.block_n}/{r.num_warps}/{r.num_stages}/{r.programs_per_sm}"
+    if v.maxnreg:
+        text += f" maxnreg {v.maxnreg}"
+    if v.gaussians:
+        g = v.gaussians
+        text += f" + gaussians {g.block_n}/{g.num_warps}/{g.num_stages}/{g.programs_per_sm}"
+    return text
+
+
+def compare(out, ref) -> str:
+    if all(torch.equal(x, y) for x, y in zip(out, ref)):
+        return "bit-equal"
+    errors = [((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)).item()
+              for x, y in zip(out, ref)]
+    return "max rel err " + ", ".join(f"{name} {e:.1e}" for name, e in zip(("v_f", "v_m", "v_p", "v_ss", "v_w"), errors))
+
+
+def ms(fn) -> float:
+    if TINY:
+        start = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - start)
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def main():
+    config = FusionConfig()
+    start = time.time()
+    print(f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'CPU (interpreter)'}, torch {torch.__version__}, "
+          f"Triton {triton.__version__}, N = {N}, fp32, bf16 dot operands")
+    for b in FRAMES:
+        f, m, p, ss, w = fusion.example_inputs(config, N, b, device=DEVICE)
+        packed = w.packed(config, f.dtype, f.device)
+        _, saved = fusion.op_forward(f, m, p, ss, packed, config, False, save=True)
+        gen = torch.Generator(device=DEVICE).manual_seed(1)
+        v_out = [torch.randn(b, N, *s, generator=gen, device=DEVICE) for s in ((3,), (4,), (3,), (), (3,))]
+        ref = backward(VARIANTS[0], m, ss, packed, saved, config, v_out)
+        print(f"\n| B={b} | both backward kernels (ms) | vs today's default | per-row kernel(s) alone (ms) "
+              f"| outputs vs today's default |")
+        print("|---|---|---|---|---|")
+        base = None
+        for variant in VARIANTS:
+            try:
+                run = lambda: backward(variant, m, ss, packed, saved, config, v_out)  # noqa: E731
+                check = compare(run(), ref)
+                t = ms(run)
+                rows = ms(lambda: backward(variant, m, ss, packed, saved, config, v_out, weight_grads=False))
+                base = base or t
+                print(f"| {label(variant)} | {t:.3f} | {base / t:.2f}x | {rows:.3f} | {check} |", flush=True)
+            except Exception:  # noqa: BLE001 - one launch failing must not stop the rest
+                print(f"| {label(variant)} | failed | | | {traceback.format_exc(limit=-2)!r} |", flush=True)
+    print("\n| public step (local_fusion + autograd.grad), package default | ms |\n|---|---|")
+    for b in FRAMES:
+        f, m, p, ss, w = fusion.example_inputs(config, N, b, device=DEVICE)
+        leaves = [f, m, p, ss, *w.tensors()]
+        for t in leaves:
+            t.requires_grad_()
+        weights = fusion.FusionWeights(*leaves[4:])
+        gen = torch.Generator(device=DEVICE).manual_seed(1)
+        v_out = [torch.randn(b, N, *s, generator=gen, device=DEVICE) for s in ((3,), (4,), (3,), (), (3,))]
+
+        def step():
+            out = fusion.local_fusion(f, m, p, ss, weights, config, backend="triton" if TINY else None)
+            return torch.autograd.grad([out.means, out.quats, out.scales, out.opacities, out.colors], leaves, v_out)
+        step()
+        print(f"| B={b} | {ms(step):.3f} |", flush=True)
+    print(f"\n{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
