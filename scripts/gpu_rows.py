@@ -40,8 +40,8 @@ from instant4d.kernels import fusion  # noqa: E402
 from instant4d.kernels._triton import cdiv, launch_kernel  # noqa: E402
 from instant4d.kernels.fusion import (  # noqa: E402
     FusionConfig, FusionLaunch, WEIGHT_GROUPS, _constexprs, _grad_cols, _layer_norm, _load_heads, _mm, _rows,
-    _saved_cols, _saved_hidden_out, _store_rows, _stored_rows, _softplus_grad, _tile, _transposed_weights,
-    _two_layer_backward, _two_layer_weights, _vec, _weight_operand, _weight_ptrs, _heads_backward,
+    _saved_cols, _store_rows, _stored_rows, _softplus_grad, _tile, _transposed_weights, _two_layer_weights, _vec,
+    _weight_operand, _weight_ptrs, _heads_backward,
 )
 
 DEVICE = "cpu" if TINY else "cuda"
@@ -50,6 +50,32 @@ FRAMES = (1, 3) if TINY else (1, 8)
 
 
 # ---------------------------------------------------------------- today's kernel (commit ecb9ab5), verbatim
+@triton.jit
+def _saved_hidden_out(hidden_ptr, items, row_ok, S, second_a, sa, second_b, sb, HD: tl.constexpr,
+                      HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
+    out = _mm(_stored_rows(hidden_ptr, items, row_ok, HD, HA, S), second_a, sa, DOT)
+    if HB > 0:
+        out += _mm(_stored_rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S), second_b, sb, DOT)
+    return out
+
+
+@triton.jit
+def _two_layer_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hidden_ptr,
+                        grad_ptr, items, row_ok, S, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
+                        HB: tl.constexpr, DOT: tl.constexpr):
+    v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
+    v_zb = v_za
+    if HB > 0:
+        v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(
+            _rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S))
+    _store_rows(grad_ptr, v_za, items, row_ok, HD, HA, GW)
+    v_x = _mm(v_za, first_ta, fa, DOT)
+    if HB > 0:
+        _store_rows(grad_ptr + HA, v_zb, items, row_ok, HD - HA, HB, GW)
+        v_x += _mm(v_zb, first_tb, fb, DOT)
+    return v_x
+
+
 @triton.jit
 def _today_rows_kernel(
     motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
@@ -363,7 +389,7 @@ def _gaussian_grads_kernel(
 @dataclass(frozen=True)
 class Variant:
     name: str
-    rows: FusionLaunch
+    rows: Optional[FusionLaunch]  # None for "package"
     maxnreg: Optional[int] = None  # register cap of the (first) rows kernel
     gaussians: Optional[FusionLaunch] = None  # split: the per-Gaussian kernel's launch
     gaussians_maxnreg: Optional[int] = None
@@ -385,6 +411,9 @@ def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads
     """(v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights) as fusion.op_backward,
     with the variant's per-row kernel(s); the weight-gradient kernel is the package's (not
     launched without weight_grads: v_weights is then None)."""
+    if variant.name == "package":
+        assert weight_grads, "the package's backward always launches the weight-gradient kernel"
+        return fusion.op_backward(m, ss, packed, saved, config, v_out)
     n, b, f = m.shape[0], ss.shape[0], config.feature_dim
     new = dict(device=m.device, dtype=m.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
@@ -444,14 +473,17 @@ VARIANTS = [  # the first is the reference: today's kernel and default launch
     Variant("split+prefetch", L(32, 4, 1, 2), **GAUSSIANS),  # 221
     Variant("split+prefetch", L(32, 4, 1, 3), maxnreg=168, **GAUSSIANS),  # 32 B spill
     Variant("split+prefetch", L(64, 4, 1, 2), **GAUSSIANS),  # 255, 32 B spill
+    Variant("package", None),  # fusion.op_backward with the package's default launches, as checked out
 ]
 if TINY:
     TINY_LAUNCH = FusionLaunch(16, 4, 1, 3)
     VARIANTS = [Variant(name, TINY_LAUNCH, gaussians=None if name in ("today", "prefetch") else TINY_LAUNCH)
-                for name in ("today", "prefetch", "split", "split+prefetch")]
+                for name in ("today", "prefetch", "split", "split+prefetch")] + VARIANTS[-1:]
 
 
 def label(v: Variant) -> str:
+    if v.name == "package":
+        return "package op_backward, default launches"
     r = v.rows
     text = f"{v.name} {r.block_n}/{r.num_warps}/{r.num_stages}/{r.programs_per_sm}"
     if v.maxnreg:
@@ -501,9 +533,10 @@ def main():
                 run = lambda: backward(variant, m, ss, packed, saved, config, v_out)  # noqa: E731
                 check = compare(run(), ref)
                 t = ms(run)
-                rows = ms(lambda: backward(variant, m, ss, packed, saved, config, v_out, weight_grads=False))
+                rows = "" if variant.name == "package" else "%.3f" % ms(
+                    lambda: backward(variant, m, ss, packed, saved, config, v_out, weight_grads=False))
                 base = base or t
-                print(f"| {label(variant)} | {t:.3f} | {base / t:.2f}x | {rows:.3f} | {check} |", flush=True)
+                print(f"| {label(variant)} | {t:.3f} | {base / t:.2f}x | {rows} | {check} |", flush=True)
             except Exception:  # noqa: BLE001 - one launch failing must not stop the rest
                 print(f"| {label(variant)} | failed | | | {traceback.format_exc(limit=-2)!r} |", flush=True)
     print("\n| public step (local_fusion + autograd.grad), package default | ms |\n|---|---|")
