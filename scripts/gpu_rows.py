@@ -419,7 +419,8 @@ def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, fusion.grad_width(config), device=m.device, dtype=fusion.saved_dtype(config))
     v_delta = v_out[0]
-    cx = dict(_constexprs(config, variant.rows, "backward_rows"))  # (a cached dict)
+    # today's per-row constexprs: the forward's and the gradient row width (a copy: the dict is cached)
+    cx = _constexprs(config, variant.rows, "forward") | dict(GW=fusion.grad_width(config))
     for key in ("num_warps", "num_stages"):
         cx.pop(key)
     blocks = cdiv(n, variant.rows.block_n)
