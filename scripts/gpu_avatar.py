@@ -11,12 +11,14 @@ Both render unpacked (packed=False), RGB, white background, float32. Timings are
 The images of the two pipelines are compared (PSNR) so that the speed is for the same picture.
 
     PYTHONPATH=. python scripts/gpu_avatar.py            # writes $OUT/avatar.md when OUT is set
+    PYTHONPATH=. python scripts/gpu_avatar.py --resolutions 256,384   # encoder grids (default 128,256)
 
 The avatar is the bundled sample (built from its shipped face observation: no mediapipe needed).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -43,10 +45,14 @@ def bench(fn) -> float:
 def main() -> None:
     import gsplat
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", default="128,256", help="encoder grid sizes, comma-separated")
+    resolutions = [int(r) for r in parser.parse_args().resolutions.split(",")]
+
     assert torch.cuda.is_available(), "this script times CUDA kernels"
     device = torch.device("cuda")
     rows = []
-    for resolution in (128, 256):
+    for resolution in resolutions:
         avatar = Avatar.sample(EncoderConfig(resolution=resolution)).to(device)
         motion = MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0}).with_pose(HeadPose(yaw=10, pitch=-5))
         codes, poses = avatar.code_tensors(motion)
