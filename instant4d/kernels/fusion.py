@@ -194,7 +194,6 @@ class FusionLaunch:
     num_stages: int  # software pipelining of the loads
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
     # (weight_grads: chunks of rows = that / WEIGHT_GROUPS, rounded up; WEIGHT_GROUPS programs a chunk)
-    maxnreg: Optional[int] = None  # register cap, so that programs_per_sm fit (65536 / (32 * num_warps) each)
 
 
 KERNELS = ("forward", "backward_rows", "backward_gaussians", "weight_grads")
@@ -219,8 +218,8 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
     small = fp <= 64 and hp <= 128
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "backward_rows": FusionLaunch(32, 4, 1, 3, 168) if small else FusionLaunch(32, 8, 1, 1),
-        "backward_gaussians": FusionLaunch(64, 8, 1, 2, 128) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_rows": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_gaussians": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
         "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
@@ -618,8 +617,9 @@ if triton is not None:
         """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations, the
         gradients of every pre-activation, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
         of parts 2 and 3). Nothing is summed across items, so a program holds no accumulator across
-        them and makes no cross-warp sum: 168 registers (sm_90) leave room for three programs a
-        multiprocessor where the frames of a block in one program had held 255 at two."""
+        them and makes no cross-warp sum (sm_90, 64 rows: 219 registers and no spill, where the frames
+        of a block in one program had held 255 and spilled 112 bytes; H100, B = 8: 1.71 against 1.91
+        ms with part 2, scripts/gpu_rows.py)."""
         _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         # D2 as is recomputes a from the saved a2
         _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
@@ -790,7 +790,7 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
     sizes = dict(F=config.feature_dim, HD=config.hidden_dim, O=config.out_dim,
                  FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
                  OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
-                 num_stages=launch.num_stages) | ({} if launch.maxnreg is None else dict(maxnreg=launch.maxnreg))
+                 num_stages=launch.num_stages)
     if kernel == "weight_grads":
         return sizes | dict(GW=grad_width(config), BLOCK_R=launch.block_n)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
