@@ -422,7 +422,8 @@ def kernel_profile(results) -> None:
                 total = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
                 results.setdefault("profile", []).append(dict(b=b, kernel=event.key[:60], calls=event.count,
                                                               us_per_step=total / 10))
-    for kernel in (fusion._fusion_forward_kernel, fusion._backward_rows_kernel, fusion._weight_grad_kernel):
+    for kernel in (fusion._fusion_forward_kernel, fusion._backward_rows_kernel, fusion._backward_gaussians_kernel,
+                   fusion._weight_grad_kernel):
         try:
             for cache in kernel.device_caches.values():
                 for compiled in cache[0].values():

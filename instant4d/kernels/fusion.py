@@ -27,12 +27,14 @@ Gaussian and frame, the activations the backward needs (x = LayerNorm(m) * scale
 softplus of both hidden layers: [B, N, 2F + 2Hd], 576 bytes in bf16 at the paper's widths), so the
 backward recomputes nothing.
 
-Backward, two kernels with their own launch shapes, no weight gradient held in registers:
-``_backward_rows_kernel`` walks blocks of Gaussians and, inside, all B frames of the block: it
-stores per row (Gaussian, frame) the gradients of every layer's pre-activation ([B, N, GW]: d/dh,
-d/dz1, d/dy, d/dz2, d/da) and sums the per-Gaussian gradients (v_f, v_p, v_m) over frames in
-registers (the LayerNorm backward, linear, runs once per block on the frame sum); v_scale_shift
-goes to the program's row of [programs, B, 2F]. ``_weight_grad_kernel`` then forms every weight
+Backward, three kernels with their own launch shapes, no weight gradient held in registers:
+``_backward_rows_kernel`` walks work items (block of Gaussians, frame) and stores per row
+(Gaussian, frame) the gradients of every layer's pre-activation ([B, N, GW]: d/dh, d/dz1, d/dy,
+d/dz2, d/da), summing nothing across items (few live registers: more programs per multiprocessor
+hide its load latency). ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
+gradients (v_f, v_p, v_m) over the frames from the stored d/dz2 and d/dh rows (the LayerNorm
+backward, linear, runs once per block on the frame sum); v_scale_shift goes to the program's row of
+[programs, B, 2F]. ``_weight_grad_kernel`` then forms every weight
 gradient as X^T dY over all B * N rows (saved activations X, stored gradients dY; biases as column
 sums of dY), one weight per program and chunks of rows per weight, into rows of a [chunks, P]
 float32 buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) +
@@ -194,7 +196,7 @@ class FusionLaunch:
     # (weight_grads: chunks of rows = that / WEIGHT_GROUPS, rounded up; WEIGHT_GROUPS programs a chunk)
 
 
-KERNELS = ("forward", "backward_rows", "weight_grads")
+KERNELS = ("forward", "backward_rows", "backward_gaussians", "weight_grads")
 WEIGHT_GROUPS = 5  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1, d2
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
@@ -217,6 +219,7 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
         "backward_rows": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_gaussians": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
         "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
@@ -543,6 +546,17 @@ if triton is not None:
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
 
     @triton.jit
+    def _transposed_tiles(ptr, K, KP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
+                          DOT: tl.constexpr):
+        """A first layer [K, Hd] transposed, as row tiles [HA, KP], [HB, KP] of tl.dot operands with
+        their unscales (HB = 0: the b tile repeats the a one)."""
+        ta, ua = _weight_operand(_tile(ptr, K, HD, HD, KP, HA, True), DOT)
+        tb, ub = ta, ua
+        if HB > 0:
+            tb, ub = _weight_operand(_tile(ptr + HA, K, HD - HA, HD, KP, HB, True), DOT)
+        return ta, ua, tb, ub
+
+    @triton.jit
     def _transposed_weights(first_ptr, second_ptr, K, KP: tl.constexpr, M, MP: tl.constexpr, HD: tl.constexpr,
                             HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
         """For the backward of softplus(x @ first + b) @ second (first [K, Hd], second [Hd, M]): second^T
@@ -550,99 +564,129 @@ if triton is not None:
         operands with their unscales (HB = 0: one tile, the b operands repeat the a ones). Read
         transposed from memory: tl.trans of a held operand made the compiler keep it in registers."""
         second_ta, sa = _weight_operand(_tile(second_ptr, HD, M, M, HA, MP, True), DOT)
-        first_ta, fa = _weight_operand(_tile(first_ptr, K, HD, HD, KP, HA, True), DOT)
-        second_tb, sb, first_tb, fb = second_ta, sa, first_ta, fa
+        second_tb, sb = second_ta, sa
         if HB > 0:
             second_tb, sb = _weight_operand(_tile(second_ptr + HA * M, HD - HA, M, M, HB, MP, True), DOT)
-            first_tb, fb = _weight_operand(_tile(first_ptr + HA, K, HD - HA, HD, KP, HB, True), DOT)
+        first_ta, fa, first_tb, fb = _transposed_tiles(first_ptr, K, KP, HD, HA, HB, DOT)
         return second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb
 
     @triton.jit
-    def _saved_hidden_out(hidden_ptr, items, row_ok, S, second_a, sa, second_b, sb, HD: tl.constexpr,
-                          HA: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr):
-        """hidden @ second for the saved hidden activation (row stride S), tile by tile."""
-        out = _mm(_stored_rows(hidden_ptr, items, row_ok, HD, HA, S), second_a, sa, DOT)
-        if HB > 0:
-            out += _mm(_stored_rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S), second_b, sb, DOT)
-        return out
-
-    @triton.jit
-    def _two_layer_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hidden_ptr,
-                            grad_ptr, items, row_ok, S, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
-                            HB: tl.constexpr, DOT: tl.constexpr):
-        """Backward of softplus(x @ first + b) @ second from v_out = d loss / d output: stores d loss /
-        d the hidden pre-activation at grad_ptr (row stride GW) and returns d loss / d x. The hidden
-        width in tiles of HA and HB (a [BLOCK_N, HP] tile had spilled at 64 rows), the saved softplus
-        (row stride S) read where it is used; both tiles' gradients before their products, so that
-        v_out dies first (sm_90, 64 rows: fewer spills than tile by tile; 32 rows: a few more)."""
-        v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(_rows(hidden_ptr, items, row_ok, HD, HA, S))
-        v_zb = v_za
-        if HB > 0:
-            v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(
-                _rows(hidden_ptr + HA, items, row_ok, HD - HA, HB, S))
-        _store_rows(grad_ptr, v_za, items, row_ok, HD, HA, GW)
+    def _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB: tl.constexpr, DOT: tl.constexpr):
+        """d loss / d x of softplus(x @ first + b) from the gradient tiles of its pre-activation; both
+        backward kernels form it with this one expression, so that they agree to the bit."""
         v_x = _mm(v_za, first_ta, fa, DOT)
         if HB > 0:
-            _store_rows(grad_ptr + HA, v_zb, items, row_ok, HD - HA, HB, GW)
             v_x += _mm(v_zb, first_tb, fb, DOT)
         return v_x
 
     @triton.jit
+    def _two_layer_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hidden_a, hidden_b,
+                            grad_ptr, rows, row_ok, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
+                            HB: tl.constexpr, DOT: tl.constexpr):
+        """Backward of softplus(x @ first + b) @ second from v_out = d loss / d output and the saved
+        softplus tiles: stores d loss / d the hidden pre-activation at grad_ptr (row stride GW) and
+        returns d loss / d x. The hidden width in tiles of HA and HB (a [BLOCK_N, HP] tile had spilled
+        at 64 rows); both tiles' gradients before their products, so that v_out dies first."""
+        v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(hidden_a.to(tl.float32))
+        v_zb = v_za
+        if HB > 0:
+            v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(hidden_b.to(tl.float32))
+            _store_rows(grad_ptr + HA, v_zb, rows, row_ok, HD - HA, HB, GW)
+        _store_rows(grad_ptr, v_za, rows, row_ok, HD, HA, GW)
+        return _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB, DOT)
+
+    @triton.jit
+    def _stored_hidden(ptr, rows, row_ok, STRIDE, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr):
+        """A stored hidden-width row block in its two tiles, in the tensor's dtype (HB = 0: the b
+        tile repeats the a one)."""
+        hidden_a = _stored_rows(ptr, rows, row_ok, HD, HA, STRIDE)
+        hidden_b = hidden_a
+        if HB > 0:
+            hidden_b = _stored_rows(ptr + HA, rows, row_ok, HD - HA, HB, STRIDE)
+        return hidden_a, hidden_b
+
+    @triton.jit
     def _backward_rows_kernel(
-        motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
-        v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
-        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
+        saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr,
+        v_delta_ptr, grads_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
         DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
-        LN_EPS: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
+        HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 1: per Gaussian and frame, from the saved activations, the gradients of
-        every pre-activation (rows of ``grads`` [B, N, GW], bf16: the operands of part 2), and the
-        input gradients: v_features, v_anchors and v_motion_basis summed over the frames of a block
-        in registers, v_scale_shift into this program's row [B, 2F]. No weight gradient here. The
-        hidden width is split in tiles of HA and HB columns like the forward's."""
-        pid = tl.program_id(0)
-        w_in_ptr, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+        """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations, the
+        gradients of every pre-activation, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
+        of parts 2 and 3). Nothing is summed across items, so a program holds no accumulator across
+        them and makes no cross-warp sum (sm_90, 64 rows: 219 registers and no spill, where the frames
+        of a block in one program had held 255 and spilled 112 bytes; H100, B = 8: 1.71 against 1.91
+        ms with part 2, scripts/gpu_rows.py)."""
+        _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         # D2 as is recomputes a from the saved a2
         _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
             d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
             w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
-        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
         _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
         S = 2 * F + 2 * HD  # saved row width
+        r = tl.arange(0, BLOCK_N)
+        # work items (block, frame), frame fastest
+        for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
+            # the item's rows as 32-bit offsets from one scalar row per tensor: per-row 64-bit
+            # addresses take two registers an element
+            row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
+            r_ok = r < N - (item // B) * BLOCK_N
+            grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr + row0 * GW, F, HD)
+            # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
+            g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
+                            v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
+            a2a, a2b = _stored_hidden(saved_a2 + row0 * S, r, r_ok, S, HD, HA, HB)
+            a = _mm(a2a, d2a, v2a, DOT)
+            if HB > 0:
+                a += _mm(a2b, d2b, v2b, DOT)
+            v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
+            _store_rows(grad_a, v_a, r, r_ok, O, OP, GW)
+            v_y = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b,
+                                      grad_z2, r, r_ok, GW, HD, HA, HB, DOT)  # d / d f'
+            if HAS_V_DELTA:
+                v_y += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
+            # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2)
+            v_y = DELTA_SCALE * v_y
+            _store_rows(grad_y, v_y, r, r_ok, F, FP, GW)
+            a1a, a1b = _stored_hidden(saved_a1 + row0 * S, r, r_ok, S, HD, HA, HB)
+            v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb, a1a, a1b,
+                                      grad_z1, r, r_ok, GW, HD, HA, HB, DOT)
+            _store_rows(grad_h, v_h, r, r_ok, F, FP, GW)
+
+    @triton.jit
+    def _backward_gaussians_kernel(
+        motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
+        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, v_scale_shift_ptr, N, B,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
+        HB: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        """Backward, part 2: the per-Gaussian gradients summed over the frames of a block, from the
+        stored rows of part 1 (their bf16 values are the tl.dot operands that part 1 rounds them to,
+        so nothing is lost): v_features = sum_b dz2_b @ D1^T, v_motion_basis through the LayerNorm
+        backward (linear: once on the frame sum), v_anchors; v_scale_shift into this program's row
+        [B, 2F]."""
+        pid = tl.program_id(0)
+        w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
+        w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
+        grad_h, _, _, grad_z2, _ = _grad_cols(grads_ptr, F, HD)
         cf = tl.arange(0, FP)
+        r = tl.arange(0, BLOCK_N)
         for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-            # rows of the block as 32-bit offsets from one scalar pointer per tensor and frame: per-row
-            # 64-bit addresses, hoisted out of the frame loop, had held registers across it
-            r = tl.arange(0, BLOCK_N)
             r_ok = r < N - block * BLOCK_N
             m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
             v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             for b in range(B):
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
-                # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
-                g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
-                                v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
-                a = _saved_hidden_out(saved_a2 + row0 * S, r, r_ok, S, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
-                v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
-                _store_rows(grad_a + row0 * GW, v_a, r, r_ok, O, OP, GW)
-                v_f_new = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-                                              saved_a2 + row0 * S, grad_z2 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)  # d / d f'
-                v_f += v_f_new
-                if HAS_V_DELTA:
-                    v_f_new += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
-                # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2), h = x @ W_in + b_in
-                v_y = DELTA_SCALE * v_f_new
-                _store_rows(grad_y + row0 * GW, v_y, r, r_ok, F, FP, GW)
-                v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
-                                          saved_a1 + row0 * S, grad_z1 + row0 * GW, r, r_ok, S, GW, HD, HA, HB, DOT)
-                _store_rows(grad_h + row0 * GW, v_h, r, r_ok, F, FP, GW)
-                v_x = _mm(v_h, w_in_t, u_in_t, DOT)
+                v_za, v_zb = _stored_hidden(grad_z2 + row0 * GW, r, r_ok, GW, HD, HA, HB)
+                v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
+                v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
                 # LayerNorm(m) recomputed per frame (m re-read from L1/L2): held across the frames
                 # it took a [BLOCK_N, FP] float32 tile of registers for a few instructions a frame
                 ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
@@ -650,15 +694,13 @@ if triton is not None:
                 tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
                 tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
-            # LayerNorm backward (no affine), linear in v_ln: once for all frames
             ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
             _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
             _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
-            # v_anchors: the means' gradient summed over frames, re-read here (L2) rather than
-            # summed in the frame loop, where its [BLOCK_N, OP] tile held registers throughout
+            # v_anchors: the means' gradient summed over frames
             v_p = tl.zeros([BLOCK_N, 4], tl.float32)
             for b in range(B):
                 v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
@@ -751,11 +793,16 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                  num_stages=launch.num_stages)
     if kernel == "weight_grads":
         return sizes | dict(GW=grad_width(config), BLOCK_R=launch.block_n)
-    sizes |= dict(D=config.color_dim, DOT=config.dot_operands, BLOCK_N=launch.block_n,
-                  OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
-                  DELTA_SCALE=config.delta_scale, LN_EPS=config.layer_norm_eps)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
-    return sizes if kernel == "forward" else sizes | dict(GW=grad_width(config))
+    sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
+    if kernel == "backward_gaussians":
+        del sizes["OP"]
+        return sizes | dict(GW=grad_width(config), LN_EPS=config.layer_norm_eps)
+    sizes |= dict(D=config.color_dim, OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
+                  DELTA_SCALE=config.delta_scale)
+    if kernel == "forward":
+        return sizes | dict(LN_EPS=config.layer_norm_eps)
+    return sizes | dict(GW=grad_width(config))
 
 
 def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
@@ -824,24 +871,31 @@ def op_backward(
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Launch the two backward kernels (per-row gradients, then the weight gradients, each with its
-    launch): (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the
-    packed layout)."""
+    """Launch the three backward kernels (per-row gradients, per-Gaussian sums over the frames, the
+    weight gradients; the first and last with the given launches): (v_features, v_motion_basis,
+    v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
     n, b, f = motion_basis.shape[0], scale_shift.shape[0], config.feature_dim
     device = motion_basis.device
     rows_launch = launches[0] or default_launch(config, "backward_rows")
+    gaussians_launch = default_launch(config, "backward_gaussians")
     weights_launch = launches[1] or default_launch(config, "weight_grads")
-    rows_grid, weights_grid = _grid(n, device, rows_launch), _grid(b * n, device, weights_launch, WEIGHT_GROUPS)
+    gaussians_grid = _grid(n, device, gaussians_launch)
+    weights_grid = _grid(b * n, device, weights_launch, WEIGHT_GROUPS)
     new = dict(device=device, dtype=motion_basis.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
-    v_ss_partials = torch.zeros(rows_grid[0], b, 2 * f, device=device, dtype=torch.float32)
+    v_ss_partials = torch.zeros(gaussians_grid[0], b, 2 * f, device=device, dtype=torch.float32)
     partials = torch.empty(weights_grid[0] // WEIGHT_GROUPS, weights.numel(), device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
-    launch_kernel(_backward_rows_kernel, rows_grid,
-        motion_basis, scale_shift, saved, weights, *v_outputs[:5], v_delta, v_features, v_motion_basis, v_anchors,
-        grads, v_ss_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, rows_launch, "backward_rows"),
+    # work items (block, frame): a grid of at most one program per item
+    launch_kernel(_backward_rows_kernel, _grid(b * n, device, rows_launch),
+        saved, weights, *v_outputs[:5], v_delta, grads, n, b, HAS_V_DELTA=len(v_outputs) == 6,
+        **_constexprs(config, rows_launch, "backward_rows"),
+    )
+    launch_kernel(_backward_gaussians_kernel, gaussians_grid,
+        motion_basis, scale_shift, weights, v_outputs[0], grads, v_features, v_motion_basis, v_anchors,
+        v_ss_partials, n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
         saved, grads, weights, partials, b * n, **_constexprs(config, weights_launch, "weight_grads"),
@@ -889,8 +943,9 @@ def check_weights(weights: FusionWeights, config: FusionConfig, dtype: torch.dty
 
 
 def held_weight_bytes(config: FusionConfig) -> int:
-    """Shared memory the backward's per-row kernel holds (the most of the kernels): every weight as
-    an fp16 tile padded to powers of two, D2 twice (as is and transposed)."""
+    """A bound on the shared memory the weights of any kernel take: every weight as an fp16 tile
+    padded to powers of two, D2 twice (the forward holds all but D2^T, the backward's per-row kernel
+    all but W_in)."""
     fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
     return 2 * (fp * fp + 3 * fp * hp + 2 * hp * op)
 
