@@ -316,12 +316,13 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: 8 Gaussians
     # per block, the next one prefetched, an early-exit check after each (0.251 ms at 100k / 512x512;
     # 4 per block and 2 blocks between checks without prefetch: 0.337 ms).
-    # Backward: 16 per block with the next block prefetched (2.30 ms forward+backward at 100k / 512x512,
-    # against 2.46 with 8 per block and 3.58 with 4; more registers spill but the loop overhead shrinks).
+    # Backward: 8 per block with the next block prefetched (with relaxed atomics, the kernel alone at
+    # 100k / 512x512: 1.005 ms, against 1.342 at 16 per block and 11.5 at 32, which spills; 4 warps
+    # beat 8; scripts/gpu_composite_backward.py --sweep, also at 1M / 1024x1024 and 8 cameras).
     # Splitting a tile over several programs (fewer pixels per early exit and per sum) was no faster.
     config = dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
                   CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
-                  BLOCK_G=16 if use_dot or backward else 8, USE_DOT=use_dot,
+                  BLOCK_G=16 if use_dot else 8, USE_DOT=use_dot,
                   num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
     if not backward:
         config["UNROLL"] = 1
