@@ -2,27 +2,18 @@
 
 Key layout (gsplat's): ``image_id << (32 + tile_bits) | tile_id << 32 | float32 bits of depth``.
 Depths of visible Gaussians are positive, and positive IEEE floats order like their bit patterns,
-so these keys order intersections by image, then tile, then depth (front to back).
+so one integer sort orders intersections by image, then tile, then depth (front to back).
 
 Work split: ``_count_tiles_kernel`` gives each Gaussian its tile-rectangle size (one lane per
 (image, Gaussian)); an exclusive cumsum gives each Gaussian its slots; ``_emit_intersections_kernel``
 walks each block's rectangles in lockstep (slot k of every lane per step, up to the block's largest
-count) writing keys and flat ids. The tile bounds are computed in float32 exactly as the twin does,
-so integer outputs agree bit for bit.
-
-Sorting in two stages instead of one 64-bit sort of the keys: a 64-bit radix sort makes 8 passes
-over every intersection, and there are several intersections per Gaussian. So the Gaussians are
-sorted by depth once (32-bit keys, one per Gaussian), their slots are handed out in that order, and
-the emitted buffer is already in (depth, Gaussian index) order; a stable sort of short (image, tile)
-keys finishes the job (int16 when they fit: torch's CUDA sort is a cub radix sort over every bit of
-the key type, so its passes grow with the key's width). Both sorts are stable and a Gaussian meets
-a tile once, so the order is exactly the twin's stable 64-bit sort, equal depths included.
+count) writing keys and flat ids; ``torch.sort(stable=True)`` orders them. The tile bounds are
+computed in float32 exactly as the twin does, so integer outputs agree bit for bit.
 
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
 host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
 for the GPU (so the call can be captured in a CUDA graph), the buffers have that length, and the slots
-past the true count hold ``reference.PADDING_KEY``, which sorts after every real key. What a too small
-bound keeps is the twin's choice: the intersections that come first in Gaussian-index order.
+past the true count hold ``reference.PADDING_KEY``, which sorts after every real key.
 """
 
 from __future__ import annotations
@@ -39,7 +30,6 @@ from ._triton import cdiv, launch_kernel, triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
-SIGN_BIT = -2**31  # int32 with only the sign bit: flipping it makes signed order the unsigned order of the bits
 
 if triton is not None:
 
@@ -70,40 +60,27 @@ if triton is not None:
 
     @triton.jit
     def _emit_intersections_kernel(
-        means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, gaussians_ptr, kept_ptr, slots_end_ptr,
-        isect_ids_ptr, flatten_ids_ptr, tile_keys_ptr,
-        n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_tiles,
-        PACKED: tl.constexpr, DEPTH_ORDER: tl.constexpr, BLOCK: tl.constexpr,
+        means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, slots_end_ptr, isect_ids_ptr, flatten_ids_ptr,
+        n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_slots,
+        PACKED: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        valid = lane < n
-        if DEPTH_ORDER:  # lane j emits the j-th Gaussian front to back, and (image, tile) sort keys
-            i = tl.load(gaussians_ptr + lane, mask=valid, other=0)
-        else:
-            i = lane
-        x0, y0, rect_width, _ = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width, tile_height)
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        valid = i < n
+        x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
+                                               tile_height)
         if PACKED:
             image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int64)
         else:
             image = (i // n_per_image).to(tl.int64)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
-        kept = tl.load(kept_ptr + lane, mask=valid, other=0)
-        first = tl.load(slots_end_ptr + lane, mask=valid, other=0) - kept  # exclusive cumsum, no extra launch
+        first = tl.load(slots_end_ptr + i, mask=valid, other=0) - count  # exclusive cumsum, no extra launch
         rect_width = tl.maximum(rect_width, 1)
-        for k in range(0, tl.max(kept, axis=0)):
-            active = k < kept
+        for k in range(0, tl.max(count, axis=0)):
+            active = (k < count) & (first + k < n_slots)  # bounded buffers drop what does not fit
             tile_id = (y0 + k // rect_width) * tile_width + x0 + k % rect_width
             tl.store(isect_ids_ptr + first + k, key_base | (tile_id.to(tl.int64) << 32), mask=active)
-            tl.store(flatten_ids_ptr + first + k, i.to(tl.int32), mask=active)
-            if DEPTH_ORDER:
-                tile_key = image * n_tiles + tile_id
-                tl.store(tile_keys_ptr + first + k, tile_key.to(tile_keys_ptr.dtype.element_ty), mask=active)
-
-
-def _tile_key_dtype(n_keys: int) -> torch.dtype:
-    """The narrowest integer dtype whose largest value exceeds every (image, tile) key (it pads)."""
-    return next(dtype for dtype in (torch.int16, torch.int32, torch.int64) if n_keys <= torch.iinfo(dtype).max)
+            tl.store(flatten_ids_ptr + first + k, i, mask=active)
 
 
 def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
@@ -111,47 +88,31 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     _, tile_bits = reference._tile_bits(n_images, tile_width * tile_height)
     n = means2d.numel() // 2
     n_per_image = 1 if packed else max(1, means2d.shape[-2])
-    n_tiles = tile_width * tile_height
-    device = means2d.device
     means2d = means2d.detach().float().contiguous()
     radii = radii.contiguous()
     depths = depths.detach().float().contiguous()
-    counts = torch.empty(radii.shape[:-1], device=device, dtype=torch.int32)
+    counts = torch.empty(radii.shape[:-1], device=means2d.device, dtype=torch.int32)
     grid = (cdiv(n, BLOCK),)
     if n > 0:
         launch_kernel(_count_tiles_kernel, grid, means2d, radii, counts, n, float(tile_size), tile_width,
                       tile_height, BLOCK=BLOCK)
-    kept = counts.reshape(-1)
-    if max_intersections is not None:  # keep what the twin keeps: the first slots in Gaussian-index order
-        first_slot = torch.cumsum(kept, 0, dtype=torch.int64) - kept
-        kept = torch.minimum(kept, (max_intersections - first_slot).clamp_min(0)).int()
-    gaussians = kept  # unused unless sorting
-    if sort:  # stable, so equal depths keep Gaussian-index order; the sign flip orders bits as unsigned
-        gaussians = torch.argsort(depths.reshape(-1).view(torch.int32) ^ SIGN_BIT, stable=True)
-        kept = kept[gaussians]
-    slots_end = torch.cumsum(kept, 0, dtype=torch.int64)
+    slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
     if max_intersections is None:
         n_slots = int(slots_end[-1]) if n > 0 else 0  # the one host sync
+        isect_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int64)
+        flatten_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int32)
     else:
         n_slots = max_intersections
-
-    def buffer(dtype, padding):  # bounded buffers start as padding, whose sort key is the largest
-        if max_intersections is None:
-            return torch.empty(n_slots, device=device, dtype=dtype)
-        return torch.full((n_slots,), padding, device=device, dtype=dtype)
-
-    isect_ids = buffer(torch.int64, reference.PADDING_KEY)
-    flatten_ids = buffer(torch.int32, 0)
-    key_dtype = _tile_key_dtype(n_images * n_tiles)
-    tile_keys = buffer(key_dtype, torch.iinfo(key_dtype).max) if sort else isect_ids  # unused unless sorting
+        isect_ids = torch.full((n_slots,), reference.PADDING_KEY, device=means2d.device, dtype=torch.int64)
+        flatten_ids = torch.zeros(n_slots, device=means2d.device, dtype=torch.int32)
     if n_slots > 0 and n > 0:
         launch_kernel(_emit_intersections_kernel, grid,
-            means2d, radii, depths, image_ids if packed else counts, gaussians, kept, slots_end,
-            isect_ids, flatten_ids, tile_keys, n, n_per_image, float(tile_size), tile_width, tile_height,
-            tile_bits, n_tiles, PACKED=packed, DEPTH_ORDER=sort, BLOCK=BLOCK)
-    if sort:  # stable: within a tile the depth order of the slots stays
-        _, order = torch.sort(tile_keys, stable=True)
-        isect_ids, flatten_ids = isect_ids[order], flatten_ids[order]
+            means2d, radii, depths, image_ids if packed else counts, slots_end,
+            isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
+            n_slots, PACKED=packed, BLOCK=BLOCK)
+    if sort:
+        isect_ids, order = torch.sort(isect_ids, stable=True)
+        flatten_ids = flatten_ids[order]
     return counts, isect_ids, flatten_ids
 
 
