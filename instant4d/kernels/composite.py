@@ -147,8 +147,7 @@ if triton is not None:
                 dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
                 t_incl = transmittance[None, :] * tl.cumprod(1.0 - alpha, axis=0)
                 included = (t_incl > 1e-4) & (done == 0)[None, :]
-                # T before j; alpha <= 0.999, so the approximate division (2 ulp) is exact enough
-                weight = tl.where(included, alpha * tl.fdiv(t_incl, 1.0 - alpha), 0.0)
+                weight = tl.where(included, alpha * (t_incl / (1.0 - alpha)), 0.0)
                 if USE_DOT:
                     col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
                                   mask=in_range[:, None] & ch_ok[None, :], other=0.0)  # [BLOCK_G, CHANNELS_PAD]
