@@ -8,11 +8,12 @@ Times (triton.testing.do_bench, median) both backward kernels together, for:
 - ``today``: a copy of the package's ``_backward_rows_kernel`` as of commit ecb9ab5 (the reference);
 - ``prefetch``: the same kernel, each frame's row loads (head gradients, saved softplus tiles)
   issued one frame ahead, so that their latency overlaps the previous frame's math;
-- ``split``: frames as their own work items (no cross-frame sums held in registers, no
-  cross-warp sums), then a light per-Gaussian kernel that sums v_features, v_motion_basis,
-  v_scale_shift over frames from the stored per-row gradients (their bf16 rows are exactly the
-  tl.dot operands the one-kernel form uses) and v_anchors; ``split+prefetch`` prefetches the next item;
+- ``split``: the package's kernels since (frames as their own work items, no cross-frame sums held
+  in registers, then a per-Gaussian kernel that sums v_features, v_motion_basis, v_scale_shift and
+  v_anchors over the frames from the stored per-row gradients), at other launches;
 each over a few launches, some with a register cap (maxnreg) for more programs per multiprocessor.
+(A split kernel that also prefetched the next item, measured no faster on 2026-11-25, is in this
+script as of commit 6d02934.)
 Every variant's five gradients are compared with today's (bit-equal, or the largest error relative
 to the largest magnitude). Then the whole public forward+backward step (local_fusion +
 torch.autograd.grad) with the package default. A launch that fails to compile prints its error and
@@ -40,9 +41,11 @@ from instant4d.kernels import fusion  # noqa: E402
 from instant4d.kernels._triton import cdiv, launch_kernel  # noqa: E402
 from instant4d.kernels.fusion import (  # noqa: E402
     FusionConfig, FusionLaunch, WEIGHT_GROUPS, _constexprs, _grad_cols, _layer_norm, _load_heads, _mm, _rows,
-    _saved_cols, _store_rows, _stored_rows, _softplus_grad, _tile, _transposed_weights, _two_layer_weights, _vec,
-    _weight_operand, _weight_ptrs, _heads_backward,
+    _saved_cols, _store_rows, _stored_hidden, _stored_rows, _softplus_grad, _tile, _transposed_weights,
+    _two_layer_weights, _vec, _weight_operand, _weight_ptrs, _heads_backward,
 )
+# today's copy below keeps the old _two_layer_backward under its name
+from instant4d.kernels.fusion import _two_layer_backward as _hidden_backward  # noqa: E402
 
 DEVICE = "cpu" if TINY else "cuda"
 N = 40 if TINY else 200_000
@@ -148,39 +151,9 @@ def _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr
     tiles in their stored dtype), so that a caller can issue them ahead of their use."""
     g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
                     v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
-    a2a = _stored_rows(saved_a2 + row0 * S, r, r_ok, HD, HA, S)
-    a1a = _stored_rows(saved_a1 + row0 * S, r, r_ok, HD, HA, S)
-    a2b = a2a
-    a1b = a1a
-    if HB > 0:
-        a2b = _stored_rows(saved_a2 + row0 * S + HA, r, r_ok, HD - HA, HB, S)
-        a1b = _stored_rows(saved_a1 + row0 * S + HA, r, r_ok, HD - HA, HB, S)
+    a2a, a2b = _stored_hidden(saved_a2 + row0 * S, r, r_ok, S, HD, HA, HB)
+    a1a, a1b = _stored_hidden(saved_a1 + row0 * S, r, r_ok, S, HD, HA, HB)
     return g, a2a, a2b, a1a, a1b
-
-
-@triton.jit
-def _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB: tl.constexpr, DOT: tl.constexpr):
-    """d loss / d x of softplus(x @ first + b) from the hidden pre-activation's gradient tiles (the
-    same expression as _two_layer_backward's, so that both give the same bits)."""
-    v_x = _mm(v_za, first_ta, fa, DOT)
-    if HB > 0:
-        v_x += _mm(v_zb, first_tb, fb, DOT)
-    return v_x
-
-
-@triton.jit
-def _hidden_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hid_a, hid_b, grad_ptr,
-                     r, r_ok, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
-                     DOT: tl.constexpr):
-    """_two_layer_backward on hidden tiles already loaded."""
-    v_za = _mm(v_out, second_ta, sa, DOT) * _softplus_grad(hid_a.to(tl.float32))
-    v_zb = v_za
-    if HB > 0:
-        v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(hid_b.to(tl.float32))
-    _store_rows(grad_ptr, v_za, r, r_ok, HD, HA, GW)
-    if HB > 0:
-        _store_rows(grad_ptr + HA, v_zb, r, r_ok, HD - HA, HB, GW)
-    return _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB, DOT)
 
 
 @triton.jit
@@ -303,88 +276,6 @@ def _prefetch_rows_kernel(
                    v_anchors_ptr, F, FP, LN_EPS, BLOCK_N)
 
 
-# ---------------------------------------------------------------- variant: split (items, then Gaussians)
-@triton.jit
-def _item_rows_kernel(
-    saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
-    grads_ptr, N, B,
-    F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-    FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
-    DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
-    HAS_V_DELTA: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Rows of grads for work items (block, frame), frame fastest; nothing summed across items.
-    PREFETCH: the next item's loads are issued before this item's math."""
-    (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-     w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb) = _row_weights(weights_ptr, F, HD, O, FP, HA, HB, OP, DOT)
-    e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)[9]
-    _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-    S = 2 * F + 2 * HD
-    r = tl.arange(0, BLOCK_N)
-    items = tl.cdiv(N, BLOCK_N) * B
-    step = tl.num_programs(0)
-    if PREFETCH:
-        first = tl.minimum(tl.program_id(0), items - 1)
-        g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
-            tl.cast(first % B, tl.int64) * N + (first // B) * BLOCK_N, r, r < N - (first // B) * BLOCK_N,
-            saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
-            D, OP, HD, HA, HB)
-    for item in range(tl.program_id(0), items, step):
-        row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
-        r_ok = r < N - (item // B) * BLOCK_N
-        if PREFETCH:
-            g, a2a, a2b, a1a, a1b = g_n, a2a_n, a2b_n, a1a_n, a1b_n
-            nxt = tl.minimum(item + step, items - 1)  # past the end: the last item again (L2), no branch
-            g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
-                tl.cast(nxt % B, tl.int64) * N + (nxt // B) * BLOCK_N, r, r < N - (nxt // B) * BLOCK_N,
-                saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
-                D, OP, HD, HA, HB)
-        else:
-            g, a2a, a2b, a1a, a1b = _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr,
-                                                 v_quats_ptr, v_opacities_ptr, v_colors_ptr, D, OP, HD, HA, HB)
-        _frame_backward(g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
-                        d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-                        w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
-                        F, HD, O, FP, HA, HB, OP, GW, DOT, OFFSET_SCALE, MAX_SCALE, DELTA_SCALE, HAS_V_DELTA)
-
-
-@triton.jit
-def _gaussian_grads_kernel(
-    motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
-    v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, v_scale_shift_ptr, N, B,
-    F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
-    GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Per-Gaussian sums over frames from the stored rows: v_f = sum_b dz2_b @ D1^T and
-    v_x_b = dh_b @ W_in^T (the bf16 rows are the operands today's kernel rounds them to)."""
-    pid = tl.program_id(0)
-    w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-    d1_ta, v1_ta = _weight_operand(_tile(d1_ptr, F, HD, HD, FP, HA, True), DOT)
-    d1_tb, v1_tb = d1_ta, v1_ta
-    if HB > 0:
-        d1_tb, v1_tb = _weight_operand(_tile(d1_ptr + HA, F, HD - HA, HD, FP, HB, True), DOT)
-    w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-    grad_h, _, _, grad_z2, _ = _grad_cols(grads_ptr, F, HD)
-    for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-        r = tl.arange(0, BLOCK_N)
-        r_ok = r < N - block * BLOCK_N
-        m_ptr = motion_basis_ptr + block * BLOCK_N * F
-        v_f = tl.zeros([BLOCK_N, FP], tl.float32)
-        v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
-        for b in range(B):
-            row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N
-            v_za = _stored_rows(grad_z2 + row0 * GW, r, r_ok, HD, HA, GW)
-            v_zb = v_za
-            if HB > 0:
-                v_zb = _stored_rows(grad_z2 + row0 * GW + HA, r, r_ok, HD - HA, HB, GW)
-            v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
-            v_h = _stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW)
-            v_ln += _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr,
-                                    v_scale_shift_ptr + (pid * B + b) * 2 * F, b, F, FP, DOT, LN_EPS)
-        _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
-                   v_anchors_ptr, F, FP, LN_EPS, BLOCK_N)
-
-
 # ---------------------------------------------------------------- host side
 @dataclass(frozen=True)
 class Variant:
@@ -403,8 +294,8 @@ def _programs(work: int, launch: FusionLaunch) -> int:
     return max(1, min(work, launch.programs_per_sm * _multiprocessors()))
 
 
-def _options(launch: FusionLaunch, maxnreg) -> dict:
-    return dict(num_warps=launch.num_warps, num_stages=launch.num_stages) | ({} if maxnreg is None else dict(maxnreg=maxnreg))
+def _with_cap(constexprs: dict, maxnreg) -> dict:
+    return constexprs | ({} if maxnreg is None else dict(maxnreg=maxnreg))
 
 
 def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads: bool = True):
@@ -419,30 +310,25 @@ def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, fusion.grad_width(config), device=m.device, dtype=fusion.saved_dtype(config))
     v_delta = v_out[0]
-    # today's per-row constexprs: the forward's and the gradient row width (a copy: the dict is cached)
-    cx = _constexprs(config, variant.rows, "forward") | dict(GW=fusion.grad_width(config))
-    for key in ("num_warps", "num_stages"):
-        cx.pop(key)
     blocks = cdiv(n, variant.rows.block_n)
     if variant.name in ("today", "prefetch"):
         kernel = _today_rows_kernel if variant.name == "today" else _prefetch_rows_kernel
+        # today's per-row constexprs: the forward's (launch included) and the gradient row width
+        cx = _constexprs(config, variant.rows, "forward") | dict(GW=fusion.grad_width(config))
         grid = (_programs(blocks, variant.rows),)
         v_ss = torch.zeros(grid[0], b, 2 * f, device=m.device, dtype=torch.float32)
         launch_kernel(kernel, grid, m, ss, saved, packed, *v_out, v_delta, v_features, v_motion_basis, v_anchors,
-                      grads, v_ss, n, b, HAS_V_DELTA=False, **cx, **_options(variant.rows, variant.maxnreg))
-    else:
-        cx.pop("LN_EPS")
-        launch_kernel(_item_rows_kernel, (_programs(blocks * b, variant.rows),), saved, packed, *v_out, v_delta,
-                      grads, n, b, HAS_V_DELTA=False, PREFETCH=variant.name == "split+prefetch", **cx,
-                      **_options(variant.rows, variant.maxnreg))
+                      grads, v_ss, n, b, HAS_V_DELTA=False, **_with_cap(cx, variant.maxnreg))
+    else:  # the package's two kernels at the variant's launches
+        launch_kernel(fusion._backward_rows_kernel, (_programs(blocks * b, variant.rows),), saved, packed, *v_out,
+                      v_delta, grads, n, b, HAS_V_DELTA=False,
+                      **_with_cap(_constexprs(config, variant.rows, "backward_rows"), variant.maxnreg))
         g = variant.gaussians
         grid = (_programs(cdiv(n, g.block_n), g),)
         v_ss = torch.zeros(grid[0], b, 2 * f, device=m.device, dtype=torch.float32)
-        gx = {k: cx[k] for k in ("F", "HD", "O", "FP", "GW", "DOT")}
-        gx |= dict(zip(("HA", "HB"), (cx["HA"], cx["HB"])))
-        launch_kernel(_gaussian_grads_kernel, grid, m, ss, packed, v_out[0], grads, v_features, v_motion_basis,
-                      v_anchors, v_ss, n, b, LN_EPS=config.layer_norm_eps, BLOCK_N=g.block_n, **gx,
-                      **_options(g, variant.gaussians_maxnreg))
+        launch_kernel(fusion._backward_gaussians_kernel, grid, m, ss, packed, v_out[0], grads, v_features,
+                      v_motion_basis, v_anchors, v_ss, n, b,
+                      **_with_cap(_constexprs(config, g, "backward_gaussians"), variant.gaussians_maxnreg))
     if not weight_grads:
         return v_features, v_motion_basis, v_anchors, v_ss, None
     wl = fusion.default_launch(config, "weight_grads")
@@ -471,15 +357,12 @@ VARIANTS = [  # the first is the reference: today's kernel and default launch
     Variant("split", L(32, 4, 1, 3), maxnreg=168, **GAUSSIANS),  # none
     Variant("split", L(32, 4, 1, 4), maxnreg=128, **GAUSSIANS),  # 8 B spill
     Variant("split", L(64, 8, 1, 1), **GAUSSIANS),  # 255
-    Variant("split+prefetch", L(32, 4, 1, 2), **GAUSSIANS),  # 221
-    Variant("split+prefetch", L(32, 4, 1, 3), maxnreg=168, **GAUSSIANS),  # 32 B spill
-    Variant("split+prefetch", L(64, 4, 1, 2), **GAUSSIANS),  # 255, 32 B spill
     Variant("package", None),  # fusion.op_backward with the package's default launches, as checked out
 ]
 if TINY:
     TINY_LAUNCH = FusionLaunch(16, 4, 1, 3)
     VARIANTS = [Variant(name, TINY_LAUNCH, gaussians=None if name in ("today", "prefetch") else TINY_LAUNCH)
-                for name in ("today", "prefetch", "split", "split+prefetch")] + VARIANTS[-1:]
+                for name in ("today", "prefetch", "split")] + VARIANTS[-1:]
 
 
 def label(v: Variant) -> str:
