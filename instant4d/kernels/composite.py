@@ -16,9 +16,10 @@ Backward walks front to back again (no division to recover T): with g the pixel'
 u_j = g . c_j and the rest R_j = g . colour_out - sum_{k<=j} w_k u_k (everything composited after j,
 background included),  dL/dalpha_j = T_j u_j - R_j / (1 - alpha_j) + gA T / (1 - alpha_j).
 Gradients are reduced over the tile's pixels (the colour sums, then six moments of dL/dsigma in one
-``tl.reduce``) before one atomic add (relaxed: no memory fences) per Gaussian per tile. The forward saves the final T and the
-index of the last composited Gaussian per pixel. Both passes load the next block of Gaussians one
-iteration ahead: the loop is bound by the latency of each block's loads, not by arithmetic.
+``tl.reduce``) before one atomic add (relaxed: no memory fences) per Gaussian per tile. The forward
+saves the final T and the index of the last composited Gaussian per pixel. Both passes load the next
+block of Gaussians one iteration ahead: the loop is bound by the latency of each block's loads, not
+by arithmetic.
 
 With a padded, bounded ``flatten_ids`` (``n_isects`` given), the forward reads the real count from the
 device and writes NaN images when it exceeds the buffer.

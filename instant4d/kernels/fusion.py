@@ -340,7 +340,8 @@ if triton is not None:
         [BLOCK_N, CP] tile in the tensor's dtype: a saved bf16 activation stays a bf16 tile (half the
         registers) until it is used, and as a bf16 tl.dot operand it is exact."""
         c = tl.arange(0, CP)
-        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :], other=0.0)
+        return tl.load(ptr + rows[:, None] * STRIDE + c[None, :], mask=row_ok[:, None] & (c < C)[None, :],
+                       other=0.0)
 
     @triton.jit
     def _rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
