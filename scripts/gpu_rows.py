@@ -1,19 +1,18 @@
-"""GPU: candidate layouts of the fusion backward's per-row kernel against today's, at 200k Gaussians,
-B = 1 and 8, fp32 inputs, bf16 tl.dot operands (the default config).
+"""GPU: the fusion backward's per-row kernels, the package's at several launches against the kernel
+they replaced, at 200k Gaussians, B = 1 and 8, fp32 inputs, bf16 tl.dot operands (the default config).
 
     PYTHONPATH=. python scripts/gpu_rows.py            # H100, about 3 minutes
     PYTHONPATH=. python scripts/gpu_rows.py --tiny     # CPU, Triton interpreter, tiny sizes: checks it runs
 
-Times (triton.testing.do_bench, median) both backward kernels together, for:
+Times (triton.testing.do_bench, median) the backward kernels together, for:
 - ``today``: a copy of the package's ``_backward_rows_kernel`` as of commit ecb9ab5 (the reference);
-- ``prefetch``: the same kernel, each frame's row loads (head gradients, saved softplus tiles)
-  issued one frame ahead, so that their latency overlaps the previous frame's math;
 - ``split``: the package's kernels since (frames as their own work items, no cross-frame sums held
   in registers, then a per-Gaussian kernel that sums v_features, v_motion_basis, v_scale_shift and
   v_anchors over the frames from the stored per-row gradients), at other launches;
 each over a few launches, some with a register cap (maxnreg) for more programs per multiprocessor.
-(A split kernel that also prefetched the next item, measured no faster on 2026-11-25, is in this
-script as of commit 6d02934.)
+(Variants measured no faster on 2026-11-25 and since removed, the one-kernel form with each frame's
+loads issued a frame ahead and a split kernel prefetching the next item, are in this script as of
+commit 6d02934.)
 Every variant's five gradients are compared with today's (bit-equal, or the largest error relative
 to the largest magnitude). Then the whole public forward+backward step (local_fusion +
 torch.autograd.grad) with the package default. A launch that fails to compile prints its error and
@@ -41,11 +40,9 @@ from instant4d.kernels import fusion  # noqa: E402
 from instant4d.kernels._triton import cdiv, launch_kernel  # noqa: E402
 from instant4d.kernels.fusion import (  # noqa: E402
     FusionConfig, FusionLaunch, WEIGHT_GROUPS, _constexprs, _grad_cols, _layer_norm, _load_heads, _mm, _rows,
-    _saved_cols, _store_rows, _stored_hidden, _stored_rows, _softplus_grad, _tile, _transposed_weights,
+    _saved_cols, _store_rows, _stored_rows, _softplus_grad, _tile, _transposed_weights,
     _two_layer_weights, _vec, _weight_operand, _weight_ptrs, _heads_backward,
 )
-# today's copy below keeps the old _two_layer_backward under its name
-from instant4d.kernels.fusion import _two_layer_backward as _hidden_backward  # noqa: E402
 
 DEVICE = "cpu" if TINY else "cuda"
 N = 40 if TINY else 200_000
@@ -142,140 +139,6 @@ def _today_rows_kernel(
         _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
 
-# ---------------------------------------------------------------- pieces of the variants
-@triton.jit
-def _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr,
-                 v_colors_ptr, D: tl.constexpr, OP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
-                 HB: tl.constexpr):
-    """Every row load of one frame's math that comes from DRAM (head gradients, the saved softplus
-    tiles in their stored dtype), so that a caller can issue them ahead of their use."""
-    g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
-                    v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
-    a2a, a2b = _stored_hidden(saved_a2 + row0 * S, r, r_ok, S, HD, HA, HB)
-    a1a, a1b = _stored_hidden(saved_a1 + row0 * S, r, r_ok, S, HD, HA, HB)
-    return g, a2a, a2b, a1a, a1b
-
-
-@triton.jit
-def _frame_backward(g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
-                    d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-                    w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
-                    F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
-                    HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr,
-                    OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
-                    HAS_V_DELTA: tl.constexpr):
-    """One frame of a block from its loads: stores its rows of grads, returns (d loss / d f' before
-    v_delta, d loss / d h)."""
-    grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr + row0 * GW, F, HD)
-    a = _mm(a2a, d2a, v2a, DOT)
-    if HB > 0:
-        a += _mm(a2b, d2b, v2b, DOT)
-    v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
-    _store_rows(grad_a, v_a, r, r_ok, O, OP, GW)
-    v_f_new = _hidden_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b, grad_z2,
-                               r, r_ok, GW, HD, HA, HB, DOT)
-    v_y = v_f_new
-    if HAS_V_DELTA:
-        v_y += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
-    v_y = DELTA_SCALE * v_y
-    _store_rows(grad_y, v_y, r, r_ok, F, FP, GW)
-    v_h = _hidden_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb, a1a, a1b, grad_z1,
-                           r, r_ok, GW, HD, HA, HB, DOT)
-    _store_rows(grad_h, v_h, r, r_ok, F, FP, GW)
-    return v_f_new, v_h
-
-
-@triton.jit
-def _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr, v_ss_row, b,
-                    F: tl.constexpr, FP: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr):
-    """Frame b's share of the per-Gaussian gradients from d loss / d h: adds v_scale_shift into the
-    row v_ss_row, returns the frame's d loss / d LayerNorm(m)."""
-    cf = tl.arange(0, FP)
-    v_x = _mm(v_h, w_in_t, u_in_t, DOT)
-    ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
-    tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
-    tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
-    return v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
-
-
-@triton.jit
-def _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
-               v_anchors_ptr, F: tl.constexpr, FP: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The LayerNorm backward on the frame sum, and the block's stores of v_features, v_motion_basis,
-    v_anchors."""
-    ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
-    mean_v = tl.sum(v_ln, axis=1) / F
-    mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
-    v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-    _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
-    _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
-    v_p = tl.zeros([BLOCK_N, 4], tl.float32)
-    for b in range(B):
-        v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
-    _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
-
-
-@triton.jit
-def _row_weights(weights_ptr, F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr,
-                 HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr):
-    """The weight operands of a frame's math, as today's kernel builds them."""
-    _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, _ = _weight_ptrs(weights_ptr, F, HD, O)
-    _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
-    d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
-        d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
-    w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
-        w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
-    return (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-            w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb)
-
-
-# ---------------------------------------------------------------- variant: prefetch (one kernel)
-@triton.jit
-def _prefetch_rows_kernel(
-    motion_basis_ptr, scale_shift_ptr, saved_ptr, weights_ptr,
-    v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr, v_delta_ptr,
-    v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, grads_ptr, v_scale_shift_ptr, N, B,
-    F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
-    FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
-    DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
-    LN_EPS: tl.constexpr, HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    (d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-     w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb) = _row_weights(weights_ptr, F, HD, O, FP, HA, HB, OP, DOT)
-    w_in_ptr, _, _, _, _, _, _, _, _, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
-    w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-    _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-    S = 2 * F + 2 * HD
-    for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
-        r = tl.arange(0, BLOCK_N)
-        r_ok = r < N - block * BLOCK_N
-        m_ptr = motion_basis_ptr + block * BLOCK_N * F
-        v_f = tl.zeros([BLOCK_N, FP], tl.float32)
-        v_ln = tl.zeros([BLOCK_N, FP], tl.float32)
-        row0 = tl.cast(block * BLOCK_N, tl.int64)
-        g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(row0, r, r_ok, saved_a1, saved_a2, S, v_means_ptr,
-                                                       v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr,
-                                                       D, OP, HD, HA, HB)
-        for b in range(B):
-            g, a2a, a2b, a1a, a1b = g_n, a2a_n, a2b_n, a1a_n, a1b_n
-            row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N
-            # the next frame's (the last frame reloads itself: an L1 hit, no branch)
-            g_n, a2a_n, a2b_n, a1a_n, a1b_n = _frame_loads(
-                tl.cast(tl.minimum(b + 1, B - 1), tl.int64) * N + block * BLOCK_N, r, r_ok, saved_a1, saved_a2,
-                S, v_means_ptr, v_scales_ptr, v_quats_ptr, v_opacities_ptr, v_colors_ptr, D, OP, HD, HA, HB)
-            v_f_new, v_h = _frame_backward(
-                g, a2a, a2b, a1a, a1b, row0, r, r_ok, e2_ptr, v_delta_ptr, grads_ptr,
-                d2a, v2a, d2b, v2b, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb,
-                w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb,
-                F, HD, O, FP, HA, HB, OP, GW, DOT, OFFSET_SCALE, MAX_SCALE, DELTA_SCALE, HAS_V_DELTA)
-            v_f += v_f_new
-            v_ln += _frame_gaussian(v_h, w_in_t, u_in_t, m_ptr, r, r_ok, scale_shift_ptr,
-                                    v_scale_shift_ptr + (pid * B + b) * 2 * F, b, F, FP, DOT, LN_EPS)
-        _block_end(v_f, v_ln, block, r, r_ok, N, B, m_ptr, v_means_ptr, v_features_ptr, v_motion_basis_ptr,
-                   v_anchors_ptr, F, FP, LN_EPS, BLOCK_N)
-
-
 # ---------------------------------------------------------------- host side
 @dataclass(frozen=True)
 class Variant:
@@ -311,13 +174,12 @@ def backward(variant: Variant, m, ss, packed, saved, config, v_out, weight_grads
     grads = torch.empty(b, n, fusion.grad_width(config), device=m.device, dtype=fusion.saved_dtype(config))
     v_delta = v_out[0]
     blocks = cdiv(n, variant.rows.block_n)
-    if variant.name in ("today", "prefetch"):
-        kernel = _today_rows_kernel if variant.name == "today" else _prefetch_rows_kernel
+    if variant.name == "today":
         # today's per-row constexprs: the forward's (launch included) and the gradient row width
         cx = _constexprs(config, variant.rows, "forward") | dict(GW=fusion.grad_width(config))
         grid = (_programs(blocks, variant.rows),)
         v_ss = torch.zeros(grid[0], b, 2 * f, device=m.device, dtype=torch.float32)
-        launch_kernel(kernel, grid, m, ss, saved, packed, *v_out, v_delta, v_features, v_motion_basis, v_anchors,
+        launch_kernel(_today_rows_kernel, grid, m, ss, saved, packed, *v_out, v_delta, v_features, v_motion_basis, v_anchors,
                       grads, v_ss, n, b, HAS_V_DELTA=False, **_with_cap(cx, variant.maxnreg))
     else:  # the package's two kernels at the variant's launches
         launch_kernel(fusion._backward_rows_kernel, (_programs(blocks * b, variant.rows),), saved, packed, *v_out,
@@ -348,8 +210,6 @@ GAUSSIANS = dict(gaussians=L(64, 8, 1, 2), gaussians_maxnreg=128)
 VARIANTS = [  # the first is the reference: today's kernel and default launch
     Variant("today", L(64, 4, 1, 2)),  # 255 registers, 112 B spill
     Variant("today", L(32, 4, 1, 3), maxnreg=168),  # 80 B spill
-    Variant("prefetch", L(32, 4, 1, 2)),  # 255, none
-    Variant("prefetch", L(32, 8, 1, 1)),  # 242
     Variant("split", L(64, 4, 1, 2), **GAUSSIANS),  # 219
     Variant("split", L(64, 4, 1, 2), gaussians=L(64, 4, 1, 2)),  # 219; per-Gaussian 255
     Variant("split", L(64, 4, 1, 2), gaussians=L(32, 8, 1, 2)),  # 219; per-Gaussian 102
@@ -361,8 +221,7 @@ VARIANTS = [  # the first is the reference: today's kernel and default launch
 ]
 if TINY:
     TINY_LAUNCH = FusionLaunch(16, 4, 1, 3)
-    VARIANTS = [Variant(name, TINY_LAUNCH, gaussians=None if name in ("today", "prefetch") else TINY_LAUNCH)
-                for name in ("today", "prefetch", "split")] + VARIANTS[-1:]
+    VARIANTS = [Variant("today", TINY_LAUNCH), Variant("split", TINY_LAUNCH, gaussians=TINY_LAUNCH), VARIANTS[-1]]
 
 
 def label(v: Variant) -> str:
