@@ -211,7 +211,8 @@ def rasterization(
     tile_height = math.ceil(height / tile_size)
     tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(
         means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
-        image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, backend=backend,
+        image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, conics=conics,
+        opacities=opacities, backend=backend,
     )
     n_isects = None if max_intersections is None else tiles_per_gauss.sum(dtype=torch.int32).reshape(1)
     isect_offsets = isect_offset_encode(isect_ids, n_images, tile_width, tile_height)

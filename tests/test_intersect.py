@@ -38,6 +38,99 @@ def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, heigh
     assert offsets.shape == (n_images, s["tile_height"], s["tile_width"])
 
 
+@given(
+    n_images=st.integers(1, 2),
+    n=st.sampled_from([0, 1, 7, 257]),
+    width=st.integers(1, 70),
+    height=st.integers(1, 50),
+    tile_size=st.sampled_from([8, 16, 12]),
+    packed=st.booleans(),
+    bound=st.sampled_from([None, 0, 40, 4000]),
+    seed=st.integers(0, 2**16),
+)
+def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, height, tile_size, packed, bound,
+                                         seed):
+    """With conics and opacities, kernels and twin keep the same tiles (integer outputs bit-exact)."""
+    s = random_splats(n_images, n, width, height, 3, seed, tile_size)
+    args = (s["tile_width"], s["tile_height"])
+    fields = [s[k].float() for k in ("means2d", "depths", "conics", "opacities")] + [s["radii"]]
+    kwargs = dict(max_intersections=bound) if bound is not None and not packed else {}
+    if packed:
+        image_ids, gaussian_ids = (s["radii"] > 0).all(-1).nonzero(as_tuple=True)
+        fields = [f[image_ids, gaussian_ids] for f in fields]
+        kwargs = dict(packed=True, n_images=n_images, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
+    means2d, depths, conics, opacities, radii = fields
+    kwargs.update(conics=conics, opacities=opacities)
+    expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
+    actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
+    for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
+        assert a.dtype == e.dtype and torch.equal(a, e), name
+
+
+@given(n=st.sampled_from([1, 50, 300]), tile_size=st.sampled_from([8, 16]), seed=st.integers(0, 2**16))
+def test_reach_test_drops_only_tiles_the_gaussian_cannot_reach(n, tile_size, seed):
+    """Every (Gaussian, tile) pair of the rectangle that the reach test drops has alpha < 1/255 at all
+    of the tile's pixel centres (float64), and it drops some: the test is exact where it matters."""
+    s = random_splats(1, n, 96, 80, 3, seed, tile_size)
+    means2d, conics, opacities, radii = s["means2d"][0], s["conics"][0], s["opacities"][0], s["radii"][0]
+    tile_min, tile_max = reference.tile_bounds(means2d, radii, tile_size, s["tile_width"], s["tile_height"])
+    dropped = kept = 0
+    for g in range(n):
+        if not bool((radii[g] > 0).all()):
+            continue
+        xs, ys = torch.meshgrid(torch.arange(int(tile_min[g, 0]), int(tile_max[g, 0])),
+                                torch.arange(int(tile_min[g, 1]), int(tile_max[g, 1])), indexing="xy")
+        tx, ty = xs.reshape(-1), ys.reshape(-1)
+        if tx.numel() == 0:
+            continue
+        k = tx.numel()
+        reach = reference.tile_reachable(means2d[g].expand(k, 2), conics[g].expand(k, 3), opacities[g].expand(k),
+                                         tx, ty, tile_size)
+        kept += int(reach.sum())
+        for x, y in zip(tx[~reach].tolist(), ty[~reach].tolist()):
+            dropped += 1
+            px = torch.arange(x * tile_size, (x + 1) * tile_size, dtype=torch.float64) + 0.5
+            py = torch.arange(y * tile_size, (y + 1) * tile_size, dtype=torch.float64) + 0.5
+            dx = means2d[g, 0] - px[None, :]
+            dy = means2d[g, 1] - py[:, None]
+            a, b, c = conics[g]
+            sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+            assert float((opacities[g] * torch.exp(-sigma)).max()) < 1 / 255
+    if n == 300:  # random ellipses leave some corners of their rectangles out
+        assert dropped > 0 and kept > 0
+
+
+@given(n=st.sampled_from([1, 60, 257]), seed=st.integers(0, 2**16))
+def test_reach_test_changes_no_image(n, seed):
+    """Compositing the reached tiles only gives the rectangle's images and gradients (float64 twin:
+    the walks differ only by Gaussians that contribute nothing, so the results agree to rounding)."""
+    s = random_splats(2, n, 64, 48, 3, seed, 16)
+    tiles = (16, s["tile_width"], s["tile_height"])
+    outputs = []
+    for kwargs in ({}, dict(conics=s["conics"], opacities=s["opacities"])):
+        _, isect_ids, flatten_ids = reference.isect_tiles(s["means2d"], s["radii"], s["depths"], *tiles, **kwargs)
+        offsets = reference.isect_offset_encode(isect_ids, 2, s["tile_width"], s["tile_height"])
+        leaves = [s[k].clone().requires_grad_() for k in ("means2d", "conics", "colors", "opacities")]
+        colors, alphas = reference.rasterize_to_pixels(*leaves, 64, 48, 16, offsets, flatten_ids,
+                                                       backgrounds=s["backgrounds"])
+        if colors.requires_grad:  # not when no Gaussian touches the image
+            (colors.sum() + alphas.sum()).backward()
+        grads = [torch.zeros_like(leaf) if leaf.grad is None else leaf.grad for leaf in leaves]
+        outputs.append([colors, alphas] + grads + [flatten_ids.numel()])
+    for full, reached in zip(outputs[0][:-1], outputs[1][:-1]):
+        torch.testing.assert_close(reached, full, rtol=1e-12, atol=1e-12)
+    assert outputs[1][-1] <= outputs[0][-1]
+
+
+def test_reach_test_needs_both_conics_and_opacities():
+    s = random_splats(1, 5, 32, 32, 3, 0, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    with pytest.raises(ValueError, match="conics and opacities"):
+        isect_tiles(*args, conics=s["conics"].float())
+    with pytest.raises(ValueError, match="conics"):
+        isect_tiles(*args, conics=s["conics"][..., :2].float(), opacities=s["opacities"].float())
+
+
 def test_single_gaussian_covers_its_tile_rectangle():
     # centre (40, 20), radii (10, 3), 16 px tiles: x spans [30, 50] -> tiles 1..3, y [17, 23] -> tile 1
     means2d = torch.tensor([[[40.0, 20.0]]])

@@ -4,10 +4,12 @@ Key layout (gsplat's): ``image_id << (32 + tile_bits) | tile_id << 32 | float32 
 Depths of visible Gaussians are positive, and positive IEEE floats order like their bit patterns,
 so one integer sort orders intersections by image, then tile, then depth (front to back).
 
-Work split: ``_count_tiles_kernel`` gives each Gaussian its tile-rectangle size (one lane per
-(image, Gaussian)); an exclusive cumsum gives each Gaussian its slots; ``_emit_intersections_kernel``
-walks each block's rectangles in lockstep (slot k of every lane per step, up to the block's largest
-count) writing keys and flat ids; ``torch.sort(stable=True)`` orders them. The tile bounds are
+Work split: ``_count_tiles_kernel`` gives each Gaussian its number of tiles (one lane per (image,
+Gaussian)): its tile rectangle's size, or with conics and opacities the tiles of it that its alpha
+can reach (walking the rectangle); an exclusive cumsum gives each Gaussian its slots;
+``_emit_intersections_kernel`` walks each block's rectangles in lockstep (tile k of every lane per
+step, up to the block's largest rectangle) writing keys and flat ids, and pads bounded buffers;
+``torch.sort(stable=True)`` orders them. The tile bounds are
 computed in float32 exactly as the twin does, so integer outputs agree bit for bit.
 
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
@@ -32,6 +34,10 @@ from . import reference
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
 
 if triton is not None:
+    _ALPHA_THRESHOLD = tl.constexpr(shapes.ALPHA_THRESHOLD)
+    _REACH_SLACK_ABS = tl.constexpr(reference.REACH_SLACK_ABS)
+    _REACH_SLACK_REL = tl.constexpr(reference.REACH_SLACK_REL)
+    _PADDING_KEY = tl.constexpr(reference.PADDING_KEY)
 
     @triton.jit
     def _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width, tile_height):
@@ -48,68 +54,138 @@ if triton is not None:
         x1 = tl.minimum(tl.maximum(tl.ceil(cx + ex), 0.0), tile_width * 1.0).to(tl.int32)
         y1 = tl.minimum(tl.maximum(tl.ceil(cy + ey), 0.0), tile_height * 1.0).to(tl.int32)
         count = tl.where(valid & (rx > 0) & (ry > 0), (x1 - x0) * (y1 - y0), 0)
-        return x0, y0, x1 - x0, count
+        return mx, my, x0, y0, tl.maximum(x1 - x0, 1), count
 
     @triton.jit
-    def _count_tiles_kernel(means2d_ptr, radii_ptr, counts_ptr, n, tile_size, tile_width, tile_height,
-                            BLOCK: tl.constexpr):
+    def _sigma_and_size(ca, cb, cc, dx, dy):
+        cross = cb * dx * dy
+        square = 0.5 * (ca * dx * dx + cc * dy * dy)
+        return square + cross, square + tl.abs(cross)
+
+    @triton.jit
+    def _least_sigma(ca, cb, cc, mx, my, x_edge, y_lo, y_hi, best, size):
+        """sigma's least value on the vertical edge x = x_edge, y in [y_lo, y_hi] (swap the axes and
+        a / c for a horizontal edge), folded into the running least value and its terms' size."""
+        dx = mx - x_edge
+        dy = tl.minimum(tl.maximum(-cb * dx / cc, my - y_hi), my - y_lo)
+        sigma, terms = _sigma_and_size(ca, cb, cc, dx, dy)
+        return tl.minimum(best, sigma), tl.where(sigma < best, terms, size)
+
+    @triton.jit
+    def _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size):
+        """The kernel form of ``reference.tile_reachable`` (same float32 operations, same order)."""
+        x0 = (tile_x * tile_size).to(tl.float32) + 0.5
+        y0 = (tile_y * tile_size).to(tl.float32) + 0.5
+        x1 = x0 + (tile_size - 1)
+        y1 = y0 + (tile_size - 1)
+        best = tl.full(mx.shape, float("inf"), tl.float32)
+        size = tl.zeros(mx.shape, tl.float32)
+        best, size = _least_sigma(ca, cb, cc, mx, my, x0, y0, y1, best, size)
+        best, size = _least_sigma(ca, cb, cc, mx, my, x1, y0, y1, best, size)
+        best, size = _least_sigma(cc, cb, ca, my, mx, y0, x0, x1, best, size)
+        best, size = _least_sigma(cc, cb, ca, my, mx, y1, x0, x1, best, size)
+        inside = (mx >= x0) & (mx <= x1) & (my >= y0) & (my <= y1)
+        improper = (ca <= 0) | (cc <= 0) | (ca != ca) | (cc != cc)  # not an ellipse: keep the rectangle
+        return improper | inside | (best <= threshold + (_REACH_SLACK_ABS + _REACH_SLACK_REL * size))
+
+    @triton.jit
+    def _load_ellipse(conics_ptr, opacities_ptr, i, valid):
+        ca = tl.load(conics_ptr + i * 3, mask=valid, other=1.0)
+        cb = tl.load(conics_ptr + i * 3 + 1, mask=valid, other=0.0)
+        cc = tl.load(conics_ptr + i * 3 + 2, mask=valid, other=1.0)
+        opacity = tl.load(opacities_ptr + i, mask=valid, other=1.0)
+        return ca, cb, cc, tl.log(opacity / _ALPHA_THRESHOLD)
+
+    @triton.jit
+    def _count_tiles_kernel(means2d_ptr, radii_ptr, conics_ptr, opacities_ptr, counts_ptr, n, tile_size,
+                            tile_width, tile_height, REACH: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
-        _, _, _, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width, tile_height)
+        mx, my, x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
+                                                       tile_height)
+        if REACH:  # walk the rectangle as the emit kernel will and count the tiles reached
+            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
+            reached = tl.zeros([BLOCK], tl.int32)
+            for k in range(0, tl.max(count, axis=0)):
+                hit = (k < count) & _reaches_tile(mx, my, ca, cb, cc, threshold, x0 + k % rect_width,
+                                                  y0 + k // rect_width, tile_size)
+                reached += hit.to(tl.int32)
+            count = reached
         tl.store(counts_ptr + i, count, mask=valid)
 
     @triton.jit
     def _emit_intersections_kernel(
-        means2d_ptr, radii_ptr, depths_ptr, image_ids_ptr, slots_end_ptr, isect_ids_ptr, flatten_ids_ptr,
-        n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_slots,
-        PACKED: tl.constexpr, BLOCK: tl.constexpr,
+        means2d_ptr, radii_ptr, depths_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr, slots_end_ptr,
+        isect_ids_ptr, flatten_ids_ptr, n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_slots,
+        PACKED: tl.constexpr, REACH: tl.constexpr, BOUNDED: tl.constexpr, BLOCK: tl.constexpr,
     ):
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
-        x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
-                                               tile_height)
+        mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
+                                                            tile_width, tile_height)
         if PACKED:
             image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int64)
         else:
             image = (i // n_per_image).to(tl.int64)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
-        first = tl.load(slots_end_ptr + i, mask=valid, other=0) - count  # exclusive cumsum, no extra launch
-        rect_width = tl.maximum(rect_width, 1)
-        for k in range(0, tl.max(count, axis=0)):
-            active = (k < count) & (first + k < n_slots)  # bounded buffers drop what does not fit
-            tile_id = (y0 + k // rect_width) * tile_width + x0 + k % rect_width
-            tl.store(isect_ids_ptr + first + k, key_base | (tile_id.to(tl.int64) << 32), mask=active)
-            tl.store(flatten_ids_ptr + first + k, i, mask=active)
+        # exclusive cumsum from the inclusive one, no extra launch
+        slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
+        if REACH:
+            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
+        for k in range(0, tl.max(rect_count, axis=0)):
+            tile_x = x0 + k % rect_width
+            tile_y = y0 + k // rect_width
+            hit = k < rect_count
+            if REACH:
+                hit = hit & _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size)
+            active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
+            tile_id = tile_y * tile_width + tile_x
+            tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
+            tl.store(flatten_ids_ptr + slot, i, mask=active)
+            slot += hit.to(tl.int64)
+        if BOUNDED:  # the programs pad the slots past the real intersections between them
+            total = tl.load(slots_end_ptr + n - 1, mask=n > 0, other=0)
+            first_pad = tl.minimum(total, n_slots).to(tl.int32)
+            for start in range(first_pad + tl.program_id(0) * BLOCK, n_slots, tl.num_programs(0) * BLOCK):
+                j = start + tl.arange(0, BLOCK)
+                tl.store(isect_ids_ptr + j, tl.full([BLOCK], _PADDING_KEY, tl.int64), mask=j < n_slots)
+                tl.store(flatten_ids_ptr + j, tl.zeros([BLOCK], tl.int32), mask=j < n_slots)
 
 
 def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                        n_images, image_ids, max_intersections):
+                        n_images, image_ids, max_intersections, conics, opacities):
     _, tile_bits = reference._tile_bits(n_images, tile_width * tile_height)
     n = means2d.numel() // 2
     n_per_image = 1 if packed else max(1, means2d.shape[-2])
+    device = means2d.device
     means2d = means2d.detach().float().contiguous()
     radii = radii.contiguous()
     depths = depths.detach().float().contiguous()
-    counts = torch.empty(radii.shape[:-1], device=means2d.device, dtype=torch.int32)
+    reach = conics is not None
+    if reach:
+        conics = conics.detach().float().contiguous()
+        opacities = opacities.detach().float().contiguous()
+    else:  # unused by the kernels
+        conics = opacities = means2d
+    counts = torch.empty(radii.shape[:-1], device=device, dtype=torch.int32)
     grid = (cdiv(n, BLOCK),)
     if n > 0:
-        launch_kernel(_count_tiles_kernel, grid, means2d, radii, counts, n, float(tile_size), tile_width,
-                      tile_height, BLOCK=BLOCK)
+        launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, counts, n, float(tile_size),
+                      tile_width, tile_height, REACH=reach, BLOCK=BLOCK)
     slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
-    if max_intersections is None:
-        n_slots = int(slots_end[-1]) if n > 0 else 0  # the one host sync
-        isect_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int64)
-        flatten_ids = torch.empty(n_slots, device=means2d.device, dtype=torch.int32)
-    else:
-        n_slots = max_intersections
-        isect_ids = torch.full((n_slots,), reference.PADDING_KEY, device=means2d.device, dtype=torch.int64)
-        flatten_ids = torch.zeros(n_slots, device=means2d.device, dtype=torch.int32)
-    if n_slots > 0 and n > 0:
+    bounded = max_intersections is not None
+    n_slots = max_intersections if bounded else (int(slots_end[-1]) if n > 0 else 0)  # the one host sync
+    isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
+    flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
+    if n > 0 and n_slots > 0:
         launch_kernel(_emit_intersections_kernel, grid,
-            means2d, radii, depths, image_ids if packed else counts, slots_end,
+            means2d, radii, depths, conics, opacities, image_ids if packed else counts, counts, slots_end,
             isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
-            n_slots, PACKED=packed, BLOCK=BLOCK)
+            n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BLOCK=BLOCK)
+    elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
+        isect_ids.fill_(reference.PADDING_KEY)
+        flatten_ids.zero_()
     if sort:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
@@ -132,6 +208,8 @@ def isect_tiles(
     gaussian_ids: Optional[Tensor] = None,  # [nnz] when packed
     *,
     max_intersections: Optional[int] = None,
+    conics: Optional[Tensor] = None,  # [..., N, 3] or [nnz, 3]
+    opacities: Optional[Tensor] = None,  # [..., N] or [nnz]
     backend: Optional[str] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Map projected Gaussians to the tiles they touch (gsplat's ``isect_tiles``).
@@ -144,6 +222,12 @@ def isect_tiles(
     ``tiles_per_gauss.sum()`` real intersections come first and the rest is ``reference.PADDING_KEY`` / 0;
     intersections beyond the bound are dropped (``rasterize_to_pixels`` with ``n_isects`` turns that
     into NaN images, never a silently incomplete one).
+
+    ``conics`` and ``opacities`` (those the compositing will use; instant4d.rasterization passes
+    them) keep only the tiles of each Gaussian's rectangle where its alpha can reach 1/255 at a pixel
+    centre (``reference.tile_reachable``): the corners of the rectangle that its ellipse misses are
+    left out, which changes no image and leaves fewer intersections to sort and composite. Without
+    them every tile of the rectangle counts, as in gsplat.
     """
     for name, value in (("tile_size", tile_size), ("tile_width", tile_width), ("tile_height", tile_height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -162,6 +246,11 @@ def isect_tiles(
     shapes.check_tensor("means2d", means2d, lead + (2,))
     shapes.check_tensor("radii", radii, lead + (2,), dtypes=(torch.int32,), device=device)
     shapes.check_tensor("depths", depths, lead, device=device)
+    if (conics is None) != (opacities is None):
+        raise ValueError("conics and opacities go together: give both or neither")
+    if conics is not None:
+        shapes.check_tensor("conics", conics, lead + (3,), device=device)
+        shapes.check_tensor("opacities", opacities, lead, device=device)
     if max_intersections is not None:
         if isinstance(max_intersections, bool) or not isinstance(max_intersections, int) or max_intersections < 0:
             raise ValueError(f"max_intersections must be None or an int >= 0, got {max_intersections!r}")
@@ -172,9 +261,10 @@ def isect_tiles(
     if resolve_backend(backend, means2d, radii, depths) == "torch":
         return reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
                                      packed=packed, n_images=n_images, image_ids=image_ids,
-                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections)
+                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections,
+                                     conics=conics, opacities=opacities)
     return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                               n_images, image_ids, max_intersections)
+                               n_images, image_ids, max_intersections, conics, opacities)
 
 
 @torch.no_grad()

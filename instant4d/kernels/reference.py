@@ -221,6 +221,53 @@ def tile_bounds(means2d: Tensor, radii: Tensor, tile_size: int, tile_width: int,
     return tile_min, tile_max
 
 
+# Slack on the reach test's sigma, absolute plus relative to the size of its terms: the compositing
+# kernel evaluates sigma at pixel centres in float32 and may round below the least sigma computed
+# here, so a tile is dropped only when it is beyond the threshold by more than rounding can move it.
+REACH_SLACK_ABS = 1e-3
+REACH_SLACK_REL = 1e-5
+
+
+def tile_reachable(means2d: Tensor, conics: Tensor, opacities: Tensor, tile_x: Tensor, tile_y: Tensor,
+                   tile_size: int) -> Tensor:
+    """Whether a Gaussian's alpha can reach the 1/255 compositing threshold at a pixel centre of a tile.
+
+    means2d [K, 2], conics [K, 3], opacities [K], tile_x / tile_y [K] int -> bool [K].
+    alpha = o exp(-sigma) >= 1/255 needs sigma <= ln(255 o), the ellipse whose bounding box the
+    projection's radii are. sigma is a convex quadratic in the pixel centre, so its least value over
+    the tile's rectangle of pixel centres is 0 when the mean lies in it, else on an edge, where it is
+    a parabola with its vertex clamped to the edge. Tiles that fail hold no pixel the Gaussian
+    contributes to, so leaving them out changes no image.
+    Float32, in the same operation order as the kernel (intersect.py), so both take the same tiles.
+    """
+    mx, my = means2d[:, 0].float(), means2d[:, 1].float()
+    a, b, c = conics[:, 0].float(), conics[:, 1].float(), conics[:, 2].float()
+    x0 = (tile_x * tile_size).float() + 0.5
+    y0 = (tile_y * tile_size).float() + 0.5
+    x1 = x0 + (tile_size - 1)
+    y1 = y0 + (tile_size - 1)
+    threshold = torch.log(opacities.float() / ALPHA_THRESHOLD)
+    best, size = torch.full_like(mx, math.inf), torch.zeros_like(mx)
+    best, size = _least_sigma(a, b, c, mx, my, x0, y0, y1, best, size)  # the vertical edges
+    best, size = _least_sigma(a, b, c, mx, my, x1, y0, y1, best, size)
+    best, size = _least_sigma(c, b, a, my, mx, y0, x0, x1, best, size)  # the horizontal ones, axes swapped
+    best, size = _least_sigma(c, b, a, my, mx, y1, x0, x1, best, size)
+    inside = (mx >= x0) & (mx <= x1) & (my >= y0) & (my <= y1)
+    improper = (a <= 0) | (c <= 0) | a.isnan() | c.isnan()  # not an ellipse: keep the whole rectangle
+    return improper | inside | (best <= threshold + (REACH_SLACK_ABS + REACH_SLACK_REL * size))
+
+
+def _least_sigma(a, b, c, mx, my, x_edge, y_lo, y_hi, best, size):
+    """sigma's least value on the edge x = x_edge, y in [y_lo, y_hi] (its vertex dy = -b dx / c clamped
+    to the edge), folded into the running least value ``best`` and the size of its terms."""
+    dx = mx - x_edge
+    dy = torch.minimum(torch.maximum(-b * dx / c, my - y_hi), my - y_lo)
+    cross = b * dx * dy
+    square = 0.5 * (a * dx * dx + c * dy * dy)
+    sigma = square + cross
+    return torch.minimum(best, sigma), torch.where(sigma < best, square + cross.abs(), size)
+
+
 @torch.no_grad()
 def isect_tiles(
     means2d: Tensor,  # [..., N, 2] or [nnz, 2]
@@ -236,6 +283,8 @@ def isect_tiles(
     image_ids: Optional[Tensor] = None,  # [nnz] when packed
     gaussian_ids: Optional[Tensor] = None,  # [nnz] when packed
     max_intersections: Optional[int] = None,
+    conics: Optional[Tensor] = None,  # [..., N, 3] or [nnz, 3]
+    opacities: Optional[Tensor] = None,  # [..., N] or [nnz]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Every (image, tile, Gaussian) overlap, as gsplat's 64-bit keys sorted front to back per tile.
 
@@ -244,6 +293,8 @@ def isect_tiles(
     int32 [M], the index of the Gaussian in the flattened [I * N] (or [nnz]) inputs. Sorting is
     stable, so equal depths keep the Gaussians' order. With ``max_intersections`` both have that
     length: the first ones in unsorted order that fit, then padding (key ``PADDING_KEY``, id 0).
+    A Gaussian overlaps the tiles of its radii's rectangle (gsplat's rule); given ``conics`` and
+    ``opacities`` (those the compositing uses), only those of them it can reach (``tile_reachable``).
     """
     n_tiles = tile_width * tile_height
     if packed:
@@ -270,6 +321,11 @@ def isect_tiles(
     rect_width = (tile_max[:, 0] - tile_min[:, 0]).long()[owner]
     tile_x = tile_min[owner, 0].long() + k % rect_width.clamp_min(1)
     tile_y = tile_min[owner, 1].long() + k // rect_width.clamp_min(1)
+    if conics is not None:
+        reach = tile_reachable(means2d[owner], conics.reshape(-1, 3)[owner], opacities.reshape(-1)[owner],
+                               tile_x, tile_y, tile_size)
+        owner, tile_x, tile_y = owner[reach], tile_x[reach], tile_y[reach]
+        tiles_per_gauss = torch.bincount(owner, minlength=count).int()
     tile_id = tile_y * tile_width + tile_x
     depth_bits = depths.float().contiguous().view(torch.int32).long()[owner] & 0xFFFFFFFF
     isect_ids = (flat_image_ids[owner] << (32 + tile_bits)) | (tile_id << 32) | depth_bits
