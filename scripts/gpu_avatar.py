@@ -42,6 +42,24 @@ def bench(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=50, rep=500, return_mode="median"))
 
 
+def overflow_check(avatar, view) -> str:
+    """A graph sized exactly (headroom 1) for the frame with the fewest intersections among a few codes,
+    then given the one with the most: it must capture again and return the eager path's image."""
+    eager = avatar.renderer(SIZE, view, backend="triton")
+    codes = [avatar.code_tensors(MotionCode.preset(name).with_pose(HeadPose(yaw=yaw)))
+             for name, yaw in (("neutral", 0), ("open_mouth", 15), ("surprise", -20), ("smile", 25))]
+    counts = [int(eager(*c, max_intersections=1 << 22)[1].max()) for c in codes]
+    few, most = codes[counts.index(min(counts))], codes[counts.index(max(counts))]
+    graphed = avatar.renderer(SIZE, view, backend="triton", cuda_graph=True)
+    graphed.headroom = 1.0
+    graphed(*few)
+    bound_before, captures_before = graphed.max_intersections, graphed.captures
+    image = graphed(*most)[0].clone()
+    diff = float((image - eager(*most)[0]).abs().max())
+    return (f"overflow check: counts {counts}; bound {bound_before} after {captures_before} capture(s), then "
+            f"{graphed.max_intersections} after {graphed.captures}; max |graph - eager| of the larger frame {diff:.1e}")
+
+
 def main() -> None:
     import gsplat
 
@@ -80,6 +98,7 @@ def main() -> None:
             t_base = bench(lambda: baseline(codes, poses))
             t_deform_ours = bench(lambda: deform_gaussians(*inputs, backend="triton"))
             t_deform_base = bench(lambda: compiled_twin(*inputs))
+            overflow = overflow_check(avatar, view)
         rows.append(
             dict(
                 n=avatar.num_gaussians, resolution=resolution, ours=t_ours, graph=t_graph, graph_err=graph_err,
@@ -87,6 +106,7 @@ def main() -> None:
                 deform_ours=t_deform_ours, deform_base=t_deform_base, psnr=psnr, deform_err=deform_err,
             )  # fmt: skip
         )
+        rows[-1]["overflow"] = overflow
         r = rows[-1]
         print(
             f"N={r['n']:>6} (grid {resolution}): ours {r['ours']:.4f} ms = {1000 / r['ours']:.0f} FPS | "
@@ -112,6 +132,7 @@ def main() -> None:
             f"{r['base']:.4f} ms ({1000 / r['base']:.0f} FPS) | {r['base'] / r['graph']:.2f}x / {r['base'] / r['ours']:.2f}x | "
             f"{r['deform_ours'] * 1000:.1f} us / {r['deform_base'] * 1000:.1f} us | {r['psnr']:.1f} dB; {r['graph_err']:.1e} |"
         )
+    table += ["", *(f"Grid {r['resolution']}: {r['overflow']}" for r in rows)]
     text = "\n".join(table)
     print(text)
     if os.environ.get("OUT"):

@@ -41,8 +41,8 @@ def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, heigh
 @given(
     n_images=st.integers(1, 2),
     n=st.sampled_from([0, 1, 7, 257]),
-    width=st.integers(1, 70),
-    height=st.integers(1, 50),
+    width=st.integers(1, 160),  # 8 px tiles: rectangles past REACH_MAX_TILES too
+    height=st.integers(1, 120),
     tile_size=st.sampled_from([8, 16, 12]),
     packed=st.booleans(),
     bound=st.sampled_from([None, 0, 40, 4000]),
@@ -120,6 +120,31 @@ def test_reach_test_changes_no_image(n, seed):
     for full, reached in zip(outputs[0][:-1], outputs[1][:-1]):
         torch.testing.assert_close(reached, full, rtol=1e-12, atol=1e-12)
     assert outputs[1][-1] <= outputs[0][-1]
+
+
+def test_reach_test_skips_rectangles_past_its_limit(interpret_triton):
+    """A thin diagonal ellipse misses most of its rectangle; past REACH_MAX_TILES tiles the whole
+    rectangle is kept (kernels and twin alike), at or under it only the tiles reached."""
+    results = []
+    for radius in (40, 200):  # 6 x 6 = 36 tiles of 16 px, then 26 x 26 = 676
+        sigma_major, sigma_minor = radius / 3.0, 1.0
+        cov = 0.5 * torch.tensor([[sigma_major**2 + sigma_minor**2, sigma_major**2 - sigma_minor**2],
+                                  [sigma_major**2 - sigma_minor**2, sigma_major**2 + sigma_minor**2]])
+        inverse = torch.linalg.inv(cov)
+        conics = torch.stack([inverse[0, 0], inverse[0, 1], inverse[1, 1]])[None, None]
+        means2d = torch.tensor([[[208.0, 208.0]]])
+        radii = torch.full((1, 1, 2), radius, dtype=torch.int32)
+        args = (means2d, radii, torch.ones(1, 1), 16, 26, 26)
+        kwargs = dict(conics=conics, opacities=torch.ones(1, 1))
+        rectangle = int(reference.isect_tiles(*args)[0])
+        expected = reference.isect_tiles(*args, **kwargs)
+        actual = isect_tiles(*args, backend="triton", **kwargs)
+        for a, e in zip(actual, expected):
+            assert torch.equal(a, e)
+        results.append((rectangle, int(actual[0])))
+    (small_rect, small_reached), (big_rect, big_reached) = results
+    assert small_rect <= reference.REACH_MAX_TILES and small_reached < small_rect
+    assert big_rect > reference.REACH_MAX_TILES and big_reached == big_rect
 
 
 def test_reach_test_needs_both_conics_and_opacities():

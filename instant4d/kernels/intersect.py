@@ -6,10 +6,10 @@ so one integer sort orders intersections by image, then tile, then depth (front 
 
 Work split: ``_count_tiles_kernel`` gives each Gaussian its number of tiles (one lane per (image,
 Gaussian)): its tile rectangle's size, or with conics and opacities the tiles of it that its alpha
-can reach (walking the rectangle); an exclusive cumsum gives each Gaussian its slots;
-``_emit_intersections_kernel`` walks each block's rectangles in lockstep (tile k of every lane per
-step, up to the block's largest rectangle) writing keys and flat ids, and pads bounded buffers;
-``torch.sort(stable=True)`` orders them. The tile bounds are
+can reach (walking rectangles of up to ``reference.REACH_MAX_TILES`` tiles); an exclusive cumsum
+gives each Gaussian its slots; ``_emit_intersections_kernel`` walks each block's rectangles in
+lockstep (tile k of every lane per step, up to the block's largest rectangle) writing keys and flat
+ids, and pads bounded buffers; ``torch.sort(stable=True)`` orders them. The tile bounds are
 computed in float32 exactly as the twin does, so integer outputs agree bit for bit.
 
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
@@ -38,6 +38,7 @@ if triton is not None:
     _REACH_SLACK_ABS = tl.constexpr(reference.REACH_SLACK_ABS)
     _REACH_SLACK_REL = tl.constexpr(reference.REACH_SLACK_REL)
     _PADDING_KEY = tl.constexpr(reference.PADDING_KEY)
+    _REACH_MAX_TILES = tl.constexpr(reference.REACH_MAX_TILES)
 
     @triton.jit
     def _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width, tile_height):
@@ -105,12 +106,13 @@ if triton is not None:
                                                        tile_height)
         if REACH:  # walk the rectangle as the emit kernel will and count the tiles reached
             ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
+            tested = count <= _REACH_MAX_TILES
             reached = tl.zeros([BLOCK], tl.int32)
-            for k in range(0, tl.max(count, axis=0)):
+            for k in range(0, tl.max(tl.where(tested, count, 0), axis=0)):
                 hit = (k < count) & _reaches_tile(mx, my, ca, cb, cc, threshold, x0 + k % rect_width,
                                                   y0 + k // rect_width, tile_size)
                 reached += hit.to(tl.int32)
-            count = reached
+            count = tl.where(tested, reached, count)
         tl.store(counts_ptr + i, count, mask=valid)
 
     @triton.jit
@@ -133,12 +135,15 @@ if triton is not None:
         slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
         if REACH:
             ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
+            untested = rect_count > _REACH_MAX_TILES
         for k in range(0, tl.max(rect_count, axis=0)):
             tile_x = x0 + k % rect_width
             tile_y = y0 + k // rect_width
             hit = k < rect_count
             if REACH:
-                hit = hit & _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size)
+                if k < _REACH_MAX_TILES:  # past it, every lane still walking is untested
+                    hit = hit & (untested | _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y,
+                                                          tile_size))
             active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
             tile_id = tile_y * tile_width + tile_x
             tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
@@ -225,8 +230,8 @@ def isect_tiles(
 
     ``conics`` and ``opacities`` (those the compositing will use; instant4d.rasterization passes
     them) keep only the tiles of each Gaussian's rectangle where its alpha can reach 1/255 at a pixel
-    centre (``reference.tile_reachable``): the corners of the rectangle that its ellipse misses are
-    left out, which changes no image and leaves fewer intersections to sort and composite. Without
+    centre (``reference.tile_reachable``; in rectangles of up to ``reference.REACH_MAX_TILES``
+    tiles): the corners of the rectangle that its ellipse misses are left out, which changes no image and leaves fewer intersections to sort and composite. Without
     them every tile of the rectangle counts, as in gsplat.
     """
     for name, value in (("tile_size", tile_size), ("tile_width", tile_width), ("tile_height", tile_height)):

@@ -226,6 +226,10 @@ def tile_bounds(means2d: Tensor, radii: Tensor, tile_size: int, tile_width: int,
 # here, so a tile is dropped only when it is beyond the threshold by more than rounding can move it.
 REACH_SLACK_ABS = 1e-3
 REACH_SLACK_REL = 1e-5
+# Rectangles of more tiles keep them all: the kernels test tile by tile in lockstep across a block of
+# Gaussians, so a few huge rectangles would make every block walk them (a uniform random scene: 64
+# keeps 24% fewer intersections of the 29% that testing every rectangle would; head scenes: all).
+REACH_MAX_TILES = 64
 
 
 def tile_reachable(means2d: Tensor, conics: Tensor, opacities: Tensor, tile_x: Tensor, tile_y: Tensor,
@@ -294,7 +298,8 @@ def isect_tiles(
     stable, so equal depths keep the Gaussians' order. With ``max_intersections`` both have that
     length: the first ones in unsorted order that fit, then padding (key ``PADDING_KEY``, id 0).
     A Gaussian overlaps the tiles of its radii's rectangle (gsplat's rule); given ``conics`` and
-    ``opacities`` (those the compositing uses), only those of them it can reach (``tile_reachable``).
+    ``opacities`` (those the compositing uses), only those of them it can reach (``tile_reachable``),
+    in rectangles of at most ``REACH_MAX_TILES`` tiles.
     """
     n_tiles = tile_width * tile_height
     if packed:
@@ -323,7 +328,7 @@ def isect_tiles(
     tile_y = tile_min[owner, 1].long() + k // rect_width.clamp_min(1)
     if conics is not None:
         reach = tile_reachable(means2d[owner], conics.reshape(-1, 3)[owner], opacities.reshape(-1)[owner],
-                               tile_x, tile_y, tile_size)
+                               tile_x, tile_y, tile_size) | (tiles_per_gauss[owner] > REACH_MAX_TILES)
         owner, tile_x, tile_y = owner[reach], tile_x[reach], tile_y[reach]
         tiles_per_gauss = torch.bincount(owner, minlength=count).int()
     tile_id = tile_y * tile_width + tile_x
