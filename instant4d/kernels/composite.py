@@ -140,7 +140,7 @@ if triton is not None:
         product is at or below the floor: later segments are then skipped whatever its exact value."""
         flat_tile = tl.program_id(0) // segments
         k = tl.program_id(0) % segments
-        n_isects, overflow = _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE)  # part 3 writes the NaNs
+        n_isects, _ = _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE)
         image, pixel, inside, fx, fy, start, end = _tile_setup(
             flat_tile, offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
             image_height, TILE, TILE_PAD, HAS_MASK)
@@ -155,7 +155,7 @@ if triton is not None:
             in_range = j < last
             ids, mx, my, ca, cb, cc, opacity = _load_block(means2d_ptr, conics_ptr, opacities_ptr,
                                                            flatten_ids_ptr, j, in_range)
-            dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
+            _, _, _, _, alpha, _ = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
             product = product * tl.reduce(1.0 - alpha, 0, _mul)
             alive = tl.sum((inside & (product > TRANSMITTANCE_MIN)).to(tl.int32), axis=0)
             b += BLOCK_G
