@@ -14,23 +14,10 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import contextlib
-
-from instant4d.kernels import composite, reference
+from instant4d.kernels import reference
 from instant4d.kernels.composite import rasterize_to_pixels
 from splats2d import random_splats
 from tolerance import assert_close
-
-@contextlib.contextmanager
-def forward_segments(segments: int):
-    """Make the Triton forward cut every tile's list into ``segments`` parts (1: one program per tile)."""
-    saved = composite.TARGET_PROGRAMS, composite.MAX_SEGMENTS
-    composite.TARGET_PROGRAMS, composite.MAX_SEGMENTS = (1, 1) if segments == 1 else (1 << 30, segments)
-    try:
-        yield
-    finally:
-        composite.TARGET_PROGRAMS, composite.MAX_SEGMENTS = saved
-
 
 NAMES = ("colors", "alphas", "v_means2d", "v_conics", "v_colors", "v_opacities", "v_backgrounds", "absgrad")
 
@@ -64,47 +51,24 @@ def composite_with_grads(s, width, height, tile_size, dtype, backend, use_backgr
     use_masks=st.booleans(),
     absgrad=st.booleans(),
     deterministic=st.booleans(),
-    segments=st.sampled_from([1, 2, 3, 4]),
     seed=st.integers(0, 2**16),
 )
 def test_triton_matches_twin(interpret_triton, n_images, n, width, height, channels, tile_size, use_background,
-                             use_masks, absgrad, deterministic, segments, seed):
+                             use_masks, absgrad, deterministic, seed):
     s = random_splats(n_images, n, width, height, channels, seed, tile_size)
     masks = None
     if use_masks:
         masks = torch.rand(s["isect_offsets"].shape, generator=torch.Generator().manual_seed(seed)) < 0.7
     args = (width, height, tile_size, torch.float64, "torch", use_background, masks, absgrad)
     expected = composite_with_grads(s, *args)
-    with forward_segments(segments):
-        actual = composite_with_grads(s, width, height, tile_size, torch.float32, "triton", use_background, masks,
-                                      absgrad, deterministic)
+    actual = composite_with_grads(s, width, height, tile_size, torch.float32, "triton", use_background, masks, absgrad,
+                                  deterministic)
     for name, a, e in zip(NAMES, actual, expected):
         if e is None:
             assert a is None, name
             continue
         scale = float(e.detach().abs().max()) if e.numel() else 1.0
         assert_close(a, e, name, atol=1e-5 if name in ("colors", "alphas") else 1e-4 * max(scale, 1.0))
-
-
-@pytest.mark.parametrize("segments, channels", [(3, 3), (5, 17)])
-def test_split_forward_matches_one_program_per_tile(interpret_triton, segments, channels):
-    """Long tile lists (150 Gaussians over 16x16 px, many near-opaque: pixels reach the transmittance
-    floor inside a segment, and later segments are skipped): the split forward gives the one-program
-    forward's images, alphas and the backward's gradients (it reads the forward's last ids and final
-    transmittance) up to float32 association (1e-5), and the twin's within the tests' tolerances."""
-    s = random_splats(1, 150, 16, 16, channels, 5, 16)
-    args = (16, 16, 16, torch.float32, "triton", True, None, False)
-    with forward_segments(1):
-        whole = composite_with_grads(s, *args)
-    with forward_segments(segments):
-        split = composite_with_grads(s, *args)
-    expected = composite_with_grads(s, 16, 16, 16, torch.float64, "torch", True, None, False)
-    for name, a, w, e in zip(NAMES, split, whole, expected):
-        if e is None:
-            continue
-        scale = max(float(e.detach().abs().max()), 1.0)
-        assert_close(a, w.double(), name, atol=1e-5 * scale)
-        assert_close(a, e, name, atol=1e-5 if name in ("colors", "alphas") else 1e-4 * scale)
 
 
 @pytest.mark.parametrize("channels", [3, 17])  # the per-channel path and the tl.dot path

@@ -43,7 +43,6 @@ from . import reference
 
 
 if triton is not None:
-    TRANSMITTANCE_MIN = tl.constexpr(shapes.TRANSMITTANCE_MIN)
 
     @triton.jit
     def _load_block(means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, in_range):
@@ -58,9 +57,10 @@ if triton is not None:
         return ids, mx, my, ca, cb, cc, opacity
 
     @triton.jit
-    def _tile_setup(flat_tile, offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width,
+    def _tile_setup(offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width,
                     image_width, image_height, TILE: tl.constexpr, TILE_PAD: tl.constexpr,
                     HAS_MASK: tl.constexpr):
+        flat_tile = tl.program_id(0)
         image = flat_tile // n_tiles
         tile = flat_tile % n_tiles
         p = tl.arange(0, TILE_PAD * TILE_PAD)
@@ -108,95 +108,30 @@ if triton is not None:
     # colour sums never leave the thread. Only per-Gaussian gradients reduce across the tile.
 
     @triton.jit
-    def _segment(start, end, segments, k):
-        """Gaussians [start, end) of segment k of a tile's list cut into ``segments`` equal parts."""
-        length = tl.cdiv(end - start, segments)
-        return tl.minimum(start + k * length, end), tl.minimum(start + (k + 1) * length, end)
-
-    @triton.jit
-    def _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE: tl.constexpr):
-        """Intersections to read, and whether some were dropped (bounded buffers: the real count is on
-        the device, and may not have fit)."""
+    def _composite_forward_kernel(
+        means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, backgrounds_ptr, tile_mask_ptr,
+        offsets_ptr, flatten_ids_ptr, count_ptr,
+        out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
+        n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
+        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
+        BLOCK_G: tl.constexpr, UNROLL: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
+        USE_DOT: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr,
+    ):
         overflow = False
-        if COUNT_ON_DEVICE:
+        if COUNT_ON_DEVICE:  # bounded buffers: the real count is on the device, and may not have fit
             count = tl.load(count_ptr)
             overflow = count > n_isects
             n_isects = tl.minimum(count, n_isects)
-        return n_isects, overflow
-
-    @triton.jit
-    def _mul(a, b):
-        return a * b
-
-    @triton.jit
-    def _segment_transmittance_kernel(
-        means2d_ptr, conics_ptr, opacities_ptr, tile_mask_ptr, offsets_ptr, flatten_ids_ptr, count_ptr,
-        segment_t_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height, segments,
-        TILE: tl.constexpr, TILE_PAD: tl.constexpr, BLOCK_G: tl.constexpr, HAS_MASK: tl.constexpr,
-        COUNT_ON_DEVICE: tl.constexpr,
-    ):
-        """Split forward, part 1: each pixel's product of (1 - alpha) over one segment of its tile's
-        Gaussians, with no stop (the last segment's is never needed). Stops early once every pixel's
-        product is at or below the floor: later segments are then skipped whatever its exact value."""
-        flat_tile = tl.program_id(0) // segments
-        k = tl.program_id(0) % segments
-        n_isects, _ = _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE)
         image, pixel, inside, fx, fy, start, end = _tile_setup(
-            flat_tile, offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
-            image_height, TILE, TILE_PAD, HAS_MASK)
-        first, last = _segment(start, end, segments, k)
-        if k == segments - 1:
-            last = first
-        product = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
-        alive = tl.sum(inside.to(tl.int32), axis=0)
-        b = first
-        while (b < last) & (alive > 0):
-            j = b + tl.arange(0, BLOCK_G)
-            in_range = j < last
-            ids, mx, my, ca, cb, cc, opacity = _load_block(means2d_ptr, conics_ptr, opacities_ptr,
-                                                           flatten_ids_ptr, j, in_range)
-            _, _, _, _, alpha, _ = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
-            product = product * tl.reduce(1.0 - alpha, 0, _mul)
-            alive = tl.sum((inside & (product > TRANSMITTANCE_MIN)).to(tl.int32), axis=0)
-            b += BLOCK_G
-        tl.store(segment_t_ptr + tl.program_id(0) * TILE_PAD * TILE_PAD + tl.arange(0, TILE_PAD * TILE_PAD),
-                 product)
-
-    @triton.jit
-    def _composite_forward_kernel(
-        means2d_ptr, conics_ptr, colors_ptr, opacities_ptr, backgrounds_ptr, tile_mask_ptr,
-        offsets_ptr, flatten_ids_ptr, count_ptr, segment_t_ptr,
-        out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
-        n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height, segments,
-        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
-        BLOCK_G: tl.constexpr, UNROLL: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
-        USE_DOT: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr, SPLIT: tl.constexpr,
-    ):
-        """One tile, or (SPLIT) one segment of a tile's Gaussians starting from the transmittance that
-        the segments before it leave (part 2; their per-segment results are merged by part 3)."""
-        P: tl.constexpr = TILE_PAD * TILE_PAD
-        n_isects, overflow = _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE)
-        if SPLIT:
-            flat_tile = tl.program_id(0) // segments
-            k = tl.program_id(0) % segments
-        else:
-            flat_tile = tl.program_id(0)
-        image, pixel, inside, fx, fy, start, end = _tile_setup(
-            flat_tile, offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
+            offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
             image_height, TILE, TILE_PAD, HAS_MASK)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
-        transmittance = tl.full([P], 1.0, tl.float32)
-        if SPLIT:
-            start, end = _segment(start, end, segments, k)
-            for before in range(0, k):  # the transmittance on entry: earlier segments' products, in order
-                transmittance *= tl.load(segment_t_ptr + (flat_tile * segments + before) * P + tl.arange(0, P))
-        acc = tl.zeros([CHANNELS_PAD, P], tl.float32)
-        last = tl.full([P], -1, tl.int32)
-        # inclusive T above the floor is the compositing rule, so a pixel that enters at or below it is done
-        done = (inside == 0) | (transmittance <= TRANSMITTANCE_MIN)
-        skipped = done
-        alive = tl.sum((done == 0).to(tl.int32), axis=0)
+        transmittance = tl.full([TILE_PAD * TILE_PAD], 1.0, tl.float32)
+        acc = tl.zeros([CHANNELS_PAD, TILE_PAD * TILE_PAD], tl.float32)
+        last = tl.full([TILE_PAD * TILE_PAD], -1, tl.int32)
+        done = inside == 0
+        alive = tl.sum(inside.to(tl.int32), axis=0)
         b = start
         j = b + tl.arange(0, BLOCK_G)
         n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
@@ -212,7 +147,7 @@ if triton is not None:
                     means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j + BLOCK_G, j + BLOCK_G < end)
                 dx, dy, sigma, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy, in_range)
                 t_incl = transmittance[None, :] * tl.cumprod(1.0 - alpha, axis=0)
-                included = (t_incl > TRANSMITTANCE_MIN) & (done == 0)[None, :]
+                included = (t_incl > 1e-4) & (done == 0)[None, :]
                 weight = tl.where(included, alpha * (t_incl / (1.0 - alpha)), 0.0)
                 if USE_DOT:
                     col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
@@ -224,62 +159,15 @@ if triton is not None:
                         acc += tl.where(ch[:, None] == c, tl.sum(weight * col_c[:, None], axis=0)[None, :], 0.0)
                 transmittance = tl.min(tl.where(included, t_incl, transmittance[None, :]), axis=0)
                 last = tl.max(tl.where(included & valid, j[:, None], last[None, :]), axis=0)
-                done = done | (tl.min(t_incl, axis=0) <= TRANSMITTANCE_MIN)
+                done = done | (tl.min(t_incl, axis=0) <= 1e-4)
             alive = tl.sum((done == 0).to(tl.int32), axis=0)
             b += UNROLL * BLOCK_G
-        if SPLIT:  # part 3 merges; a segment the pixel never entered leaves 2 (above any transmittance)
-            slot = tl.program_id(0) * P + tl.arange(0, P)
-            tl.store(segment_t_ptr + (n_flat_tiles * segments) * P + slot, tl.where(skipped, 2.0, transmittance))
-            tl.store(last_ids_ptr + slot, last)
-            tl.store(out_colors_ptr + slot[None, :] * CHANNELS + ch[:, None], acc, mask=ch_ok[:, None])
-        else:
-            _store_pixels(acc, transmittance, last, image, pixel, inside, ch, ch_ok, overflow, backgrounds_ptr,
-                          out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr, CHANNELS,
-                          CHANNELS_PAD, P, HAS_BACKGROUND)
-
-    @triton.jit
-    def _merge_segments_kernel(
-        segment_t_ptr, segment_last_ptr, segment_colors_ptr, backgrounds_ptr, offsets_ptr, count_ptr,
-        out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
-        n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height, segments,
-        TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
-        HAS_BACKGROUND: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr,
-    ):
-        """Split forward, part 3: a tile's pixels from its segments, summed in segment order. The final
-        transmittance is the one of the last segment the pixel entered (transmittance never rises, so
-        it is the least of the entered segments' values)."""
-        P: tl.constexpr = TILE_PAD * TILE_PAD
-        flat_tile = tl.program_id(0)
-        n_isects, overflow = _bounded_count(count_ptr, n_isects, COUNT_ON_DEVICE)
-        image, pixel, inside, fx, fy, start, end = _tile_setup(
-            flat_tile, offsets_ptr, offsets_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
-            image_height, TILE, TILE_PAD, False)
-        ch = tl.arange(0, CHANNELS_PAD)
-        ch_ok = ch < CHANNELS
-        p = tl.arange(0, P)
-        transmittance = tl.full([P], 2.0, tl.float32)
-        acc = tl.zeros([CHANNELS_PAD, P], tl.float32)
-        last = tl.full([P], -1, tl.int32)
-        for k in range(0, segments):
-            slot = (flat_tile * segments + k) * P + p
-            transmittance = tl.minimum(transmittance, tl.load(segment_t_ptr + (n_flat_tiles * segments) * P + slot))
-            last = tl.maximum(last, tl.load(segment_last_ptr + slot))
-            acc += tl.load(segment_colors_ptr + slot[None, :] * CHANNELS + ch[:, None], mask=ch_ok[:, None], other=0.0)
-        _store_pixels(acc, transmittance, last, image, pixel, inside, ch, ch_ok, overflow, backgrounds_ptr,
-                      out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr, CHANNELS, CHANNELS_PAD,
-                      P, HAS_BACKGROUND)
-
-    @triton.jit
-    def _store_pixels(acc, transmittance, last, image, pixel, inside, ch, ch_ok, overflow, backgrounds_ptr,
-                      out_colors_ptr, out_alphas_ptr, out_transmittance_ptr, last_ids_ptr,
-                      CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr, P: tl.constexpr,
-                      HAS_BACKGROUND: tl.constexpr):
         if HAS_BACKGROUND:
             bg = tl.load(backgrounds_ptr + image * CHANNELS + ch, mask=ch_ok, other=0.0)
             acc += bg[:, None] * transmittance[None, :]
         if overflow:  # some intersections were dropped: say so with NaN rather than draw an incomplete image
-            acc = tl.full([CHANNELS_PAD, P], float("nan"), tl.float32)
-            transmittance = tl.full([P], float("nan"), tl.float32)
+            acc = tl.full([CHANNELS_PAD, TILE_PAD * TILE_PAD], float("nan"), tl.float32)
+            transmittance = tl.full([TILE_PAD * TILE_PAD], float("nan"), tl.float32)
         tl.store(out_colors_ptr + pixel[None, :] * CHANNELS + ch[:, None], acc,
                  mask=inside[None, :] & ch_ok[:, None])
         tl.store(out_alphas_ptr + pixel, 1.0 - transmittance, mask=inside)
@@ -301,7 +189,7 @@ if triton is not None:
         RECORD_COLORS: tl.constexpr = 6
         # no count needed here in bounded mode: every pixel stops at its last composited Gaussian
         image, pixel, inside, fx, fy, start, end = _tile_setup(
-            tl.program_id(0), offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
+            offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
             image_height, TILE, TILE_PAD, HAS_MASK)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
@@ -442,58 +330,6 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     return config
 
 
-# Few tiles leave most of the GPU idle while the longest tile list is walked one block at a time (a
-# 512x512 avatar frame: 1024 tiles, the longest walk 657 Gaussians). Below TARGET_PROGRAMS tiles, each
-# tile's list is cut into up to MAX_SEGMENTS segments composited by parallel programs: part 1 takes
-# each segment's product of (1 - alpha), part 2 composites a segment from the transmittance that the
-# ones before it leave (the compositing rule is "inclusive T above the floor", which holds segment by
-# segment), part 3 adds the segments up per pixel in order. The same sums, associated differently.
-TARGET_PROGRAMS = 4096
-MAX_SEGMENTS = 4
-
-
-def _segments(n_flat_tiles: int) -> int:
-    return min(MAX_SEGMENTS, max(1, TARGET_PROGRAMS // n_flat_tiles))
-
-
-def _composite_forward(means2d, conics, colors, opacities, backgrounds, masks, isect_offsets, flatten_ids,
-                       n_isects, out_colors, out_alphas, out_transmittance, last_ids, n_flat_tiles, n_tiles,
-                       tile_width, width, height, config) -> None:
-    """Launch the forward into the out_* buffers: one program per tile, or split (see _segments)."""
-    segments = _segments(n_flat_tiles)
-    tile_pad, channels = config["TILE_PAD"], config["CHANNELS"]
-    count = n_isects if n_isects is not None else isect_offsets  # unused unless COUNT_ON_DEVICE
-    mask = masks if masks is not None else isect_offsets
-    background = backgrounds if backgrounds is not None else out_colors
-    sizes = (flatten_ids.numel(), n_flat_tiles, n_tiles, tile_width, width, height, segments)
-    flags = dict(HAS_MASK=masks is not None, COUNT_ON_DEVICE=n_isects is not None)
-    if segments == 1:
-        launch_kernel(_composite_forward_kernel, (n_flat_tiles,),
-            means2d, conics, colors, opacities, background, mask, isect_offsets, flatten_ids, count, out_colors,
-            out_colors, out_alphas, out_transmittance, last_ids, *sizes,
-            HAS_BACKGROUND=backgrounds is not None, SPLIT=False, **flags, **config)
-        return
-    pixels = n_flat_tiles * segments * tile_pad * tile_pad
-    device = means2d.device
-    segment_t = torch.empty(2 * pixels, device=device, dtype=torch.float32)  # products, then exit values
-    segment_last = torch.empty(pixels, device=device, dtype=torch.int32)
-    segment_colors = torch.empty(pixels * channels, device=device, dtype=torch.float32)
-    grid = (n_flat_tiles * segments,)
-    shape = dict(TILE=config["TILE"], TILE_PAD=tile_pad, num_warps=config["num_warps"])
-    launch_kernel(_segment_transmittance_kernel, grid,
-        means2d, conics, opacities, mask, isect_offsets, flatten_ids, count, segment_t, *sizes,
-        BLOCK_G=config["BLOCK_G"], **flags, **shape)
-    launch_kernel(_composite_forward_kernel, grid,
-        means2d, conics, colors, opacities, background, mask, isect_offsets, flatten_ids, count, segment_t,
-        segment_colors, out_alphas, out_transmittance, segment_last, *sizes,
-        HAS_BACKGROUND=backgrounds is not None, SPLIT=True, **flags, **config)
-    launch_kernel(_merge_segments_kernel, (n_flat_tiles,),
-        segment_t, segment_last, segment_colors, background, isect_offsets, count,
-        out_colors, out_alphas, out_transmittance, last_ids, *sizes,
-        CHANNELS=channels, CHANNELS_PAD=config["CHANNELS_PAD"], HAS_BACKGROUND=backgrounds is not None,
-        COUNT_ON_DEVICE=n_isects is not None, **shape)
-
-
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
@@ -509,9 +345,16 @@ class _RasterizeToPixels(torch.autograd.Function):
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
         if n_flat_tiles > 0:
-            _composite_forward(means2d, conics, colors, opacities, backgrounds, masks, isect_offsets, flatten_ids,
-                               n_isects, out_colors, out_alphas, out_transmittance, last_ids, n_flat_tiles,
-                               tile_height * tile_width, tile_width, width, height, config)
+            launch_kernel(_composite_forward_kernel, (n_flat_tiles,),
+                means2d, conics, colors, opacities,
+                backgrounds if backgrounds is not None else out_colors,
+                masks if masks is not None else isect_offsets,
+                isect_offsets, flatten_ids, n_isects if n_isects is not None else isect_offsets,
+                out_colors, out_alphas, out_transmittance, last_ids,
+                flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
+                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None,
+                COUNT_ON_DEVICE=n_isects is not None, **config,
+            )
         ctx.save_for_backward(means2d, conics, colors, opacities, masks, isect_offsets, flatten_ids,
                               out_colors, out_transmittance, last_ids)
         # absgrad_target: [the caller's means2d] or None; backward sets its .absgrad like gsplat does
