@@ -64,6 +64,9 @@ SWEEP = {
     # program a multiprocessor), with 1 stage 68 KB (two)
     "backward_rows": [FusionLaunch(64, 4, 1, 2), FusionLaunch(32, 4, 2, 2), FusionLaunch(64, 4, 2, 1),
                       FusionLaunch(128, 8, 1, 1), FusionLaunch(32, 8, 2, 1), FusionLaunch(16, 4, 2, 4)],
+    # the default first; before it, the per-row kernel's shape, which it had until 2026-11-26
+    "backward_gaussians": [FusionLaunch(32, 4, 2, 8), FusionLaunch(64, 4, 1, 2), FusionLaunch(64, 4, 2, 2),
+                           FusionLaunch(32, 4, 2, 4), FusionLaunch(32, 2, 2, 8), FusionLaunch(128, 8, 2, 1)],
     # sm_90 compiler report: 254 / 182 / 255 / 219 / 254 registers, no spills
     "weight_grads": [FusionLaunch(64, 4, 3, 2), FusionLaunch(64, 8, 3, 1), FusionLaunch(128, 4, 2, 2),
                      FusionLaunch(32, 4, 3, 4), FusionLaunch(64, 4, 3, 4)],
@@ -121,7 +124,8 @@ def launcher_steps(config, launches, n, b, dtype=torch.float32):
     _, saved = fusion.op_forward(f, m, p, ss, packed, config, False, True, launches["forward"])
     return (lambda: fusion.op_forward(f, m, p, ss, packed, config, False, False, launches["forward"]),
             lambda: fusion.op_backward(m, ss, packed, saved, config, v_out,
-                                       (launches["backward_rows"], launches["weight_grads"])))
+                                       (launches["backward_rows"], launches["backward_gaussians"],
+                                        launches["weight_grads"])))
 
 
 def twin_fn(config):
@@ -175,7 +179,8 @@ def warm_job(job):
             for save in (False, True):
                 _, saved = fusion.op_forward(f, m, p, ss, packed, config, extra["delta"], save, launches.get("forward"))
             fusion.op_backward(m, ss, packed, saved, config, output_grads(config, 300, 2, dtype, delta=extra["delta"]),
-                               (launches.get("backward_rows"), launches.get("weight_grads")))
+                               (launches.get("backward_rows"), launches.get("backward_gaussians"),
+                                launches.get("weight_grads")))
         else:
             config = FusionConfig()
             inputs = inputs_for(config, 300, extra["b"], dtype)
