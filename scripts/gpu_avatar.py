@@ -104,9 +104,9 @@ def main() -> None:
                 n=avatar.num_gaussians, resolution=resolution, ours=t_ours, graph=t_graph, graph_err=graph_err,
                 captures=graphed.captures, bound=graphed.max_intersections, base=t_base,
                 deform_ours=t_deform_ours, deform_base=t_deform_base, psnr=psnr, deform_err=deform_err,
+                overflow=overflow,
             )  # fmt: skip
         )
-        rows[-1]["overflow"] = overflow
         r = rows[-1]
         print(
             f"N={r['n']:>6} (grid {resolution}): ours {r['ours']:.4f} ms = {1000 / r['ours']:.0f} FPS | "

@@ -228,11 +228,12 @@ def isect_tiles(
     intersections beyond the bound are dropped (``rasterize_to_pixels`` with ``n_isects`` turns that
     into NaN images, never a silently incomplete one).
 
-    ``conics`` and ``opacities`` (those the compositing will use; instant4d.rasterization passes
-    them) keep only the tiles of each Gaussian's rectangle where its alpha can reach 1/255 at a pixel
-    centre (``reference.tile_reachable``; in rectangles of up to ``reference.REACH_MAX_TILES``
-    tiles): the corners of the rectangle that its ellipse misses are left out, which changes no image and leaves fewer intersections to sort and composite. Without
-    them every tile of the rectangle counts, as in gsplat.
+    ``conics`` and ``opacities`` (those the compositing will use; instant4d.rasterization passes them)
+    keep only the tiles of each Gaussian's rectangle where its alpha can reach 1/255 at a pixel centre
+    (``reference.tile_reachable``; in rectangles of up to ``reference.REACH_MAX_TILES`` tiles): the
+    corners of the rectangle that its ellipse misses are left out, which changes no image and leaves
+    fewer intersections to sort and composite. Without them every tile of the rectangle counts, as in
+    gsplat.
     """
     for name, value in (("tile_size", tile_size), ("tile_width", tile_width), ("tile_height", tile_height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
