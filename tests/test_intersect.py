@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from instant4d.kernels import reference
+from instant4d.kernels import intersect, reference
 from instant4d.kernels.intersect import isect_offset_encode, isect_tiles
 from splats2d import random_splats
 
@@ -63,6 +63,46 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
     kwargs.update(conics=conics, opacities=opacities)
     expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
     actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
+    for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
+        assert a.dtype == e.dtype and torch.equal(a, e), name
+
+
+@given(
+    n=st.sampled_from([1, 40, 300]),
+    run=st.sampled_from([16, 32, None]),  # None: the radix sort of all keys instead of buckets
+    packed=st.booleans(),
+    spare=st.sampled_from([None, -7, 0, 50]),
+    seed=st.integers(0, 2**16),
+)
+def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run, packed, spare, seed):
+    """Tiles holding more than SORT_RUN intersections sort as runs merged pairwise (here up to 6
+    runs of 16: three rounds, odd runs left over), shorter ones ranked whole in blocks of
+    SORT_BLOCK = 16, or all keys go through one radix sort (long tiles on average); depths with ties, -0.0 and negative values order
+    by their raw bits within a tile, as the twin's 64-bit keys do; bounded buffers too small keep
+    the same prefix."""
+    s = random_splats(2, n, 48, 40, 3, seed, 16)  # 3 x 3 tiles: long tiles
+    depths = (s["depths"].float() * 4).round() / 4  # ties
+    depths[..., : n // 5] = -0.0
+    depths[..., n // 5 : n // 4] = -1.5
+    fields = [s["means2d"].float(), s["radii"], depths, s["conics"].float(), s["opacities"].float()]
+    args = (s["tile_width"], s["tile_height"])
+    if packed:
+        image_ids, gaussian_ids = (s["radii"] > 0).all(-1).nonzero(as_tuple=True)
+        fields = [f[image_ids, gaussian_ids] for f in fields]
+        kwargs = dict(packed=True, n_images=2, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
+    else:
+        kwargs = {}
+    means2d, radii, depths, conics, opacities = fields
+    kwargs.update(conics=conics, opacities=opacities)
+    if spare is not None and not packed:
+        total = int(reference.isect_tiles(means2d, radii, depths, 16, *args, **kwargs)[0].sum())
+        kwargs["max_intersections"] = max(0, total + spare)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "SORT_BLOCK", 16)
+        patch.setattr(intersect, "SORT_RUN", run or 16)
+        patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE", 1 << 30 if run else 0)
+        actual = isect_tiles(means2d, radii, depths, 16, *args, backend="triton", **kwargs)
+    expected = reference.isect_tiles(means2d, radii, depths, 16, *args, **kwargs)
     for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
         assert a.dtype == e.dtype and torch.equal(a, e), name
 

@@ -32,6 +32,11 @@ from ._triton import cdiv, launch_kernel, triton, tl
 from . import reference
 
 BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
+SORT_BLOCK = 128  # keys of a tile ranked together
+SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SORT_CHUNK] tile)
+SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
+SORT_WARPS = 8
+SORT_BUCKET_MAX_AVERAGE = 256  # more intersections a tile on average: one radix sort of all keys is faster
 
 if triton is not None:
     _ALPHA_THRESHOLD = tl.constexpr(shapes.ALPHA_THRESHOLD)
@@ -39,6 +44,7 @@ if triton is not None:
     _REACH_SLACK_REL = tl.constexpr(reference.REACH_SLACK_REL)
     _PADDING_KEY = tl.constexpr(reference.PADDING_KEY)
     _REACH_MAX_TILES = tl.constexpr(reference.REACH_MAX_TILES)
+    _MAX_KEY = tl.constexpr(torch.iinfo(torch.int64).max)
 
     @triton.jit
     def _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width, tile_height):
@@ -118,9 +124,13 @@ if triton is not None:
     @triton.jit
     def _emit_intersections_kernel(
         means2d_ptr, radii_ptr, depths_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr, slots_end_ptr,
-        isect_ids_ptr, flatten_ids_ptr, n, n_per_image, tile_size, tile_width, tile_height, tile_bits, n_slots,
-        PACKED: tl.constexpr, REACH: tl.constexpr, BOUNDED: tl.constexpr, BLOCK: tl.constexpr,
+        isect_ids_ptr, flatten_ids_ptr, tile_counts_ptr, n, n_per_image, tile_size, tile_width, tile_height,
+        tile_bits, n_slots, PACKED: tl.constexpr, REACH: tl.constexpr, BOUNDED: tl.constexpr,
+        BUCKET: tl.constexpr, BLOCK: tl.constexpr,
     ):
+        """Writes each Gaussian's intersections at its slots: gsplat's keys and the flat ids, or with
+        BUCKET (a bucket sort follows) the depth-and-id keys of ``_depth_id_key`` and the (image, tile)
+        bucket of each, counting the bucket's intersections in tile_counts."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
@@ -130,7 +140,11 @@ if triton is not None:
         else:
             image = (i // n_per_image).to(tl.int64)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
-        key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
+        if BUCKET:
+            key_base = _depth_id_key(depth_bits, i)
+            bucket_base = (image * tile_width * tile_height).to(tl.int32)
+        else:
+            key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
         # exclusive cumsum from the inclusive one, no extra launch
         slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
         if REACH:
@@ -146,8 +160,13 @@ if triton is not None:
                                                           tile_size))
             active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
             tile_id = tile_y * tile_width + tile_x
-            tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
-            tl.store(flatten_ids_ptr + slot, i, mask=active)
+            if BUCKET:
+                tl.store(isect_ids_ptr + slot, key_base, mask=active)
+                tl.store(flatten_ids_ptr + slot, bucket_base + tile_id, mask=active)
+                tl.atomic_add(tile_counts_ptr + bucket_base + tile_id, 1, mask=active, sem="relaxed")
+            else:
+                tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
+                tl.store(flatten_ids_ptr + slot, i, mask=active)
             slot += hit.to(tl.int64)
         if BOUNDED:  # the programs pad the slots past the real intersections between them
             total = tl.load(slots_end_ptr + n - 1, mask=n > 0, other=0)
@@ -156,6 +175,104 @@ if triton is not None:
                 j = start + tl.arange(0, BLOCK)
                 tl.store(isect_ids_ptr + j, tl.full([BLOCK], _PADDING_KEY, tl.int64), mask=j < n_slots)
                 tl.store(flatten_ids_ptr + j, tl.zeros([BLOCK], tl.int32), mask=j < n_slots)
+
+
+    @triton.jit
+    def _depth_id_key(depth_bits, flat_id):
+        """int64 keys whose signed order is that of (depth's unsigned bits, flat id), the order of the
+        twin's stable sort within one tile: the depth's top bit flipped into the sign bit."""
+        return (((depth_bits.to(tl.int64) & 0xFFFFFFFF) ^ 0x80000000) << 32) | flat_id.to(tl.int64)
+
+    @triton.jit
+    def _bucket_kernel(depth_id_keys_ptr, buckets_ptr, slots_end_ptr, n, n_slots, cursors_ptr, bucketed_ptr,
+                       BLOCK: tl.constexpr):
+        """Moves each stored intersection into its (image, tile) bucket: cursors hold each bucket's
+        end and are decremented, so that they end at its start (the order within a bucket is
+        arbitrary; the tile sort makes it exact)."""
+        j = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        kept = tl.minimum(tl.load(slots_end_ptr + n - 1), n_slots)
+        ok = j < kept
+        key = tl.load(depth_id_keys_ptr + j, mask=ok)
+        bucket = tl.load(buckets_ptr + j, mask=ok, other=0)
+        slot = tl.atomic_add(cursors_ptr + bucket, -1, mask=ok, sem="relaxed") - 1
+        tl.store(bucketed_ptr + slot, key, mask=ok)
+
+    @triton.jit
+    def _store_tile_keys(key, isect_ids_ptr, flatten_ids_ptr, start, index, ok, key_hi):
+        """gsplat's keys (key_hi: the bucket's image and tile bits) and the flat ids from sorted
+        depth-and-id keys."""
+        depth_bits = ((key >> 32) ^ 0x80000000) & 0xFFFFFFFF
+        tl.store(isect_ids_ptr + start + index, key_hi | depth_bits, mask=ok)
+        tl.store(flatten_ids_ptr + start + index, (key & 0xFFFFFFFF).to(tl.int32), mask=ok)
+
+    @triton.jit
+    def _rank_in_run(keys_ptr, count, key, ok, BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+        """For the keys [BLOCK] (ok: real) of a run of count keys at keys_ptr, their ranks in it: how
+        many of its keys are smaller (the keys are unique), counted CHUNK at a time."""
+        rank = tl.zeros([BLOCK], tl.int32)
+        for first in range(0, count, CHUNK):
+            j = first + tl.arange(0, CHUNK)
+            other = tl.load(keys_ptr + j, mask=j < count, other=_MAX_KEY)
+            rank += tl.sum((other[None, :] < key[:, None]).to(tl.int32), axis=1)
+        return tl.where(ok, rank, 0)
+
+    @triton.jit
+    def _sort_tiles_kernel(bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, starts_ptr, counts_ptr, n_tiles, tile_bits,
+                           BLOCK: tl.constexpr, CHUNK: tl.constexpr, RUN: tl.constexpr):
+        """One program per (image, tile) bucket: sorts its depth-and-id keys and writes gsplat's keys
+        and the flat ids. Up to RUN keys: each key goes straight to its rank among them, counted by
+        comparing it with every key of the bucket (BLOCK keys against CHUNK at a time: no data
+        exchange between threads, and a bucket's work grows with its length). Longer buckets: runs
+        of RUN ranked the same way into isect_ids (free by then), then merged pairwise (each key's
+        place in the other run by binary search), ping-ponging with bucketed."""
+        bucket = tl.program_id(0)
+        start = tl.load(starts_ptr + bucket).to(tl.int64)
+        count = tl.load(counts_ptr + bucket)
+        key_hi = ((bucket // n_tiles).to(tl.int64) << (32 + tile_bits)) | ((bucket % n_tiles).to(tl.int64) << 32)
+        index = tl.arange(0, BLOCK)
+        if count <= RUN:
+            for row in range(0, count, BLOCK):
+                ok = row + index < count
+                key = tl.load(bucketed_ptr + start + row + index, mask=ok, other=_MAX_KEY)
+                rank = _rank_in_run(bucketed_ptr + start, count, key, ok, BLOCK, CHUNK)
+                _store_tile_keys(key, isect_ids_ptr, flatten_ids_ptr, start, rank, ok, key_hi)
+        else:
+            for run in range(0, count, RUN):
+                run_count = tl.minimum(count - run, RUN)
+                for row in range(0, run_count, BLOCK):
+                    ok = row + index < run_count
+                    key = tl.load(bucketed_ptr + start + run + row + index, mask=ok, other=_MAX_KEY)
+                    rank = _rank_in_run(bucketed_ptr + start + run, run_count, key, ok, BLOCK, CHUNK)
+                    tl.store(isect_ids_ptr + start + run + rank, key, mask=ok)
+            src = isect_ids_ptr + start
+            dst = bucketed_ptr + start
+            width = RUN
+            while width < count:
+                tl.debug_barrier()  # the runs written by every thread
+                for chunk in range(0, count, BLOCK):
+                    i = chunk + index
+                    ok = i < count
+                    key = tl.load(src + i, mask=ok)
+                    pair = (i // (2 * width)) * (2 * width)
+                    left = i - pair < width
+                    other = tl.where(left, pair + width, pair)
+                    other_count = tl.minimum(tl.maximum(count - other, 0), width)
+                    below = tl.zeros([BLOCK], tl.int32)  # keys of the other run below this one
+                    step = width
+                    while step > 0:
+                        probe = below + step
+                        inside = ok & (probe <= other_count)
+                        other_key = tl.load(src + other + probe - 1, mask=inside, other=_MAX_KEY)
+                        below = tl.where(inside & (other_key < key), probe, below)
+                        step = step // 2
+                    tl.store(dst + i - tl.where(left, 0, width) + below, key, mask=ok)
+                src, dst = dst, src
+                width *= 2
+            tl.debug_barrier()
+            for chunk in range(0, count, BLOCK):
+                ok = chunk + index < count
+                _store_tile_keys(tl.load(src + chunk + index, mask=ok), isect_ids_ptr, flatten_ids_ptr, start,
+                                 chunk + index, ok, key_hi)
 
 
 def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
@@ -183,15 +300,26 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     n_slots = max_intersections if bounded else (int(slots_end[-1]) if n > 0 else 0)  # the one host sync
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
+    n_buckets = n_images * tile_width * tile_height
+    bucket = sort and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
     if n > 0 and n_slots > 0:
+        tile_counts = torch.zeros(n_buckets if bucket else 1, device=device, dtype=torch.int32)
         launch_kernel(_emit_intersections_kernel, grid,
             means2d, radii, depths, conics, opacities, image_ids if packed else counts, counts, slots_end,
-            isect_ids, flatten_ids, n, n_per_image, float(tile_size), tile_width, tile_height, tile_bits,
-            n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BLOCK=BLOCK)
+            isect_ids, flatten_ids, tile_counts, n, n_per_image, float(tile_size), tile_width, tile_height,
+            tile_bits, n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BUCKET=bucket, BLOCK=BLOCK)
+        if bucket:
+            cursors = torch.cumsum(tile_counts, 0, dtype=torch.int32)  # each bucket's end, then its start
+            bucketed = torch.empty_like(isect_ids)
+            launch_kernel(_bucket_kernel, (cdiv(n_slots, BLOCK),), isect_ids, flatten_ids, slots_end, n, n_slots,
+                          cursors, bucketed, BLOCK=BLOCK)
+            launch_kernel(_sort_tiles_kernel, (n_buckets,), bucketed, isect_ids, flatten_ids, cursors, tile_counts,
+                          tile_width * tile_height, tile_bits, BLOCK=SORT_BLOCK, CHUNK=SORT_CHUNK, RUN=SORT_RUN,
+                          num_warps=SORT_WARPS)
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
-    if sort:
+    if sort and not bucket:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
     return counts, isect_ids, flatten_ids
