@@ -112,6 +112,12 @@ if triton is not None:
         valid = (power <= 0) & (alpha >= 1.0 / 255.0)
         return dx, dy, raw, tl.where(valid, alpha, 0.0), valid
 
+    @triton.jit
+    def _products_through_and_before(through_a, before_a, through_b, before_b):
+        """Scan step for (product through this element, product before it): scanned from (x, 1), it
+        gives the inclusive and the exclusive running products of x."""
+        return through_a * through_b, through_a * before_b
+
     # Tensors are [BLOCK_G, P] with the pixel axis last and one warp per 32 pixels, so each thread
     # owns a pixel and walks the block's Gaussians in registers: the transmittance scan and the
     # colour sums never leave the thread. Only per-Gaussian gradients reduce across the tile.
@@ -155,9 +161,12 @@ if triton is not None:
                 n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
                     means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j + BLOCK_G, j + BLOCK_G < end)
                 dx, dy, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy)
-                t_incl = transmittance[None, :] * tl.cumprod(1.0 - alpha, axis=0)
+                # products of (1 - alpha) up to and up to before each Gaussian: one scan, no division
+                through, before = tl.associative_scan((1.0 - alpha, tl.full(alpha.shape, 1.0, tl.float32)), 0,
+                                                      _products_through_and_before)
+                t_incl = transmittance[None, :] * through
                 included = (t_incl > 1e-4) & (done == 0)[None, :]
-                weight = tl.where(included, alpha * (t_incl / (1.0 - alpha)), 0.0)
+                weight = tl.where(included, alpha * (transmittance[None, :] * before), 0.0)
                 if USE_DOT:
                     col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
                                   mask=in_range[:, None] & ch_ok[None, :], other=0.0)  # [BLOCK_G, CHANNELS_PAD]
