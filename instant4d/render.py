@@ -1,7 +1,7 @@
 """``rasterization()``: the one entry point that renders Gaussians, a drop-in for gsplat 1.5.3's.
 
 Stages (each a public function with a Triton kernel and a PyTorch twin, see docs/architecture.md):
-``fully_fused_projection`` -> (``spherical_harmonics``) -> ``isect_tiles`` -> ``isect_offset_encode``
+``fully_fused_projection`` -> (``spherical_harmonics``) -> ``intersect_tiles`` (``isect_tiles`` + ``isect_offset_encode``)
 -> ``rasterize_to_pixels``.
 """
 
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import shapes
 from .kernels.composite import rasterize_to_pixels
-from .kernels.intersect import isect_offset_encode, isect_tiles
+from .kernels.intersect import intersect_tiles
 from .kernels.projection import fully_fused_projection
 from .kernels.spherical_harmonics import spherical_harmonics
 
@@ -209,13 +209,12 @@ def rasterization(
 
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
-    tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(
+    tiles_per_gauss, isect_ids, flatten_ids, isect_offsets, n_isects = intersect_tiles(
         means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
         image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, conics=conics,
         opacities=opacities, backend=backend,
     )
-    n_isects = None if max_intersections is None else tiles_per_gauss.sum(dtype=torch.int32).reshape(1)
-    isect_offsets = isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
+    n_isects = None if max_intersections is None else n_isects
     isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
     meta.update(tile_width=tile_width, tile_height=tile_height, tiles_per_gauss=tiles_per_gauss,
                 isect_ids=isect_ids, flatten_ids=flatten_ids, isect_offsets=isect_offsets, width=width,

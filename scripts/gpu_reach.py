@@ -16,11 +16,11 @@ import triton.testing
 import instant4d.render
 from instant4d import rasterization
 from instant4d.gaussians import head_like_scene, random_scene
-from instant4d.kernels.intersect import isect_tiles
+from instant4d.kernels.intersect import intersect_tiles
 
 
 def rectangles(*args, conics=None, opacities=None, **kwargs):  # the reach test off
-    return isect_tiles(*args, **kwargs)
+    return intersect_tiles(*args, **kwargs)
 
 
 def ms(fn) -> float:
@@ -59,17 +59,17 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for kind, n, px, cams in scenes:
         scene = (head_like_scene if kind == "head" else random_scene)(n, px, px, n_cameras=cams, seed=0).to("cuda")
-        instant4d.render.isect_tiles = isect_tiles
+        instant4d.render.intersect_tiles = intersect_tiles
         reach = time_scene(scene)
-        instant4d.render.isect_tiles = rectangles
+        instant4d.render.intersect_tiles = rectangles
         rect = time_scene(scene)
         print(f"| {kind} | {n // 1000}k | {px}² | {cams} | {reach[0]:.3f} / {rect[0]:.3f} ({rect[0] / reach[0]:.2f}x) | "
               f"{reach[1]:.3f} / {rect[1]:.3f} ({rect[1] / reach[1]:.2f}x) |", flush=True)
-    instant4d.render.isect_tiles = isect_tiles
+    instant4d.render.intersect_tiles = intersect_tiles
     reach = avatar_frame()
-    instant4d.render.isect_tiles = rectangles
+    instant4d.render.intersect_tiles = rectangles
     rect = avatar_frame()
-    instant4d.render.isect_tiles = isect_tiles
+    instant4d.render.intersect_tiles = intersect_tiles
     print(f"\nAvatar CUDA-graph frame (54.5k, 512², grid 256): {reach:.4f} ms with the reach test, {rect:.4f} ms "
           f"with rectangles ({rect / reach:.2f}x)")
 

@@ -15,7 +15,6 @@ import functools
 import torch
 import triton.testing
 
-import instant4d.render
 from instant4d import rasterization
 from instant4d.gaussians import head_like_scene, random_scene
 from instant4d.kernels import intersect
@@ -141,21 +140,19 @@ def main() -> None:
     print("| scene | N | image | cams | fwd | fwd+bwd |")
     print("| --- | --- | --- | --- | --- | --- |")
     for kind, n, px, cams, scene in [] if args.no_render else timed:
-        instant4d.render.isect_tiles = isect_tiles
         new = time_render(scene)
-        instant4d.render.isect_tiles = radix_sorted
+        sort_config(default[:4] + (0,))  # the radix sort everywhere
         old = time_render(scene)
-        instant4d.render.isect_tiles = isect_tiles
+        sort_config(default)
         print(f"| {kind} | {n // 1000}k | {px}² | {cams} | {new[0]:.3f} / {old[0]:.3f} ({old[0] / new[0]:.2f}x) | "
               f"{new[1]:.3f} / {old[1]:.3f} ({old[1] / new[1]:.2f}x) |", flush=True)
     frames = []
     for config in configs:
         sort_config(config + (1 << 40,))
         frames.append(avatar_frame())
-    sort_config(default)
-    instant4d.render.isect_tiles = radix_sorted
+    sort_config(default[:4] + (0,))
     old = avatar_frame()
-    instant4d.render.isect_tiles = isect_tiles
+    sort_config(default)
     print(f"\nAvatar CUDA-graph frame (54.5k, 512², grid 256), ms: bucket sort at " + args.configs + ": "
           + " / ".join(f"{t:.4f}" for t in frames) + f"; torch.sort {old:.4f}")
 

@@ -21,7 +21,7 @@ past the true count hold ``reference.PADDING_KEY``, which sorts after every real
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -319,10 +319,14 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
+    offsets = None
     if sort and not bucket:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
-    return counts, isect_ids, flatten_ids
+    elif bucket:  # the buckets' starts are the per-tile offsets
+        offsets = cursors if n > 0 and n_slots > 0 else torch.zeros(n_buckets, device=device, dtype=torch.int32)
+    n_isects = slots_end[-1:] if n > 0 else torch.zeros(1, device=device, dtype=torch.int64)
+    return counts, isect_ids, flatten_ids, offsets, n_isects
 
 
 @torch.no_grad()
@@ -363,6 +367,67 @@ def isect_tiles(
     fewer intersections to sort and composite. Without them every tile of the rectangle counts, as in
     gsplat.
     """
+    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
+                             image_ids, gaussian_ids, max_intersections, conics, opacities)
+    if resolve_backend(backend, means2d, radii, depths) == "torch":
+        return reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
+                                     packed=packed, n_images=n_images, image_ids=image_ids,
+                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections,
+                                     conics=conics, opacities=opacities)
+    return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
+                               n_images, image_ids, max_intersections, conics, opacities)[:3]
+
+
+class TileIntersections(NamedTuple):
+    tiles_per_gauss: Tensor  # [..., N] or [nnz] int32
+    isect_ids: Tensor  # [M] int64, sorted
+    flatten_ids: Tensor  # [M] int32
+    isect_offsets: Tensor  # [I, TH, TW] int32
+    n_isects: Tensor  # [1] int64: the real intersections (more than M when max_intersections was too small)
+
+
+@torch.no_grad()
+def intersect_tiles(
+    means2d: Tensor,  # [..., N, 2] or [nnz, 2]
+    radii: Tensor,  # [..., N, 2] or [nnz, 2] int32
+    depths: Tensor,  # [..., N] or [nnz]
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    *,
+    packed: bool = False,
+    n_images: Optional[int] = None,
+    image_ids: Optional[Tensor] = None,  # [nnz] when packed
+    gaussian_ids: Optional[Tensor] = None,  # [nnz] when packed
+    max_intersections: Optional[int] = None,
+    conics: Optional[Tensor] = None,  # [..., N, 3] or [nnz, 3]
+    opacities: Optional[Tensor] = None,  # [..., N] or [nnz]
+    backend: Optional[str] = None,
+) -> TileIntersections:
+    """``isect_tiles`` (sorted), ``isect_offset_encode`` of its keys and the real count, as
+    ``rasterization`` needs them. Where the bucket sort ran, the offsets are its buckets' starts and
+    the count the last of its cumsum: no kernels of their own."""
+    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
+                             image_ids, gaussian_ids, max_intersections, conics, opacities)
+    if resolve_backend(backend, means2d, radii, depths) == "torch":
+        counts, isect_ids, flatten_ids = reference.isect_tiles(
+            means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
+            image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, conics=conics,
+            opacities=opacities)
+        offsets, n_isects = None, counts.sum(dtype=torch.int64).reshape(1)
+    else:
+        counts, isect_ids, flatten_ids, offsets, n_isects = _isect_tiles_triton(
+            means2d, radii, depths, tile_size, tile_width, tile_height, True, packed, n_images, image_ids,
+            max_intersections, conics, opacities)
+    if offsets is None:
+        offsets = reference.isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
+    return TileIntersections(counts, isect_ids, flatten_ids, offsets.reshape(n_images, tile_height, tile_width),
+                             n_isects)
+
+
+def _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids,
+                  gaussian_ids, max_intersections, conics, opacities) -> int:
+    """Raise a ValueError naming the first bad argument of isect_tiles; returns the number of images."""
     for name, value in (("tile_size", tile_size), ("tile_width", tile_width), ("tile_height", tile_height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -392,13 +457,7 @@ def isect_tiles(
         if image_bits + tile_bits > 31:
             raise ValueError(f"max_intersections needs image and tile ids within 31 bits; {n_images} images x "
                              f"{tile_width * tile_height} tiles take {image_bits + tile_bits}")
-    if resolve_backend(backend, means2d, radii, depths) == "torch":
-        return reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
-                                     packed=packed, n_images=n_images, image_ids=image_ids,
-                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections,
-                                     conics=conics, opacities=opacities)
-    return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                               n_images, image_ids, max_intersections, conics, opacities)
+    return n_images
 
 
 @torch.no_grad()

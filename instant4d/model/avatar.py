@@ -171,7 +171,7 @@ class Avatar:
                 outputs = images[0], alphas[0]
             else:
                 outputs = torch.cat(images), torch.cat(alphas)
-            return (outputs, torch.cat(counts)) if options else outputs
+            return (outputs, counts[0] if len(counts) == 1 else torch.cat(counts)) if options else outputs
 
         if not cuda_graph:
             return frame
