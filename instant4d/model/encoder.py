@@ -10,7 +10,9 @@ weights exist to ship yet; a distilled neural encoder will subclass ``Encoder`` 
    the world origin's depth).
 2. Depth per pixel of a ``resolution``^2 grid: the mesh's depth inside its triangles; elsewhere (hair,
    ears, neck, eye and mouth openings) a head-shaped ellipsoid fitted to the face plus the mesh's
-   offset from it, extrapolated by pull-push filling and faded out with the distance from the face.
+   offset from it, extrapolated by pull-push filling (outside the face from the mesh's outline alone, so
+   the surface keeps receding past the outline instead of folding forward) and faded out with the
+   distance from the face.
    The surface is continuous, so turning the head does not open cracks.
 3. One Gaussian per pixel of the person mask, at the unprojected pixel centre, coloured by the pixel,
    flat along the local surface (its axes are the surface tangents of one grid step, times
@@ -162,6 +164,12 @@ class Encoder:
         proxy = head.front_depth(grid_u, grid_v, size, config)
         offset = np.where(covered, mesh_values[..., 0] - proxy, 0.0)
         fill = pull_push(offset[..., None], covered.astype(np.float64))[..., 0]
+        # outside the face the offset is carried out from the mesh's outline alone: the outline lies far
+        # behind the proxy, and an average over the whole mesh would bring the surface forward again
+        # just past it, a fold that a turned head shows as a soft, see-through seam along its far cheek
+        face = covered | rasterize_polygon(pixel_marks[list(lm.FACE_OVAL)], res)  # the mesh, holes filled
+        outline = covered & (F.max_pool2d(torch.as_tensor(~face, dtype=torch.float64)[None, None], 3, stride=1, padding=1)[0, 0].numpy() > 0.5)
+        fill = np.where(face, fill, pull_push(offset[..., None], outline.astype(np.float64))[..., 0])
         near_face = np.where(covered, 1.0, np.clip(2.0 * _smooth(covered.astype(np.float64), max(res // 16, 1)), 0.0, 1.0))
         depth = proxy + fill * near_face  # = the mesh's depth where it covers
         points = _unproject(grid_u, grid_v, depth, size, config)  # [R, R, 3]
