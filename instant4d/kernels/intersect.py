@@ -8,9 +8,22 @@ Work split: ``_count_tiles_kernel`` gives each Gaussian its number of tiles (one
 Gaussian)): its tile rectangle's size, or with conics and opacities the tiles of it that its alpha
 can reach (walking rectangles of up to ``reference.REACH_MAX_TILES`` tiles); an exclusive cumsum
 gives each Gaussian its slots; ``_emit_intersections_kernel`` walks each block's rectangles in
-lockstep (tile k of every lane per step, up to the block's largest rectangle) writing keys and flat
-ids, and pads bounded buffers; ``torch.sort(stable=True)`` orders them. The tile bounds are
-computed in float32 exactly as the twin does, so integer outputs agree bit for bit.
+lockstep (tile k of every lane per step, up to the block's largest rectangle) writing a key and a
+flat id per slot, and pads bounded buffers. Then the sort, one of two ways:
+
+- bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average, as in avatar
+  frames): the emit kernel also counts each (image, tile) bucket's intersections, a cumsum gives the
+  buckets' ends, ``_bucket_kernel`` moves every intersection into its bucket (atomic cursors), and
+  ``_sort_tiles_kernel`` (a program per bucket) ranks the bucket's (depth, flat id) keys and writes
+  gsplat's keys and the flat ids in order. A few launches and no host work where ``torch.sort``
+  makes about twenty (its host time was a quarter of a small frame's), and the buckets' starts are
+  ``isect_offset_encode``'s offsets for free (``intersect_tiles``).
+- one stable ``torch.sort`` of the 64-bit keys otherwise (long tiles: a radix sort's passes beat
+  ranking there, measured in docs/benchmarks.md).
+
+Both give the same order (stable by flat id among equal depths): the keys and ids come out bit for
+bit the same as the twin's. The tile bounds are computed in float32 exactly as the twin does, so
+integer outputs agree bit for bit.
 
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
 host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
