@@ -1,16 +1,16 @@
 """A/B of the tile sort in ``isect_tiles``: the bucket sort (per-tile buckets, then each tile's keys
-sorted in one program; the default) against one stable ``torch.sort`` of all 64-bit keys (the radix
-sort it replaced), in one process. Checks that both give the same keys and ids, then times
-``isect_tiles`` alone (at several ``SORT_BLOCK`` / ``SORT_CHUNK`` / ``SORT_WARPS`` / ``SORT_RUN``), ``rasterization`` forward and forward+backward,
-and the avatar's CUDA-graph frame.
+ranked in one program) against one stable ``torch.sort`` of all 64-bit keys (the radix sort it
+replaced where tiles are short on average), in one process. Checks that both give the same keys and
+ids, then times ``isect_tiles`` alone (at several ``SORT_BLOCK`` / ``SORT_CHUNK`` / ``SORT_WARPS`` /
+``SORT_RUN``, the bucket sort forced at every size), ``rasterization`` forward and forward+backward
+(the default, with its threshold, against the radix sort everywhere), and the avatar's CUDA-graph frame.
 
-    PYTHONPATH=. python scripts/gpu_sort.py [--quick]
+    PYTHONPATH=.:scripts python scripts/gpu_sort.py [--quick] [--no-render] [--profile] [--configs ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 
 import torch
 import triton.testing
@@ -19,6 +19,7 @@ from instant4d import rasterization
 from instant4d.gaussians import head_like_scene, random_scene
 from instant4d.kernels import intersect
 from instant4d.kernels.intersect import isect_tiles
+from gpu_reach import avatar_frame, ms, time_scene  # one timing protocol for both A/B scripts
 
 
 def radix_sorted(*args, sort=True, **kwargs):
@@ -30,10 +31,6 @@ def radix_sorted(*args, sort=True, **kwargs):
     return counts, isect_ids, flatten_ids
 
 
-def ms(fn) -> float:
-    return float(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
-
-
 def projected(scene):
     """The inputs rasterization gives isect_tiles for this scene (its meta), and the tile grid."""
     _, _, meta = rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
@@ -41,27 +38,6 @@ def projected(scene):
     tw, th = meta["tile_width"], meta["tile_height"]
     args = (meta["means2d"], meta["radii"], meta["depths"], meta["tile_size"], tw, th)
     return args, dict(conics=meta["conics"], opacities=meta["opacities"])
-
-
-def time_render(scene) -> tuple[float, float]:
-    leaves = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
-                                                            scene.opacities, scene.colors)]
-    render = functools.partial(rasterization, viewmats=scene.viewmats, Ks=scene.Ks, width=scene.width,
-                               height=scene.height, packed=False)
-    fwd = ms(lambda: render(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors))
-    fwdbwd = ms(lambda: render(*leaves)[0].sum().backward())
-    return fwd, fwdbwd
-
-
-def avatar_frame() -> float:
-    from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View
-
-    avatar = Avatar.sample(EncoderConfig(resolution=256)).to("cuda")
-    codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0})
-                                       .with_pose(HeadPose(yaw=10, pitch=-5)))
-    graphed = avatar.renderer(512, View(yaw=15.0), backend="triton", cuda_graph=True)
-    with torch.no_grad():
-        return ms(lambda: graphed(codes, poses))
 
 
 def sort_config(config=None) -> tuple[int, ...]:
@@ -140,9 +116,9 @@ def main() -> None:
     print("| scene | N | image | cams | fwd | fwd+bwd |")
     print("| --- | --- | --- | --- | --- | --- |")
     for kind, n, px, cams, scene in [] if args.no_render else timed:
-        new = time_render(scene)
+        new = time_scene(scene)
         sort_config(default[:4] + (0,))  # the radix sort everywhere
-        old = time_render(scene)
+        old = time_scene(scene)
         sort_config(default)
         print(f"| {kind} | {n // 1000}k | {px}² | {cams} | {new[0]:.3f} / {old[0]:.3f} ({old[0] / new[0]:.2f}x) | "
               f"{new[1]:.3f} / {old[1]:.3f} ({old[1] / new[1]:.2f}x) |", flush=True)
