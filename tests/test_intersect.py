@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from instant4d.kernels import intersect, reference
-from instant4d.kernels.intersect import isect_offset_encode, isect_tiles
+from instant4d.kernels.intersect import intersect_tiles, isect_offset_encode, isect_tiles
 from splats2d import random_splats
 
 
@@ -105,6 +105,33 @@ def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run
     expected = reference.isect_tiles(means2d, radii, depths, 16, *args, **kwargs)
     for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
         assert a.dtype == e.dtype and torch.equal(a, e), name
+
+
+@given(
+    n=st.sampled_from([0, 1, 40, 300]),
+    bucket=st.booleans(),
+    spare=st.sampled_from([None, -7, 0, 50]),
+    seed=st.integers(0, 2**16),
+)
+def test_intersect_tiles_offsets_and_count_match_the_stage_functions(interpret_triton, n, bucket, spare, seed):
+    """intersect_tiles (what rasterization calls): its offsets, taken from the bucket sort's starts or
+    from isect_offset_encode, equal isect_offset_encode of its keys, and its count the sum of
+    tiles_per_gauss, for the kernels (both sorts) and the twin, bounded buffers too."""
+    s = random_splats(2, n, 48, 40, 3, seed, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    kwargs = dict(conics=s["conics"].float(), opacities=s["opacities"].float())
+    if spare is not None:
+        total = int(reference.isect_tiles(*args, **kwargs)[0].sum())
+        kwargs["max_intersections"] = max(0, total + spare)
+    for backend in ("triton", "torch"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE", 1 << 30 if bucket else 0)
+            out = intersect_tiles(*args, backend=backend, **kwargs)
+        assert torch.equal(out.isect_offsets, isect_offset_encode(out.isect_ids, 2, *args[4:])), backend
+        assert out.n_isects.shape == (1,) and int(out.n_isects) == int(out.tiles_per_gauss.sum()), backend
+        expected = isect_tiles(*args, backend=backend, **kwargs)
+        for a, e in zip(out[:3], expected):
+            assert torch.equal(a, e), backend
 
 
 @given(n=st.sampled_from([1, 50, 300]), tile_size=st.sampled_from([8, 16]), seed=st.integers(0, 2**16))
