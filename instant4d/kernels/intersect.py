@@ -15,9 +15,9 @@ flat id per slot, and pads bounded buffers. Then the sort, one of two ways:
   frames): the emit kernel also counts each (image, tile) bucket's intersections, a cumsum gives the
   buckets' ends, ``_bucket_kernel`` moves every intersection into its bucket (atomic cursors), and
   ``_sort_tiles_kernel`` (a program per bucket) ranks the bucket's (depth, flat id) keys and writes
-  gsplat's keys and the flat ids in order: a memset, a cumsum and two kernels where ``torch.sort`` makes about twenty
-  (its host time was a quarter of a small frame's), and the buckets' starts are
-  ``isect_offset_encode``'s offsets for free (``intersect_tiles``).
+  gsplat's keys and the flat ids in order: a memset, a cumsum and two kernels where ``torch.sort``
+  makes about twenty launches (its host time was a quarter of a small frame's), and the buckets'
+  starts are ``isect_offset_encode``'s offsets for free (``intersect_tiles``).
 - one stable ``torch.sort`` of the 64-bit keys otherwise (long tiles: a radix sort's passes beat
   ranking there, measured in docs/benchmarks.md).
 
