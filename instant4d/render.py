@@ -1,8 +1,8 @@
 """``rasterization()``: the one entry point that renders Gaussians, a drop-in for gsplat 1.5.3's.
 
 Stages (each a public function with a Triton kernel and a PyTorch twin, see docs/architecture.md):
-``fully_fused_projection`` -> (``spherical_harmonics``) -> ``intersect_tiles`` (``isect_tiles`` + ``isect_offset_encode``)
--> ``rasterize_to_pixels``.
+``fully_fused_projection`` -> (``spherical_harmonics``) -> ``intersect_tiles`` (``isect_tiles`` +
+``isect_offset_encode``) -> ``rasterize_to_pixels``.
 """
 
 from __future__ import annotations
