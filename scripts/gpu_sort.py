@@ -89,8 +89,8 @@ def main() -> None:
     if args.profile:
         return profile()
     default = sort_config()
-    print("\nisect_tiles alone (ms), bucket sort at (SORT_BLOCK x SORT_CHUNK x SORT_WARPS x SORT_RUN, used at any average tile length) "
-          + args.configs
+    print("\nisect_tiles alone (ms), bucket sort at (SORT_BLOCK x SORT_CHUNK x SORT_WARPS x SORT_RUN, "
+          "used at any average tile length) " + args.configs
           + " against torch.sort; outputs equal at every config?")
     print("| scene | N | image | cams | intersections | longest tile | bucket | torch.sort | equal |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

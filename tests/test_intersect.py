@@ -77,9 +77,9 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
 def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run, packed, spare, seed):
     """Tiles holding more than SORT_RUN intersections sort as runs merged pairwise (here up to 6
     runs of 16: three rounds, odd runs left over), shorter ones ranked whole in blocks of
-    SORT_BLOCK = 16, or all keys go through one radix sort (long tiles on average); depths with ties, -0.0 and negative values order
-    by their raw bits within a tile, as the twin's 64-bit keys do; bounded buffers too small keep
-    the same prefix."""
+    SORT_BLOCK = 16, or all keys go through one radix sort (long tiles on average); depths with
+    ties, -0.0 and negative values order by their raw bits within a tile, as the twin's 64-bit keys
+    do; bounded buffers too small keep the same prefix."""
     s = random_splats(2, n, 48, 40, 3, seed, 16)  # 3 x 3 tiles: long tiles
     depths = (s["depths"].float() * 4).round() / 4  # ties
     depths[..., : n // 5] = -0.0
