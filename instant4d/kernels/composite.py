@@ -332,9 +332,11 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
     use_dot = channels_pad > 8
     tile_pad = next_power_of_2(tile_size)
     # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py and
-    # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: 8 Gaussians
-    # per block, the next one prefetched, an early-exit check after each (0.251 ms at 100k / 512x512;
-    # 4 per block and 2 blocks between checks without prefetch: 0.337 ms).
+    # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: the next
+    # block prefetched, an early-exit check after each; 16 Gaussians per block for up to 3 channels in
+    # tiles of up to 16 px (since the transmittance scan lost its division: avatar 128.6 -> 106.8 us,
+    # 100k / 512x512 187.6 -> 177.9 us against 8, scripts/gpu_composite_ab.py; sm_90, 3 channels: 166
+    # registers), else 8 (4-8 channels took 203-215 registers at 16, 32 px tiles spilled).
     # Backward: 8 per block with the next block prefetched (with relaxed atomics, the kernel alone at
     # 100k / 512x512: 1.005 ms, against 1.342 at 16 per block and 11.5 at 32, which spills; 4 warps
     # beat 8; scripts/gpu_composite_backward.py --sweep, also at 1M / 1024x1024 and 8 cameras).
@@ -345,6 +347,8 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False) -> dic
                   num_warps=max(1, min(32, tile_pad * tile_pad // 64)))
     if not backward:
         config["UNROLL"] = 1
+        if channels <= 3 and tile_pad <= 16:
+            config["BLOCK_G"] = 16
     return config
 
 
