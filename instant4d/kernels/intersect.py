@@ -332,13 +332,13 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
-    offsets = None
     if sort and not bucket:
         isect_ids, order = torch.sort(isect_ids, stable=True)
         flatten_ids = flatten_ids[order]
-    elif bucket:  # the buckets' starts are the per-tile offsets
-        offsets = cursors if n > 0 and n_slots > 0 else torch.zeros(n_buckets, device=device, dtype=torch.int32)
-    n_isects = slots_end[-1:] if n > 0 else torch.zeros(1, device=device, dtype=torch.int64)
+    # by-products intersect_tiles uses when they exist: the buckets' starts (the per-tile offsets) and
+    # the count
+    offsets = cursors if bucket and n > 0 and n_slots > 0 else None
+    n_isects = slots_end[-1:] if n > 0 else None
     return counts, isect_ids, flatten_ids, offsets, n_isects
 
 
@@ -380,15 +380,8 @@ def isect_tiles(
     fewer intersections to sort and composite. Without them every tile of the rectangle counts, as in
     gsplat.
     """
-    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
-                             image_ids, gaussian_ids, max_intersections, conics, opacities)
-    if resolve_backend(backend, means2d, radii, depths) == "torch":
-        return reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
-                                     packed=packed, n_images=n_images, image_ids=image_ids,
-                                     gaussian_ids=gaussian_ids, max_intersections=max_intersections,
-                                     conics=conics, opacities=opacities)
-    return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                               n_images, image_ids, max_intersections, conics, opacities)[:3]
+    return _checked_isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
+                                image_ids, gaussian_ids, max_intersections, conics, opacities, backend)[1:4]
 
 
 class TileIntersections(NamedTuple):
@@ -420,22 +413,32 @@ def intersect_tiles(
     """``isect_tiles`` (sorted), ``isect_offset_encode`` of its keys and the real count, as
     ``rasterization`` needs them. Where the bucket sort ran, the offsets are its buckets' starts and
     the count the last of its cumsum: no kernels of their own."""
+    n_images, counts, isect_ids, flatten_ids, offsets, n_isects = _checked_isect_tiles(
+        means2d, radii, depths, tile_size, tile_width, tile_height, True, packed, n_images, image_ids, gaussian_ids,
+        max_intersections, conics, opacities, backend)
+    if offsets is None:
+        offsets = reference.isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
+    if n_isects is None:
+        n_isects = counts.sum(dtype=torch.int64).reshape(1)
+    return TileIntersections(counts, isect_ids, flatten_ids, offsets.reshape(n_images, tile_height, tile_width),
+                             n_isects)
+
+
+def _checked_isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
+                         image_ids, gaussian_ids, max_intersections, conics, opacities, backend):
+    """The inputs checked, then the backend's isect_tiles: (n_images, tiles_per_gauss, isect_ids,
+    flatten_ids, the per-tile offsets or None, the count [1] or None; the Triton path gives the last
+    two where it has them for free)."""
     n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
                              image_ids, gaussian_ids, max_intersections, conics, opacities)
     if resolve_backend(backend, means2d, radii, depths) == "torch":
-        counts, isect_ids, flatten_ids = reference.isect_tiles(
-            means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
-            image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, conics=conics,
-            opacities=opacities)
-        offsets, n_isects = None, counts.sum(dtype=torch.int64).reshape(1)
-    else:
-        counts, isect_ids, flatten_ids, offsets, n_isects = _isect_tiles_triton(
-            means2d, radii, depths, tile_size, tile_width, tile_height, True, packed, n_images, image_ids,
-            max_intersections, conics, opacities)
-    if offsets is None:
-        offsets = reference.isect_offset_encode(isect_ids, n_images, tile_width, tile_height)
-    return TileIntersections(counts, isect_ids, flatten_ids, offsets.reshape(n_images, tile_height, tile_width),
-                             n_isects)
+        outputs = reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
+                                        packed=packed, n_images=n_images, image_ids=image_ids,
+                                        gaussian_ids=gaussian_ids, max_intersections=max_intersections,
+                                        conics=conics, opacities=opacities)
+        return (n_images, *outputs, None, None)
+    return (n_images, *_isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
+                                           n_images, image_ids, max_intersections, conics, opacities))
 
 
 def _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids,
