@@ -168,7 +168,7 @@ class Encoder:
         # behind the proxy, and an average over the whole mesh would bring the surface forward again
         # just past it, a fold that a turned head shows as a soft, see-through seam along its far cheek
         face = covered | rasterize_polygon(pixel_marks[list(lm.FACE_OVAL)], res)  # the mesh, holes filled
-        outline = covered & (F.max_pool2d(torch.as_tensor(~face, dtype=torch.float64)[None, None], 3, stride=1, padding=1)[0, 0].numpy() > 0.5)
+        outline = covered & ~_erode(face)
         fill = np.where(face, fill, pull_push(offset[..., None], outline.astype(np.float64))[..., 0])
         near_face = np.where(covered, 1.0, np.clip(2.0 * _smooth(covered.astype(np.float64), max(res // 16, 1)), 0.0, 1.0))
         depth = proxy + fill * near_face  # = the mesh's depth where it covers
@@ -287,8 +287,12 @@ def _outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(solid, edge) [R, R]: cells well inside the person (mask > 0.9) and those of them on its outline
     (a 4-neighbour not solid; the image border is no outline)."""
     solid = mask > 0.9
-    inner = -F.max_pool2d(-torch.as_tensor(solid, dtype=torch.float64)[None, None], 3, stride=1, padding=1)[0, 0].numpy() > 0.5
-    return solid, solid & ~inner
+    return solid, solid & ~_erode(solid)
+
+
+def _erode(cells: np.ndarray) -> np.ndarray:
+    """[R, R] bool: the cells whose 3x3 neighbourhood (within the grid) lies wholly in ``cells``."""
+    return -F.max_pool2d(-torch.as_tensor(cells, dtype=torch.float64)[None, None], 3, stride=1, padding=1)[0, 0].numpy() > 0.5
 
 
 def _skirt_splats(grid_u, grid_v, depth, until, mask, colors, jaw, size: int, config: EncoderConfig, spacing: float) -> dict:
