@@ -11,6 +11,13 @@ from instant4d.kernels.intersect import intersect_tiles, isect_offset_encode, is
 from splats2d import random_splats
 
 
+def packed_inputs(radii, fields, n_images):
+    """The visible (image, Gaussian) entries of each [I, N, ...] field, and isect_tiles' packed keywords."""
+    image_ids, gaussian_ids = (radii > 0).all(-1).nonzero(as_tuple=True)
+    kwargs = dict(packed=True, n_images=n_images, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
+    return [f[image_ids, gaussian_ids] for f in fields], kwargs
+
+
 @given(
     n_images=st.integers(1, 3),
     n=st.sampled_from([0, 1, 7, 255, 257]),  # 256 is the kernel's block
@@ -24,12 +31,9 @@ def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, heigh
     s = random_splats(n_images, n, width, height, 3, seed, tile_size)
     args = (s["tile_width"], s["tile_height"])
     means2d, radii, depths = s["means2d"].float(), s["radii"], s["depths"].float()
+    kwargs = {}
     if packed:
-        image_ids, gaussian_ids = (radii > 0).all(-1).nonzero(as_tuple=True)
-        kwargs = dict(packed=True, n_images=n_images, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
-        means2d, radii, depths = means2d[image_ids, gaussian_ids], radii[image_ids, gaussian_ids], depths[image_ids, gaussian_ids]
-    else:
-        kwargs = {}
+        (means2d, radii, depths), kwargs = packed_inputs(radii, (means2d, radii, depths), n_images)
     expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
     actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
     for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
@@ -56,9 +60,7 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
     fields = [s[k].float() for k in ("means2d", "depths", "conics", "opacities")] + [s["radii"]]
     kwargs = dict(max_intersections=bound) if bound is not None and not packed else {}
     if packed:
-        image_ids, gaussian_ids = (s["radii"] > 0).all(-1).nonzero(as_tuple=True)
-        fields = [f[image_ids, gaussian_ids] for f in fields]
-        kwargs = dict(packed=True, n_images=n_images, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
+        fields, kwargs = packed_inputs(s["radii"], fields, n_images)
     means2d, depths, conics, opacities, radii = fields
     kwargs.update(conics=conics, opacities=opacities)
     expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
@@ -86,12 +88,9 @@ def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run
     depths[..., n // 5 : n // 4] = -1.5
     fields = [s["means2d"].float(), s["radii"], depths, s["conics"].float(), s["opacities"].float()]
     args = (s["tile_width"], s["tile_height"])
+    kwargs = {}
     if packed:
-        image_ids, gaussian_ids = (s["radii"] > 0).all(-1).nonzero(as_tuple=True)
-        fields = [f[image_ids, gaussian_ids] for f in fields]
-        kwargs = dict(packed=True, n_images=2, image_ids=image_ids.int(), gaussian_ids=gaussian_ids.int())
-    else:
-        kwargs = {}
+        fields, kwargs = packed_inputs(s["radii"], fields, 2)
     means2d, radii, depths, conics, opacities = fields
     kwargs.update(conics=conics, opacities=opacities)
     if spare is not None and not packed:
