@@ -15,6 +15,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .model.encoder import EncoderConfig
+
 DEMO_PRESETS = ("smile", "open_mouth", "blink", "brows_up", "surprise", "frown", "wink", "pucker", "grin")
 
 
@@ -53,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create", help="encode a photo into an avatar file (needs instant4d[face])")
     create.add_argument("photo")
     create.add_argument("-o", "--output", required=True, help="avatar file (.safetensors)")
-    create.add_argument("--resolution", type=int, default=256)
+    create.add_argument("--resolution", type=int, default=EncoderConfig.resolution,
+                        help=f"encoder grid: up to resolution^2 Gaussians (default {EncoderConfig.resolution})")
     create.set_defaults(run=run_create)
 
     animate = commands.add_parser("animate", help="drive a photo or avatar by a video, an image or a preset")
@@ -72,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_source(source: str, resolution: int = 256):
-    from .model import Avatar, EncoderConfig, Encoder
+def _load_source(source: str, resolution: int = EncoderConfig.resolution):
+    from .model import Avatar, Encoder
     from .model.media import InputError
 
     path = Path(source)
@@ -122,7 +125,7 @@ def run_demo(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .model import Avatar, EncoderConfig, View
+    from .model import Avatar, View
     from .model.media import VideoWriter
 
     start = time.perf_counter()

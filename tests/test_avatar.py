@@ -55,6 +55,22 @@ def test_neutral_frontal_render_covers_the_face(avatar):
     assert alpha[0, 0] < 0.01  # the photo's background is not part of the avatar
 
 
+def test_avatar_frames_do_not_depend_on_the_tile_size(avatar):
+    """The renderer's 8x8 tiles (RENDER_TILE_SIZE, chosen for speed) draw the frame that gsplat's
+    16x16 tiles draw: the same Gaussians reach each pixel in the same order, so only float rounding
+    of the per-tile sums may differ (1e-5)."""
+    codes, poses = avatar.code_tensors(MotionCode.preset("smile"), HeadPose(yaw=12, pitch=-4))
+    with torch.no_grad():
+        renderers = [avatar.renderer(48, View(yaw=20), tile_size=tile) for tile in (8, 16, 5)]
+        frames = [render(codes, poses) for render in renderers]
+        counts = [int(render(codes, poses, max_intersections=1 << 20)[1]) for render in renderers]
+    assert counts[1] < counts[0] < counts[2]  # the tiles really are 8, 16 and 5 px: more tiles, more intersections
+    for image, alpha in frames[1:]:
+        assert_close(image, frames[0][0], "image", atol=1e-5, rtol=0)
+        assert_close(alpha, frames[0][1], "alpha", atol=1e-5, rtol=0)
+    assert 0.2 < float(frames[0][1].mean()) < 0.9  # the head fills part of the frame
+
+
 def test_turned_views_leave_no_holes_over_the_face():
     """Camera +-30 degrees around: the face (its landmarks' outline, projected) stays opaque; without
     the closed back of the head, the background that the person mask left out beside the near cheek

@@ -53,7 +53,7 @@ REVEAL_RATE = 4.0  # opacity change per unit of jaw_open: the mouth interior is 
 class EncoderConfig:
     """Settings of the default (mesh-lifting) encoder."""
 
-    resolution: int = 256  # Gaussian grid side: at most resolution^2 Gaussians for the photo
+    resolution: int = 384  # Gaussian grid side: at most resolution^2 Gaussians for the photo (docs/avatar.md)
     fov_degrees: float = 20.0  # vertical field of view of the source (and default render) camera
     distance: float = 2.7  # source camera distance from the origin
     splat_scale: float = 0.6  # in-plane Gaussian sigma / grid spacing
