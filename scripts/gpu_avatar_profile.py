@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--resolutions", default="256,384")
     parser.add_argument("--tiles", default="16,8")
     parser.add_argument("--sort-max-average", default=str(intersect.SORT_BUCKET_MAX_AVERAGE))
+    parser.add_argument("--sort-configs", default="",
+                        help="bucket-sort launches SORT_BLOCKxSORT_CHUNKxSORT_WARPSxSORT_RUN to try, comma-separated")
+    parser.add_argument("--blocks", default="", help="intersect.BLOCK values (count / emit / bucket kernels) to try")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="an EncoderConfig field for every grid (e.g. backing=False)")
@@ -62,8 +65,19 @@ def main() -> None:
                                        rasterize=functools.partial(gsplat.rasterization, tile_size=tile))
             with torch.no_grad():
                 t_base = bench(lambda: baseline(codes, poses))
-            for average in (int(a) for a in args.sort_max_average.split(",")):
-                intersect.SORT_BUCKET_MAX_AVERAGE = average
+            variants = [("SORT_BUCKET_MAX_AVERAGE", int(a)) for a in args.sort_max_average.split(",")]
+            variants += [(("SORT_BLOCK", "SORT_CHUNK", "SORT_WARPS", "SORT_RUN"), tuple(int(v) for v in c.split("x")))
+                         for c in args.sort_configs.split(",") if c]
+            variants += [("BLOCK", int(b)) for b in args.blocks.split(",") if b]
+            defaults = {name: getattr(intersect, name) for name in
+                        ("SORT_BUCKET_MAX_AVERAGE", "SORT_BLOCK", "SORT_CHUNK", "SORT_WARPS", "SORT_RUN", "BLOCK")}
+            for names, values in variants:
+                names, values = (names, values) if isinstance(names, tuple) else ((names,), (values,))
+                for name, value in defaults.items():
+                    setattr(intersect, name, value)
+                for name, value in zip(names, values):
+                    setattr(intersect, name, value)
+                average = intersect.SORT_BUCKET_MAX_AVERAGE
                 instant4d.render.rasterization = functools.partial(original, tile_size=tile)
                 try:
                     eager = avatar.renderer(SIZE, view, backend="triton")
@@ -78,14 +92,15 @@ def main() -> None:
                         lines = kernel_table(eager, codes, poses, graphed.max_intersections) if args.profile else []
                 finally:
                     instant4d.render.rasterization = original
-                print(f"grid {resolution} {fields or ''} ({avatar.num_gaussians} Gaussians), tile {tile}, bucket sort up to "
-                      f"{average} a tile: {count} intersections (bound {graphed.max_intersections}, "
+                    for name, value in defaults.items():
+                        setattr(intersect, name, value)
+                print(f"grid {resolution} {fields or ''} ({avatar.num_gaussians} Gaussians), tile {tile}, "
+                      f"{dict(zip(names, values))}, bucket sort up to {average} a tile: {count} intersections (bound {graphed.max_intersections}, "
                       f"{graphed.max_intersections / (math.ceil(SIZE / tile) ** 2):.0f} a tile); graph frame "
                       f"{t_graph * 1000:.1f} us; gsplat + compiled twin at tile {tile}: {t_base * 1000:.1f} us "
                       f"({t_base / t_graph:.2f}x); PSNR vs the first row's image "
                       f"{10 * math.log10(1 / max(mse, 1e-20)):.1f} dB", flush=True)
                 print("\n".join(lines), flush=True)
-    intersect.SORT_BUCKET_MAX_AVERAGE = int(args.sort_max_average.split(",")[0])
 
 
 if __name__ == "__main__":

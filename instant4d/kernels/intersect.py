@@ -44,7 +44,10 @@ from ..backend import resolve_backend
 from ._triton import cdiv, launch_kernel, triton, tl
 from . import reference
 
-BLOCK = 256  # Gaussians per program: a coalesced load per field, and enough lanes to hide latency
+# Gaussians per program of the count, emit and bucketing kernels. A program walks its lanes' tile
+# rectangles in lockstep, so one large splat holds up the lanes beside it: 128 beat 256 by 1-25% on
+# every scene of the benchmark matrix and 64 lost at 8 cameras (H100, scripts/gpu_intersect_block.py).
+BLOCK = 128
 SORT_BLOCK = 128  # keys of a tile ranked together
 SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SORT_CHUNK] tile)
 SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
