@@ -1,0 +1,39 @@
+"""local_fusion's backward timed at the issue's sizes (200k Gaussians, B = 1 and 8, fp32, default
+launches), for A/B runs of a kernel change in one GPU call: swap instant4d/kernels/fusion.py between
+runs and label each run. Prints ``op_backward`` (the three backward kernels) and the public forward +
+``autograd.grad`` (do_bench medians, ms) and a checksum of the gradients (equal checksums: same bits).
+
+    PYTHONPATH=. python scripts/gpu_fusion_ab.py LABEL
+"""
+
+import sys
+
+import torch
+import triton.testing
+
+from instant4d.kernels import fusion
+from instant4d.kernels.fusion import FusionConfig, example_inputs, local_fusion
+
+config = FusionConfig()
+line = [sys.argv[1]]
+for b in (1, 8):
+    f, m, p, ss, w = example_inputs(config, 200_000, b, device="cuda")
+    packed = w.packed(config, f.dtype, f.device)
+    outputs, saved = fusion.op_forward(f, m, p, ss, packed, config, False, save=True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    v_out = [torch.randn(o.shape, device="cuda", generator=gen) for o in outputs]
+    grads = fusion.op_backward(m, ss, packed, saved, config, v_out)
+    checksum = sum(float(g.double().abs().sum()) for g in grads)
+    t_bwd = triton.testing.do_bench(lambda: fusion.op_backward(m, ss, packed, saved, config, v_out), warmup=25,
+                                    rep=200, return_mode="median")
+    leaves = [t.detach().clone().requires_grad_() for t in (f, m, p, ss)]
+    weights = [t.requires_grad_() for t in w.tensors()]
+
+    def step():
+        g = local_fusion(*leaves, w, config)
+        loss = sum((o * v).sum() for o, v in zip((g.means, g.quats, g.scales, g.opacities, g.colors), v_out))
+        torch.autograd.grad(loss, leaves + weights)
+
+    t_step = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median")
+    line.append(f"B={b}: op_backward {t_bwd:.3f} ms, fwd+bwd {t_step:.3f} ms (checksum {checksum:.6e})")
+print(" | ".join(line), flush=True)
