@@ -1,11 +1,11 @@
-"""Compositing kernels timed on the avatar frame's and the 100k / 512² head scene's inputs, plus the
+"""Compositing kernels timed on the avatar frame's, the 100k / 512² head scene's and the 100k uniform scene's inputs, plus the
 avatar's CUDA-graph frame (do_bench medians, us), for A/B runs of a kernel change in one GPU call:
 swap instant4d/kernels/composite.py between runs and label each run.
 
     PYTHONPATH=. python scripts/gpu_composite_ab.py LABEL
 """
 import sys, torch, triton.testing
-from instant4d.gaussians import head_like_scene
+from instant4d.gaussians import head_like_scene, random_scene
 from instant4d.kernels.deform import deform_gaussians
 from instant4d.kernels.projection import fully_fused_projection
 from instant4d.kernels.intersect import isect_tiles, isect_offset_encode
@@ -17,13 +17,15 @@ avatar = Avatar.sample(EncoderConfig(resolution=256)).to("cuda")
 codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0}).with_pose(HeadPose(yaw=10, pitch=-5)))
 g = avatar.gaussians
 scene = head_like_scene(100_000, 512, 512).to("cuda")
+uniform = random_scene(100_000, 512, 512, seed=0).to("cuda")
 out = [sys.argv[1]]
 with torch.no_grad():
     means, quats, opacities = deform_gaussians(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
     viewmat, K = View(yaw=15.0).cameras(avatar.config, 512, device="cuda")
 bg = torch.ones(1, 3, device="cuda")
 for name, (m, q, sc, o, c, vm, k) in {"avatar": (means[0], quats[0], g.scales, opacities[0], g.colors, viewmat[None], K[None]),
-                                      "head100k": (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, scene.viewmats, scene.Ks)}.items():
+                                      "head100k": (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, scene.viewmats, scene.Ks),
+                                      "uniform100k": (uniform.means, uniform.quats, uniform.scales, uniform.opacities, uniform.colors, uniform.viewmats, uniform.Ks)}.items():
     with torch.no_grad():
         radii, means2d, depths, conics, _ = fully_fused_projection(m, None, q, sc, vm, k, 512, 512, opacities=o)
         opac = o[None].contiguous()
