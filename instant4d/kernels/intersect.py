@@ -45,7 +45,7 @@ from ._triton import cdiv, launch_kernel, triton, tl
 from . import reference
 
 # Gaussians per program of the count, emit and bucketing kernels. A program walks its lanes' tile
-# rectangles in lockstep, so one large splat holds up the lanes beside it: 128 beat 256 by 1-25% on
+# rectangles in lockstep, so one large splat holds up the lanes beside it: 128 beat 256 by 0.3-25% on
 # every scene of the benchmark matrix and 64 lost at 8 cameras (H100, scripts/gpu_intersect_block.py).
 BLOCK = 128
 SORT_BLOCK = 128  # keys of a tile ranked together
