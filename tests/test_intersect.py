@@ -20,7 +20,8 @@ def packed_inputs(radii, fields, n_images):
 
 @given(
     n_images=st.integers(1, 3),
-    n=st.sampled_from([0, 1, 7, 255, 257]),  # 256 is the kernel's block
+    # around one and two of the kernels' blocks (intersect.BLOCK Gaussians a program)
+    n=st.sampled_from([0, 1, 7, intersect.BLOCK - 1, intersect.BLOCK + 1, 2 * intersect.BLOCK - 1, 2 * intersect.BLOCK + 1]),
     width=st.integers(1, 70),
     height=st.integers(1, 50),
     tile_size=st.sampled_from([8, 16, 12]),
