@@ -34,6 +34,14 @@ from instant4d.kernels.deform import deform_gaussians  # noqa: E402
 from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View  # noqa: E402
 
 SIZE = 512
+VIEW = View(yaw=15.0)  # the timed frame's camera
+
+
+def frame_codes(avatar) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, poses) of the timed frame: a blend of presets with a head pose (every GPU script that
+    times the avatar's frame uses this one)."""
+    return avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0})
+                               .with_pose(HeadPose(yaw=10, pitch=-5)))
 
 
 def bench(fn) -> float:
@@ -73,9 +81,8 @@ def main() -> None:
     rows = []
     for resolution in resolutions:
         avatar = Avatar.sample(EncoderConfig(resolution=resolution)).to(device)
-        motion = MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0}).with_pose(HeadPose(yaw=10, pitch=-5))
-        codes, poses = avatar.code_tensors(motion)
-        view = View(yaw=15.0)
+        codes, poses = frame_codes(avatar)
+        view = VIEW
         compiled_twin = torch.compile(reference.deform_gaussians)
         ours = avatar.renderer(SIZE, view, backend="triton")
         graphed = avatar.renderer(SIZE, view, backend="triton", cuda_graph=True)

@@ -17,9 +17,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import instant4d.render
-from gpu_avatar import SIZE, bench
+from gpu_avatar import SIZE, VIEW, bench, frame_codes
 from instant4d.kernels import intersect, reference
-from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View
+from instant4d.model import Avatar, EncoderConfig
 
 
 def kernel_table(eager, codes, poses, bound) -> list[str]:
@@ -55,9 +55,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; gsplat {gsplat.__version__}")
     for resolution in (int(r) for r in args.resolutions.split(",")):
         avatar = Avatar.sample(EncoderConfig(resolution=resolution, **fields)).to("cuda")
-        codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0})
-                                           .with_pose(HeadPose(yaw=10, pitch=-5)))
-        view = View(yaw=15.0)
+        codes, poses = frame_codes(avatar)
+        view = VIEW
         compiled_twin = torch.compile(reference.deform_gaussians)
         reference_image = None
         for tile in (int(t) for t in args.tiles.split(",")):

@@ -30,15 +30,15 @@ def scenes():
         s = make(n, px, px, n_cameras=cams, seed=0).to("cuda")
         yield f"{name} {n // 1000}k {px}px {cams} cam", s.means, s.quats, s.scales, s.opacities, s.viewmats, s.Ks, px
     from instant4d.kernels.deform import deform_gaussians
-    from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View
+    from gpu_avatar import VIEW, frame_codes
+    from instant4d.model import Avatar, EncoderConfig
 
     avatar = Avatar.sample(EncoderConfig(resolution=256)).to("cuda")
-    codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0})
-                                       .with_pose(HeadPose(yaw=10, pitch=-5)))
+    codes, poses = frame_codes(avatar)
     g = avatar.gaussians
     means, quats, opacities = deform_gaussians(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid,
                                                g.pivot, codes, poses)
-    viewmat, K = View(yaw=15.0).cameras(avatar.config, 512, device="cuda")
+    viewmat, K = VIEW.cameras(avatar.config, 512, device="cuda")
     yield "avatar 54.5k 512px", means[0], quats[0], g.scales, opacities[0], viewmat[None], K[None], 512
 
 

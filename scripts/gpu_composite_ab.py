@@ -10,18 +10,19 @@ from instant4d.kernels.deform import deform_gaussians
 from instant4d.kernels.projection import fully_fused_projection
 from instant4d.kernels.intersect import isect_tiles, isect_offset_encode
 from instant4d.kernels.composite import rasterize_to_pixels
-from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View
+from gpu_avatar import VIEW, frame_codes
+from instant4d.model import Avatar, EncoderConfig
 
 ms = lambda f: triton.testing.do_bench(f, warmup=50, rep=400, return_mode="median") * 1000
 avatar = Avatar.sample(EncoderConfig(resolution=256)).to("cuda")
-codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0}).with_pose(HeadPose(yaw=10, pitch=-5)))
+codes, poses = frame_codes(avatar)
 g = avatar.gaussians
 scene = head_like_scene(100_000, 512, 512).to("cuda")
 uniform = random_scene(100_000, 512, 512, seed=0).to("cuda")
 out = [sys.argv[1]]
 with torch.no_grad():
     means, quats, opacities = deform_gaussians(g.means, g.quats, g.opacities, g.basis, g.opacity_basis, g.rigid, g.pivot, codes, poses)
-    viewmat, K = View(yaw=15.0).cameras(avatar.config, 512, device="cuda")
+    viewmat, K = VIEW.cameras(avatar.config, 512, device="cuda")
 bg = torch.ones(1, 3, device="cuda")
 for name, (m, q, sc, o, c, vm, k) in {"avatar": (means[0], quats[0], g.scales, opacities[0], g.colors, viewmat[None], K[None]),
                                       "head100k": (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, scene.viewmats, scene.Ks),
@@ -40,7 +41,7 @@ for name, (m, q, sc, o, c, vm, k) in {"avatar": (means[0], quats[0], g.scales, o
         o2, a2 = rasterize_to_pixels(*leaves, 512, 512, 16, offsets, flat, backgrounds=bg)
         torch.autograd.grad(o2.sum() + a2.sum(), leaves)
     out.append(f"{name}: fwd {fwd:.1f} fwd+bwd {ms(fb):.1f} (image sum {float(img.double().sum()):.6f})")
-graphed = avatar.renderer(512, View(yaw=15.0), backend="triton", cuda_graph=True)
+graphed = avatar.renderer(512, VIEW, backend="triton", cuda_graph=True)
 with torch.no_grad():
     out.append(f"avatar graph frame {ms(lambda: graphed(codes, poses)):.1f}")
 print(" | ".join(out), flush=True)

@@ -38,12 +38,12 @@ def time_scene(scene) -> tuple[float, float]:
 
 
 def avatar_frame() -> float:
-    from instant4d.model import Avatar, EncoderConfig, HeadPose, MotionCode, View
+    from gpu_avatar import SIZE, VIEW, frame_codes
+    from instant4d.model import Avatar, EncoderConfig
 
     avatar = Avatar.sample(EncoderConfig(resolution=256)).to("cuda")
-    codes, poses = avatar.code_tensors(MotionCode.blend({"smile": 0.7, "open_mouth": 0.5, "wink": 1.0})
-                                       .with_pose(HeadPose(yaw=10, pitch=-5)))
-    graphed = avatar.renderer(512, View(yaw=15.0), backend="triton", cuda_graph=True)
+    codes, poses = frame_codes(avatar)
+    graphed = avatar.renderer(SIZE, VIEW, backend="triton", cuda_graph=True)
     with torch.no_grad():
         return ms(lambda: graphed(codes, poses))
 
