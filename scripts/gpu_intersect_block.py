@@ -32,8 +32,8 @@ def main() -> None:
     scenes = [("head", n, px, c) for n in (20_000, 100_000, 250_000, 1_000_000) for px in (512, 1024) for c in (1, 8)]
     for kind, n, px, cams in scenes + [("uniform", 100_000, 512, 1)]:
         scene = (head_like_scene if kind == "head" else random_scene)(n, px, px, n_cameras=cams, seed=0).to("cuda")
-        (means2d, radii, depths, _, tw, th), keywords = projected(scene)
-        tw, th = -(-px // args.tile), -(-px // args.tile)
+        (means2d, radii, depths, *_), keywords = projected(scene)  # the projection is the same at any tile size
+        tw = th = -(-px // args.tile)
         call = lambda bound: intersect_tiles(means2d, radii, depths, args.tile, tw, th, max_intersections=bound,  # noqa: E731
                                              **keywords)
         count = int(call(1 << 26).n_isects)
