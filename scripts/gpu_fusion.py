@@ -316,9 +316,10 @@ def sweep(results, budget) -> None:
 
 
 def weight_grads_vs_cublas(results, budget) -> None:
-    """The weight-gradient kernel alone (+ the torch sum of its partials) against cuBLAS on the
-    same saved activations and stored gradients: five torch.mm (bf16 out) and five column sums;
-    with the bytes the kernel must read (every saved and stored column once) over its time."""
+    """The weight-gradient kernel alone (+ the torch sums of its partials) against cuBLAS on the
+    same saved activations and stored gradients: five torch.mm (bf16 out; the fusion MLP's input x
+    materialised from LayerNorm(m) for them) and five column sums; with the bytes the kernel must
+    read (every saved and stored column once, LayerNorm(m) once per frame for W_in and W1) over its time."""
     config = FusionConfig()
     f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
     s, gw = fusion.saved_width(config), fusion.grad_width(config)
@@ -327,27 +328,32 @@ def weight_grads_vs_cublas(results, budget) -> None:
     for b in (1, 8):
         if time.time() - START > budget:
             return
-        r = b * DONE_WHEN_N
+        n = DONE_WHEN_N
+        r = b * n
         gen = torch.Generator(device=DEVICE).manual_seed(0)
-        saved = torch.randn(r, s, generator=gen, device=DEVICE).to(torch.bfloat16)
-        grads = torch.randn(r, gw, generator=gen, device=DEVICE).to(torch.bfloat16)
-        f_, m, p, ss, *w = inputs_for(config, 16, 1, torch.float32)
+        saved = torch.randn(b, n, s, generator=gen, device=DEVICE).to(torch.bfloat16)
+        ln = torch.randn(n, f, generator=gen, device=DEVICE).to(torch.bfloat16)
+        grads = torch.randn(b, n, gw, generator=gen, device=DEVICE).to(torch.bfloat16)
+        f_, m, p, ss, *w = inputs_for(config, 16, b, torch.float32)
         packed = FusionWeights(*w).packed(config, torch.float32, f_.device)
-        grid = fusion._grid(r, saved.device, launch, fusion.WEIGHT_GROUPS)
+        grid = fusion._grid(n, saved.device, launch, fusion.WEIGHT_GROUPS)
         partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel(), device=DEVICE)
+        v_ss = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, b, 2 * f, device=DEVICE)
 
         def triton_step():
             fusion._weight_grad_kernel[grid](
-                saved, grads, packed, partials, r, **fusion._constexprs(config, launch, "weight_grads"))
-            return partials.sum(0)
+                saved, ln, grads, ss, packed, partials, v_ss, n, b, **fusion._constexprs(config, launch, "weight_grads"))
+            return partials.sum(0), v_ss.sum(0)
 
-        pairs = [((0, f), (0, f)), ((0, f), (f, f + hd)), ((2 * f, 2 * f + hd), (f + hd, 2 * f + hd)),
-                 ((f, 2 * f), (2 * f + hd, 2 * f + 2 * hd)), ((2 * f + hd, s), (2 * f + 2 * hd, 2 * f + 2 * hd + o))]
+        x = (ln.float()[None] * ss[:, None, :f] + ss[:, None, f:]).to(torch.bfloat16).reshape(r, f)
+        saved, grads = saved.reshape(r, s), grads.reshape(r, gw)
+        pairs = [(x, (0, f)), (x, (f, f + hd)), (saved[:, f:f + hd], (f + hd, 2 * f + hd)),
+                 (saved[:, :f], (2 * f + hd, 2 * f + 2 * hd)), (saved[:, f + hd:], (2 * f + 2 * hd, 2 * f + 2 * hd + o))]
 
         def cublas_step():
-            return [(torch.mm(saved[:, a:b_].t(), grads[:, c:d]), grads[:, c:d].sum(0)) for (a, b_), (c, d) in pairs]
+            return [(torch.mm(a.t(), grads[:, c:d]), grads[:, c:d].sum(0)) for a, (c, d) in pairs]
 
-        read = 2 * r * (s + f + 2 * f + 2 * hd + o)  # x read twice (w_in and w1)
+        read = 2 * (r * (s + 2 * f + 2 * hd + o) + b * n * f * 2)  # bf16: saved + stored once, LayerNorm(m) per frame twice
         row = dict(b=b, rows=r, bytes_read=read)
         for name, step in (("triton", triton_step), ("cublas", cublas_step)):
             try:

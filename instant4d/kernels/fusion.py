@@ -23,9 +23,9 @@ BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl
 padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are fused
 and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4], scales
 [B,N,3], opacities [B,N], colors [B,N,D]). When a gradient is wanted the forward also saves, per
-Gaussian and frame, the activations the backward needs (x = LayerNorm(m) * scale + shift, f',
-softplus of both hidden layers: [B, N, 2F + 2Hd], 576 bytes in bf16 at the paper's widths), so the
-backward recomputes nothing.
+Gaussian and frame, the activations the backward needs (f' and the softplus of both hidden layers:
+[B, N, F + 2Hd], 480 bytes in bf16 at the paper's widths) and LayerNorm(m) once per Gaussian ([N, F];
+x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes no layer.
 
 Backward, three kernels with their own launch shapes, no weight gradient held in registers:
 ``_backward_rows_kernel`` walks work items (block of Gaussians, frame) and stores per row
@@ -33,12 +33,13 @@ Backward, three kernels with their own launch shapes, no weight gradient held in
 d/dz2, d/da), summing nothing across items (few live registers: more programs per multiprocessor
 hide its load latency). ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
 gradients (v_f, v_p, v_m) over the frames from the stored d/dz2 and d/dh rows (the LayerNorm
-backward, linear, runs once per block on the frame sum); v_scale_shift goes to the program's row of
-[programs, B, 2F]. ``_weight_grad_kernel`` then forms every weight
-gradient as X^T dY over all B * N rows (saved activations X, stored gradients dY; biases as column
-sums of dY), one weight per program and chunks of rows per weight, into rows of a [chunks, P]
-float32 buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) +
-b_in (1^T dz1), applied per chunk. The result is deterministic. The softplus derivative comes from
+backward, linear, runs once per block on the frame sum), with no sum across rows.
+``_weight_grad_kernel`` then forms every weight gradient as X^T dY over all B * N rows (saved
+activations X, stored gradients dY; biases as column sums of dY), one weight per program and chunks
+of Gaussians per weight (every frame of them), into rows of a [chunks, P] float32 buffer that torch
+sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk.
+W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and
+v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is deterministic. The softplus derivative comes from
 the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
@@ -421,9 +422,10 @@ if triton is not None:
 
     @triton.jit
     def _saved_cols(saved_ptr, F: tl.constexpr, HD: tl.constexpr):
-        """Where each saved activation starts in a row of the [B, N, 2F + 2Hd] buffer: x (the fusion
-        MLP's input), f', softplus of the fusion MLP's hidden layer, softplus of the decoder's."""
-        return saved_ptr, saved_ptr + F, saved_ptr + 2 * F, saved_ptr + 2 * F + HD
+        """Where each saved activation starts in a row of the [B, N, F + 2Hd] buffer: f', softplus of
+        the fusion MLP's hidden layer, softplus of the decoder's. (The fusion MLP's input x =
+        LayerNorm(m) * scale_b + shift_b is rebuilt from LayerNorm(m), saved once per Gaussian.)"""
+        return saved_ptr, saved_ptr + F, saved_ptr + F + HD
 
     @triton.jit
     def _grad_cols(grads_ptr, F: tl.constexpr, HD: tl.constexpr):
@@ -507,7 +509,7 @@ if triton is not None:
     @triton.jit
     def _fusion_forward_kernel(
         features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr, weights_ptr,
-        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, N, B,
+        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, ln_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
         OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
@@ -521,8 +523,8 @@ if triton is not None:
         w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP), DOT)
         w1a, u1a, w1b, u1b, w2a, u2a, w2b, u2b = _two_layer_weights(w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
         d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
-        saved_x, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        S = 2 * F + 2 * HD  # saved row width
+        saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        S = F + 2 * HD  # saved row width
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
@@ -543,7 +545,8 @@ if triton is not None:
             if RETURN_DELTA:
                 _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
             if SAVE:
-                _store_rows(saved_x, x, items, row_ok, F, FP, S)
+                if b == 0:
+                    _store_rows(ln_ptr, ln, rows, row_ok, F, FP, F)
                 _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
                 _store_hidden(saved_a1, a1a, a1b, items, row_ok, S, HD, HA, HB)
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
@@ -622,7 +625,7 @@ if triton is not None:
         of parts 2 and 3). Nothing is summed across items, so a program holds no accumulator across
         them and makes no cross-warp sum (sm_90, 64 rows: 219 registers and no spill, where the frames
         of a block in one program had held 255 and spilled 112 bytes; H100, B = 8: 1.71 against 1.91
-        ms with part 2, scripts/gpu_rows.py)."""
+        ms with part 2, scripts/gpu_rows.py as of commit 3fd9d3c)."""
         _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         # D2 as is recomputes a from the saved a2
         _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
@@ -630,8 +633,8 @@ if triton is not None:
             d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
             w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
-        _, _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        S = 2 * F + 2 * HD  # saved row width
+        _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        S = F + 2 * HD  # saved row width
         r = tl.arange(0, BLOCK_N)
         # work items (block, frame), frame fastest
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
@@ -664,113 +667,152 @@ if triton is not None:
     @triton.jit
     def _backward_gaussians_kernel(
         motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
-        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, v_scale_shift_ptr, N, B,
+        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
         HB: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Backward, part 2: the per-Gaussian gradients summed over the frames of a block, from the
         stored rows of part 1 (their bf16 values are the tl.dot operands that part 1 rounds them to,
         so nothing is lost): v_features = sum_b dz2_b @ D1^T, v_motion_basis through the LayerNorm
-        backward (linear: once on the frame sum), v_anchors; v_scale_shift into this program's row
-        [B, 2F]."""
-        pid = tl.program_id(0)
+        backward (linear: once on the frame sum), v_anchors. Nothing is summed across the block's
+        rows (v_scale_shift comes from part 3's per-frame sums): per-frame cross-warp sums and
+        atomics had made this kernel spill and wait on L1 (Nsight Compute, B = 8)."""
         w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
         grad_h, _, _, grad_z2, _ = _grad_cols(grads_ptr, F, HD)
-        cf = tl.arange(0, FP)
         r = tl.arange(0, BLOCK_N)
-        for block in range(pid, tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
+        for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             r_ok = r < N - block * BLOCK_N
-            m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
             v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
+            v_p = tl.zeros([BLOCK_N, 4], tl.float32)  # d loss / d anchors: the means' gradient summed over frames
             for b in range(B):
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
                 v_za, v_zb = _stored_hidden(grad_z2 + row0 * GW, r, r_ok, GW, HD, HA, HB)
                 v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
                 v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
-                # LayerNorm(m) recomputed per frame (m re-read from L1/L2): held across the frames
-                # it took a [BLOCK_N, FP] float32 tile of registers for a few instructions a frame
-                ln = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)[0]
-                v_ss_row = v_scale_shift_ptr + (pid * B + b) * 2 * F
-                tl.atomic_add(v_ss_row + cf, tl.sum(v_x * ln, axis=0), mask=cf < F)
-                tl.atomic_add(v_ss_row + F + cf, tl.sum(v_x, axis=0), mask=cf < F)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
+                v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
+            m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
             ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
             _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
             _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
-            # v_anchors: the means' gradient summed over frames
-            v_p = tl.zeros([BLOCK_N, 4], tl.float32)
-            for b in range(B):
-                v_p += _rows(v_means_ptr + (tl.cast(b, tl.int64) * N + block * BLOCK_N) * 3, r, r_ok, 3, 4, 3)
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
-    def _weight_grad(x_ptr, K, KP: tl.constexpr, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, R, chunk, chunks,
-                     S: tl.constexpr, GW: tl.constexpr, BLOCK_R: tl.constexpr,
-                     w_in_ptr, b_in_ptr, FOLD_INPUT: tl.constexpr = False):
-        """Stores the sums over this chunk's rows (blocks chunk, chunk + chunks, ... of BLOCK_R rows)
-        of x^T g [K, M] and of g [M] at v_w_ptr and v_b_ptr, for x the columns [0, K) of the saved
-        activations at x_ptr (row stride S) and g the columns [0, M) of the stored gradients at g_ptr
-        (row stride GW): bf16 tl.dot operands, float32 accumulation. FOLD_INPUT (the fusion MLP's
-        first hidden layer, whose input h = x @ W_in + b_in is not saved): stores
-        W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks still add up)."""
+    def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
+                     chunk, chunks, GW: tl.constexpr, BLOCK_R: tl.constexpr, scale_shift_ptr, w_in_ptr, b_in_ptr,
+                     MODULATED: tl.constexpr = False):
+        """Stores the sums over this chunk's rows (in every frame, blocks chunk, chunk + chunks, ... of
+        BLOCK_R Gaussians) of x^T g [K, M] and of g [M] at v_w_ptr and v_b_ptr, for x the columns
+        [0, K) of the saved activations at x_ptr (row stride X_STRIDE) and g the columns [0, M) of the
+        stored gradients at g_ptr (row stride GW): bf16 tl.dot operands, float32 accumulation.
+        MODULATED (the fusion MLP's first hidden layer): x_ptr holds LayerNorm(m) [N, K], one row per
+        Gaussian, and x = LayerNorm(m) * scale_b + shift_b; its input h = x @ W_in + b_in is not saved,
+        so this stores W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks
+        still add up)."""
         acc = tl.zeros([KP, MP], tl.float32)
         total = tl.zeros([MP], tl.float32)
         ck = tl.arange(0, KP)
         cm = tl.arange(0, MP)
-        for block in range(chunk, tl.cdiv(R, BLOCK_R), chunks):
-            rows = tl.cast(block, tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-            row_ok = rows < R
-            x = tl.load(x_ptr + rows[:, None] * S + ck[None, :], mask=row_ok[:, None] & (ck < K)[None, :], other=0.0)
-            g = tl.load(g_ptr + rows[:, None] * GW + cm[None, :], mask=row_ok[:, None] & (cm < M)[None, :], other=0.0)
-            acc += _dot(_bf16(tl.trans(x)), _bf16(g))
-            total += tl.sum(g.to(tl.float32), axis=0)
-        if FOLD_INPUT:
+        r = tl.arange(0, BLOCK_R)
+        for b in range(B):
+            if MODULATED:
+                scale = _vec(scale_shift_ptr + b * 2 * K, K, KP)
+                shift = _vec(scale_shift_ptr + b * 2 * K + K, K, KP)
+            for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
+                gaussians = block * BLOCK_R + r
+                row_ok = gaussians < N
+                rows = tl.cast(b, tl.int64) * N + gaussians
+                if MODULATED:
+                    x = _rows(x_ptr, gaussians, row_ok, K, KP, X_STRIDE) * scale[None, :] + shift[None, :]
+                else:
+                    x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
+                g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
+                acc += _dot(_bf16(tl.trans(x)), _bf16(g))
+                total += tl.sum(g.to(tl.float32), axis=0)
+        if MODULATED:
             w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
             acc = _dot_fp32(w_in_t, acc) + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
         _store_tile(v_w_ptr, acc, K, M, KP, MP)
         _store_tile(v_b_ptr, total[None, :], 1, M, 1, MP)
 
     @triton.jit
+    def _input_weight_grad(ln_ptr, g_ptr, scale_shift_ptr, w_in_ptr, v_w_ptr, v_b_ptr, v_ss_ptr, N, B, chunk,
+                           chunks, F: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr, BLOCK_R: tl.constexpr,
+                           DOT: tl.constexpr):
+        """The fusion MLP's input layer, from dh = d loss / d h (columns [0, F) at g_ptr) and
+        LayerNorm(m) [N, F] at ln_ptr, over this chunk's rows: per frame b the sums G_b = LayerNorm(m)^T dh
+        and c_b = 1^T dh give W_in's gradient (x^T dh = diag(scale_b) G_b + shift_b c_b^T), b_in's (the
+        sum of the c_b) and this chunk's part of d loss / d (scale_b, shift_b) (as d loss / d x = dh W_in^T:
+        rowsum(W_in * G_b) and W_in c_b), stored as row b of [B, 2F] at v_ss_ptr. G_b's operands as the
+        backward's other products of the forward's inputs (``DOT``), float32 accumulation."""
+        w_in = _tile(w_in_ptr, F, F, F, FP, FP)
+        acc = tl.zeros([FP, FP], tl.float32)
+        total = tl.zeros([FP], tl.float32)
+        cf = tl.arange(0, FP)
+        r = tl.arange(0, BLOCK_R)
+        for b in range(B):
+            gram = tl.zeros([FP, FP], tl.float32)
+            sums = tl.zeros([FP], tl.float32)
+            for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
+                gaussians = block * BLOCK_R + r
+                row_ok = gaussians < N
+                ln = _rows(ln_ptr, gaussians, row_ok, F, FP, F)
+                g = _rows(g_ptr, tl.cast(b, tl.int64) * N + gaussians, row_ok, F, FP, GW)
+                g_op, g_unscale = _weight_operand(g, DOT)
+                gram += _mm(tl.trans(ln), g_op, g_unscale, DOT)
+                sums += tl.sum(g, axis=0)
+            scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
+            shift = _vec(scale_shift_ptr + b * 2 * F + F, F, FP)
+            acc += scale[:, None] * gram + shift[:, None] * sums[None, :]
+            total += sums
+            tl.store(v_ss_ptr + b * 2 * F + cf, tl.sum(w_in * gram, axis=1), mask=cf < F)
+            tl.store(v_ss_ptr + b * 2 * F + F + cf, tl.sum(w_in * sums[None, :], axis=1), mask=cf < F)
+        _store_tile(v_w_ptr, acc, F, F, FP, FP)
+        _store_tile(v_b_ptr, total[None, :], 1, F, 1, FP)
+
+    @triton.jit
     def _weight_grad_kernel(
-        saved_ptr, grads_ptr, weights_ptr, partials_ptr, R,
+        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, partials_ptr, v_ss_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
-        OP: tl.constexpr, GW: tl.constexpr, BLOCK_R: tl.constexpr,
+        OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
     ):
-        """Backward, part 2: every weight and bias gradient as sums over all B * N rows of the saved
-        activations and the stored gradients. Program p takes weight p % 5 (w_in, w1, w2, d1, d2 with
-        their biases; neighbouring programs share rows, in L2) on chunk p // 5 of the rows and writes
-        that weight's slice of the chunk's row of partials [chunks, P] (packed layout; torch sums)."""
+        """Backward, part 3: every weight and bias gradient as sums over all B * N rows of the saved
+        activations and the stored gradients, and v_scale_shift. Program p takes weight p % 5 (w_in,
+        w1, w2, d1, d2 with their biases; neighbouring programs share rows, in L2) on chunk p // 5 of
+        the Gaussians and writes that weight's slice of the chunk's row of partials [chunks, P] (packed
+        layout) and, for w_in, the chunk's [B, 2F] of v_scale_shift partials [chunks, B, 2F] (torch sums
+        both)."""
         pid = tl.program_id(0)
         group = pid % 5
         chunk = pid // 5
         chunks = tl.num_programs(0) // 5
-        S = 2 * F + 2 * HD
-        saved_x, saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        S = F + 2 * HD
+        saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, v_e2 = _weight_ptrs(
             partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD + HD * O + O), F, HD, O)
         if group == 0:
-            _weight_grad(saved_x, F, FP, grad_h, F, FP, v_w_in, v_b_in, R, chunk, chunks, S, GW, BLOCK_R,
-                         w_in_ptr, b_in_ptr)
+            _input_weight_grad(ln_ptr, grad_h, scale_shift_ptr, w_in_ptr, v_w_in, v_b_in,
+                               v_ss_ptr + chunk.to(tl.int64) * B * 2 * F, N, B, chunk, chunks, F, FP, GW, BLOCK_R, DOT)
         elif group == 1:
-            _weight_grad(saved_x, F, FP, grad_z1, HD, HP, v_w1, v_b1, R, chunk, chunks, S, GW, BLOCK_R,
-                         w_in_ptr, b_in_ptr, True)
+            _weight_grad(ln_ptr, F, FP, F, grad_z1, HD, HP, v_w1, v_b1, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, True)
         elif group == 2:
-            _weight_grad(saved_a1, HD, HP, grad_y, F, FP, v_w2, v_b2, R, chunk, chunks, S, GW, BLOCK_R,
-                         w_in_ptr, b_in_ptr)
+            _weight_grad(saved_a1, HD, HP, S, grad_y, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr)
         elif group == 3:
-            _weight_grad(saved_f, F, FP, grad_z2, HD, HP, v_d1, v_e1, R, chunk, chunks, S, GW, BLOCK_R,
-                         w_in_ptr, b_in_ptr)
+            _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr)
         else:
-            _weight_grad(saved_a2, HD, HP, grad_a, O, OP, v_d2, v_e2, R, chunk, chunks, S, GW, BLOCK_R,
-                         w_in_ptr, b_in_ptr)
+            _weight_grad(saved_a2, HD, HP, S, grad_a, O, OP, v_d2, v_e2, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr)
 
 
 @functools.lru_cache(maxsize=None)
@@ -795,7 +837,7 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                  OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
                  num_stages=launch.num_stages)
     if kernel == "weight_grads":
-        return sizes | dict(GW=grad_width(config), BLOCK_R=launch.block_n)
+        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, BLOCK_R=launch.block_n)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
     sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
     if kernel == "backward_gaussians":
@@ -818,9 +860,9 @@ def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
 
 
 def saved_width(config: FusionConfig) -> int:
-    """Activations the forward saves per Gaussian and frame for the backward: x (the fusion MLP's
-    input), f', and the softplus of both hidden layers."""
-    return 2 * config.feature_dim + 2 * config.hidden_dim
+    """Activations the forward saves per Gaussian and frame for the backward: f' and the softplus of
+    both hidden layers (and LayerNorm(m) once per Gaussian, beside them)."""
+    return config.feature_dim + 2 * config.hidden_dim
 
 
 def grad_width(config: FusionConfig) -> int:
@@ -849,17 +891,21 @@ def op_forward(
     launch: Optional[FusionLaunch] = None,
 ) -> tuple[tuple[Tensor, ...], Optional[Tensor]]:
     """Launch the forward kernel on contiguous inputs: ((means, quats, scales, opacities, colors[,
-    delta]), the saved activations [B, N, saved_width] in saved_dtype when ``save``, else None)."""
+    delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width],
+    LayerNorm(m) [N, F]) in saved_dtype, else None)."""
     n, b = features.shape[0], scale_shift.shape[0]
     launch = launch or default_launch(config, "forward")
     new = dict(device=features.device, dtype=features.dtype)
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, 3, **new),
                torch.empty(b, n, **new), torch.empty(b, n, config.color_dim, **new))
     delta = torch.empty(b, n, config.feature_dim, **new) if return_delta else None
-    saved = torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)) if save else None
+    saved = None
+    if save:
+        saved = (torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)),
+                 torch.empty(n, config.feature_dim, device=features.device, dtype=saved_dtype(config)))
     launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
         features, motion_basis, anchors, scale_shift, weights, *outputs,
-        outputs[0] if delta is None else delta, outputs[0] if saved is None else saved, n, b,
+        outputs[0] if delta is None else delta, *(saved or (outputs[0], outputs[0])), n, b,
         RETURN_DELTA=return_delta, SAVE=save, **_constexprs(config, launch, "forward"),
     )
     return outputs + ((delta,) if return_delta else ()), saved
@@ -869,7 +915,7 @@ def op_backward(
     motion_basis: Tensor,  # [N, F]
     scale_shift: Tensor,  # [B, 2F]
     weights: Tensor,  # [P] float32, FusionWeights.packed
-    saved: Tensor,  # [B, N, saved_width] from op_forward
+    saved: tuple[Tensor, Tensor],  # ([B, N, saved_width], LayerNorm(m) [N, F]) from op_forward
     config: FusionConfig,
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None, None),
@@ -883,25 +929,28 @@ def op_backward(
     gaussians_launch = launches[1] or default_launch(config, "backward_gaussians")
     weights_launch = launches[2] or default_launch(config, "weight_grads")
     gaussians_grid = _grid(n, device, gaussians_launch)
-    weights_grid = _grid(b * n, device, weights_launch, WEIGHT_GROUPS)
+    weights_grid = _grid(n, device, weights_launch, WEIGHT_GROUPS)
     new = dict(device=device, dtype=motion_basis.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
-    v_ss_partials = torch.zeros(gaussians_grid[0], b, 2 * f, device=device, dtype=torch.float32)
-    partials = torch.empty(weights_grid[0] // WEIGHT_GROUPS, weights.numel(), device=device, dtype=torch.float32)
+    chunks = weights_grid[0] // WEIGHT_GROUPS
+    partials = torch.empty(chunks, weights.numel(), device=device, dtype=torch.float32)
+    v_ss_partials = torch.empty(chunks, b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
     # work items (block, frame): a grid of at most one program per item
+    saved, ln = saved
     launch_kernel(_backward_rows_kernel, _grid(b * n, device, rows_launch),
         saved, weights, *v_outputs[:5], v_delta, grads, n, b, HAS_V_DELTA=len(v_outputs) == 6,
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
         motion_basis, scale_shift, weights, v_outputs[0], grads, v_features, v_motion_basis, v_anchors,
-        v_ss_partials, n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
+        n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        saved, grads, weights, partials, b * n, **_constexprs(config, weights_launch, "weight_grads"),
+        saved, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
+        **_constexprs(config, weights_launch, "weight_grads"),
     )
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), partials.sum(0)
 
@@ -910,16 +959,16 @@ class _LocalFusion(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, motion_basis, anchors, scale_shift, weights, config, return_delta, *weight_tensors):
         outputs, saved = op_forward(features, motion_basis, anchors, scale_shift, weights, config, return_delta, save=True)
-        ctx.save_for_backward(motion_basis, scale_shift, weights, saved)
+        ctx.save_for_backward(motion_basis, scale_shift, weights, *saved)
         ctx.config = config
         ctx.weight_meta = [(t.shape, t.dtype) for t in weight_tensors]
         return outputs
 
     @staticmethod
     def backward(ctx, *v_outputs):
-        motion_basis, scale_shift, weights, saved = ctx.saved_tensors
+        motion_basis, scale_shift, weights, *saved = ctx.saved_tensors
         v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights = op_backward(
-            motion_basis, scale_shift, weights, saved, ctx.config, v_outputs)
+            motion_basis, scale_shift, weights, tuple(saved), ctx.config, v_outputs)
         sizes = [math.prod(shape) for shape, _ in ctx.weight_meta]
         v_weight_tensors = [v.view(shape).to(dtype) for v, (shape, dtype) in zip(v_weights.split(sizes), ctx.weight_meta)]
         return v_features, v_motion_basis, v_anchors, v_scale_shift, None, None, None, *v_weight_tensors
