@@ -530,26 +530,31 @@ if triton is not None:
             b = item % B
             rows = (item // B) * BLOCK_N + tl.arange(0, BLOCK_N)
             row_ok = rows < N
-            ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
-            x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
-            h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
-            a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
-            delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
-            f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
-            a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
-            a += _vec(e2_ptr, O, OP)[None, :]
             items = tl.cast(b, tl.int64) * N + rows
-            anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
-            _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), items, row_ok,
-                         means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
-            if RETURN_DELTA:
-                _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
+            # what the backward takes is stored as soon as it exists, so that no tile stays live
+            # across the later layers for its store (the forward is at the register limit)
+            ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
             if SAVE:
                 if b == 0:
                     _store_rows(ln_ptr, ln, rows, row_ok, F, FP, F)
-                _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
+            x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
+            h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
+            a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
+            if SAVE:
                 _store_hidden(saved_a1, a1a, a1b, items, row_ok, S, HD, HA, HB)
+            delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
+            if RETURN_DELTA:
+                _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
+            f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
+            if SAVE:
+                _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
+            a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
+            if SAVE:
                 _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
+            a += _vec(e2_ptr, O, OP)[None, :]
+            anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
+            _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), items, row_ok,
+                         means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
 
     @triton.jit
     def _transposed_tiles(ptr, K, KP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
@@ -704,6 +709,22 @@ if triton is not None:
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
+    def _column_sums(g, BLOCK_R: tl.constexpr):
+        """The column sums of a stored gradient tile g [BLOCK_R, M], in the first of 16 rows. A bf16
+        tile's come from a tl.dot with ones (exact products, float32 sums): g then feeds only
+        tensor-core products, so its load goes straight to shared memory, where a tl.sum also
+        read it back into registers. A float32 tile (fp16 operands) is summed as it is."""
+        if g.dtype == tl.bfloat16:
+            sums = _dot(_bf16(tl.full([16, BLOCK_R], 1.0, tl.float32)), _bf16(g))
+        else:
+            sums = tl.where(tl.arange(0, 16)[:, None] == 0, tl.sum(g, axis=0)[None, :], 0.0)
+        return sums
+
+    @triton.jit
+    def _first_row(sums):
+        return tl.sum(tl.where(tl.arange(0, 16)[:, None] == 0, sums, 0.0), axis=0)
+
+    @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
                      chunk, chunks, GW: tl.constexpr, BLOCK_R: tl.constexpr, scale_shift_ptr, w_in_ptr, b_in_ptr,
                      MODULATED: tl.constexpr = False):
@@ -716,9 +737,7 @@ if triton is not None:
         so this stores W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks
         still add up)."""
         acc = tl.zeros([KP, MP], tl.float32)
-        total = tl.zeros([MP], tl.float32)
-        ck = tl.arange(0, KP)
-        cm = tl.arange(0, MP)
+        sums = tl.zeros([16, MP], tl.float32)
         r = tl.arange(0, BLOCK_R)
         for b in range(B):
             if MODULATED:
@@ -734,7 +753,8 @@ if triton is not None:
                     x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
                 g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
                 acc += _dot(_bf16(tl.trans(x)), _bf16(g))
-                total += tl.sum(g.to(tl.float32), axis=0)
+                sums += _column_sums(g, BLOCK_R)
+        total = _first_row(sums)
         if MODULATED:
             w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
             acc = _dot_fp32(w_in_t, acc) + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
