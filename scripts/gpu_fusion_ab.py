@@ -1,6 +1,6 @@
 """local_fusion's backward timed at the issue's sizes (200k Gaussians, B = 1 and 8, fp32, default
 launches), for A/B runs of a kernel change in one GPU call: swap instant4d/kernels/fusion.py between
-runs and label each run. Prints ``op_forward`` saving activations, ``op_backward`` (the three backward
+runs and label each run. Prints ``op_forward`` without and with saving activations, ``op_backward`` (the three backward
 kernels) and the public forward + ``autograd.grad`` (do_bench medians, ms) and a checksum of the gradients (equal checksums: same bits).
 
     PYTHONPATH=. python scripts/gpu_fusion_ab.py LABEL
@@ -24,6 +24,8 @@ for b in (1, 8):
     v_out = [torch.randn(o.shape, device="cuda", generator=gen) for o in outputs]
     grads = fusion.op_backward(m, ss, packed, saved, config, v_out)
     checksum = sum(float(g.double().abs().sum()) for g in grads)
+    t_fwd_plain = triton.testing.do_bench(lambda: fusion.op_forward(f, m, p, ss, packed, config, False),
+                                          warmup=25, rep=200, return_mode="median")
     t_fwd = triton.testing.do_bench(lambda: fusion.op_forward(f, m, p, ss, packed, config, False, save=True),
                                     warmup=25, rep=200, return_mode="median")
     t_bwd = triton.testing.do_bench(lambda: fusion.op_backward(m, ss, packed, saved, config, v_out), warmup=25,
@@ -37,5 +39,5 @@ for b in (1, 8):
         torch.autograd.grad(loss, leaves + weights)
 
     t_step = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median")
-    line.append(f"B={b}: op_forward(save) {t_fwd:.3f} ms, op_backward {t_bwd:.3f} ms, fwd+bwd {t_step:.3f} ms (checksum {checksum:.6e})")
+    line.append(f"B={b}: op_forward {t_fwd_plain:.3f} ms, op_forward(save) {t_fwd:.3f} ms, op_backward {t_bwd:.3f} ms, fwd+bwd {t_step:.3f} ms (checksum {checksum:.6e})")
 print(" | ".join(line), flush=True)

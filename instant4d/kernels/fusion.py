@@ -528,11 +528,14 @@ if triton is not None:
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
-            rows = (item // B) * BLOCK_N + tl.arange(0, BLOCK_N)
+            r = tl.arange(0, BLOCK_N)
+            rows = (item // B) * BLOCK_N + r
             row_ok = rows < N
-            items = tl.cast(b, tl.int64) * N + rows
+            # the item's outputs as 32-bit offsets r from one scalar row per tensor: per-row 64-bit
+            # addresses, live across the layers, took 41 more registers without saving
+            row0 = tl.cast(b, tl.int64) * N + (item // B) * BLOCK_N
             # what the backward takes is stored as soon as it exists, so that no tile stays live
-            # across the later layers for its store (the forward is at the register limit)
+            # across the later layers for its store (saving, the forward is at the register limit)
             ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
             if SAVE:
                 if b == 0:
@@ -541,20 +544,21 @@ if triton is not None:
             h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
             a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
             if SAVE:
-                _store_hidden(saved_a1, a1a, a1b, items, row_ok, S, HD, HA, HB)
+                _store_hidden(saved_a1 + row0 * S, a1a, a1b, r, row_ok, S, HD, HA, HB)
             delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
             if RETURN_DELTA:
-                _store_rows(delta_ptr, delta, items, row_ok, F, FP, F)
+                _store_rows(delta_ptr + row0 * F, delta, r, row_ok, F, FP, F)
             f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
             if SAVE:
-                _store_rows(saved_f, f_new, items, row_ok, F, FP, S)
+                _store_rows(saved_f + row0 * S, f_new, r, row_ok, F, FP, S)
             a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
             if SAVE:
-                _store_hidden(saved_a2, a2a, a2b, items, row_ok, S, HD, HA, HB)
+                _store_hidden(saved_a2 + row0 * S, a2a, a2b, r, row_ok, S, HD, HA, HB)
             a += _vec(e2_ptr, O, OP)[None, :]
             anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
-            _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), items, row_ok,
-                         means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
+            _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), r, row_ok, means_ptr + row0 * 3,
+                         scales_ptr + row0 * 3, quats_ptr + row0 * 4, opacities_ptr + row0, colors_ptr + row0 * D,
+                         D, OP)
 
     @triton.jit
     def _transposed_tiles(ptr, K, KP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
