@@ -913,7 +913,7 @@ def op_forward(
     return_delta: bool,
     save: bool = False,
     launch: Optional[FusionLaunch] = None,
-) -> tuple[tuple[Tensor, ...], Optional[Tensor]]:
+) -> tuple[tuple[Tensor, ...], Optional[tuple[Tensor, Tensor]]]:
     """Launch the forward kernel on contiguous inputs: ((means, quats, scales, opacities, colors[,
     delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width],
     LayerNorm(m) [N, F]) in saved_dtype, else None)."""
