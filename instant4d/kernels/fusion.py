@@ -775,7 +775,6 @@ if triton is not None:
         sum of the c_b) and this chunk's part of d loss / d (scale_b, shift_b) (as d loss / d x = dh W_in^T:
         rowsum(W_in * G_b) and W_in c_b), stored as row b of [B, 2F] at v_ss_ptr. G_b's operands as the
         backward's other products of the forward's inputs (``DOT``), float32 accumulation."""
-        w_in = _tile(w_in_ptr, F, F, F, FP, FP)
         acc = tl.zeros([FP, FP], tl.float32)
         total = tl.zeros([FP], tl.float32)
         cf = tl.arange(0, FP)
@@ -795,6 +794,7 @@ if triton is not None:
             shift = _vec(scale_shift_ptr + b * 2 * F + F, F, FP)
             acc += scale[:, None] * gram + shift[:, None] * sums[None, :]
             total += sums
+            w_in = _tile(w_in_ptr, F, F, F, FP, FP)  # re-read per frame (L2) rather than held across the rows
             tl.store(v_ss_ptr + b * 2 * F + cf, tl.sum(w_in * gram, axis=1), mask=cf < F)
             tl.store(v_ss_ptr + b * 2 * F + F + cf, tl.sum(w_in * sums[None, :], axis=1), mask=cf < F)
         _store_tile(v_w_ptr, acc, F, F, FP, FP)
