@@ -39,8 +39,8 @@ activations X, stored gradients dY; biases as column sums of dY), one weight per
 of Gaussians per weight (every frame of them), into rows of a [chunks, P] float32 buffer that torch
 sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk.
 W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and
-v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is deterministic. The softplus derivative comes from
-the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
+v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is deterministic. The softplus
+derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -927,9 +927,11 @@ def op_forward(
     if save:
         saved = (torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)),
                  torch.empty(n, config.feature_dim, device=features.device, dtype=saved_dtype(config)))
+    # pointers the kernel does not touch (no delta, nothing saved) are bound to an output
+    delta_arg = outputs[0] if delta is None else delta
+    saved_args = saved if save else (outputs[0], outputs[0])
     launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
-        features, motion_basis, anchors, scale_shift, weights, *outputs,
-        outputs[0] if delta is None else delta, *(saved or (outputs[0], outputs[0])), n, b,
+        features, motion_basis, anchors, scale_shift, weights, *outputs, delta_arg, *saved_args, n, b,
         RETURN_DELTA=return_delta, SAVE=save, **_constexprs(config, launch, "forward"),
     )
     return outputs + ((delta,) if return_delta else ()), saved
