@@ -67,9 +67,10 @@ SWEEP = {
     # the default first; before it, the per-row kernel's shape, which it had until 2026-11-26
     "backward_gaussians": [FusionLaunch(32, 4, 2, 8), FusionLaunch(64, 4, 1, 2), FusionLaunch(64, 4, 2, 2),
                            FusionLaunch(32, 4, 2, 4), FusionLaunch(32, 2, 2, 8), FusionLaunch(128, 8, 2, 1)],
-    # sm_90 compiler report: 254 / 182 / 255 / 219 / 254 registers, no spills
-    "weight_grads": [FusionLaunch(64, 4, 3, 2), FusionLaunch(64, 8, 3, 1), FusionLaunch(128, 4, 2, 2),
-                     FusionLaunch(32, 4, 3, 4), FusionLaunch(64, 4, 3, 4)],
+    # the default first (since D2's gradient moved to the per-row kernel, 2026-11-26); sm_90 compiler
+    # report: 248 / 252 / 232 / 238 / 234 registers, no spills
+    "weight_grads": [FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 3, 2), FusionLaunch(64, 4, 1, 2),
+                     FusionLaunch(128, 4, 1, 2), FusionLaunch(32, 4, 2, 4)],
 }
 if SMOKE:
     SWEEP = {k: [fusion.default_launch(FusionConfig(), k)] for k in SWEEP}
@@ -317,9 +318,10 @@ def sweep(results, budget) -> None:
 
 def weight_grads_vs_cublas(results, budget) -> None:
     """The weight-gradient kernel alone (+ the torch sums of its partials) against cuBLAS on the
-    same saved activations and stored gradients: five torch.mm (bf16 out; the fusion MLP's input x
-    materialised from LayerNorm(m) for them) and five column sums; with the bytes the kernel must
-    read (every saved and stored column once, LayerNorm(m) once per frame for W_in and W1) over its time."""
+    same saved activations and stored gradients: four torch.mm (bf16 out; the fusion MLP's input x
+    materialised from LayerNorm(m) for them) and four column sums (D2's gradient comes from the
+    per-row kernel); with the bytes the kernel must read (the saved f' and a1 and every stored
+    column once, LayerNorm(m) once per frame for W_in and W1) over its time."""
     config = FusionConfig()
     f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
     s, gw = fusion.saved_width(config), fusion.grad_width(config)
@@ -337,7 +339,7 @@ def weight_grads_vs_cublas(results, budget) -> None:
         f_, m, p, ss, *w = inputs_for(config, 16, b, torch.float32)
         packed = FusionWeights(*w).packed(config, torch.float32, f_.device)
         grid = fusion._grid(n, saved.device, launch, fusion.WEIGHT_GROUPS)
-        partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel(), device=DEVICE)
+        partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel() - hd * o - o, device=DEVICE)
         v_ss = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, b, 2 * f, device=DEVICE)
 
         def triton_step():
@@ -348,12 +350,12 @@ def weight_grads_vs_cublas(results, budget) -> None:
         x = (ln.float()[None] * ss[:, None, :f] + ss[:, None, f:]).to(torch.bfloat16).reshape(r, f)
         saved, grads = saved.reshape(r, s), grads.reshape(r, gw)
         pairs = [(x, (0, f)), (x, (f, f + hd)), (saved[:, f:f + hd], (f + hd, 2 * f + hd)),
-                 (saved[:, :f], (2 * f + hd, 2 * f + 2 * hd)), (saved[:, f + hd:], (2 * f + 2 * hd, 2 * f + 2 * hd + o))]
+                 (saved[:, :f], (2 * f + hd, 2 * f + 2 * hd))]
 
         def cublas_step():
             return [(torch.mm(a.t(), grads[:, c:d]), grads[:, c:d].sum(0)) for a, (c, d) in pairs]
 
-        read = 2 * (r * (s + 2 * f + 2 * hd + o) + b * n * f * 2)  # bf16: saved + stored once, LayerNorm(m) per frame twice
+        read = 2 * (r * (f + hd + 2 * f + 2 * hd) + b * n * f * 2)  # bf16: f', a1, stored once, LayerNorm(m) per frame twice
         row = dict(b=b, rows=r, bytes_read=read)
         for name, step in (("triton", triton_step), ("cublas", cublas_step)):
             try:

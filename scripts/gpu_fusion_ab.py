@@ -2,10 +2,14 @@
 launches), for A/B runs of a kernel change in one GPU call: swap instant4d/kernels/fusion.py between
 runs and label each run. Prints ``op_forward`` without and with saving activations, ``op_backward`` (the three backward
 kernels) and the public forward + ``autograd.grad`` (do_bench medians, ms) and a checksum of the gradients (equal checksums: same bits).
+With AB_REF=path, the first run saves its gradients there and later runs print their largest
+difference from them, relative to each gradient's largest magnitude. LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm
+(KERNEL one of fusion.KERNELS, upper case) replaces that kernel's default launch.
 
     PYTHONPATH=. python scripts/gpu_fusion_ab.py LABEL
 """
 
+import os
 import sys
 
 import torch
@@ -16,6 +20,20 @@ from instant4d.kernels.fusion import FusionConfig, example_inputs, local_fusion
 
 config = FusionConfig()
 line = [sys.argv[1]]
+default_launch = fusion.default_launch
+
+
+def launch_from_env(config, kernel):
+    env = os.environ.get("LAUNCH_" + kernel.upper())
+    return fusion.FusionLaunch(*map(int, env.split(","))) if env else default_launch(config, kernel)
+
+
+fusion.default_launch = launch_from_env
+reference = {}
+ref_path = os.environ.get("AB_REF")
+if ref_path and os.path.exists(ref_path):
+    reference = torch.load(ref_path)
+saving = {}
 for b in (1, 8):
     f, m, p, ss, w = example_inputs(config, 200_000, b, device="cuda")
     packed = w.packed(config, f.dtype, f.device)
@@ -24,6 +42,13 @@ for b in (1, 8):
     v_out = [torch.randn(o.shape, device="cuda", generator=gen) for o in outputs]
     grads = fusion.op_backward(m, ss, packed, saved, config, v_out)
     checksum = sum(float(g.double().abs().sum()) for g in grads)
+    saving[b] = [g.double().cpu() for g in grads]
+    if b in reference:
+        diff = max(float((g.double().cpu() - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                   for g, r in zip(grads, reference[b]))
+        checksum_note = f", max rel. diff to ref {diff:.2e}"
+    else:
+        checksum_note = ""
     t_fwd_plain = triton.testing.do_bench(lambda: fusion.op_forward(f, m, p, ss, packed, config, False),
                                           warmup=25, rep=200, return_mode="median")
     t_fwd = triton.testing.do_bench(lambda: fusion.op_forward(f, m, p, ss, packed, config, False, save=True),
@@ -39,5 +64,15 @@ for b in (1, 8):
         torch.autograd.grad(loss, leaves + weights)
 
     t_step = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median")
-    line.append(f"B={b}: op_forward {t_fwd_plain:.3f} ms, op_forward(save) {t_fwd:.3f} ms, op_backward {t_bwd:.3f} ms, fwd+bwd {t_step:.3f} ms (checksum {checksum:.6e})")
+    kernels = ""
+    if os.environ.get("AB_PROFILE"):  # device time per kernel of one op_backward
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                fusion.op_backward(m, ss, packed, saved, config, v_out)
+            torch.cuda.synchronize()
+        kernels = " [" + ", ".join(f"{e.key[:28]} {e.self_device_time_total / 10:.0f} us" for e in prof.key_averages()
+                                   if e.self_device_time_total > 0) + "]"
+    line.append(f"B={b}: op_forward {t_fwd_plain:.3f} ms, op_forward(save) {t_fwd:.3f} ms, op_backward {t_bwd:.3f} ms, fwd+bwd {t_step:.3f} ms (checksum {checksum:.6e}{checksum_note}){kernels}")
 print(" | ".join(line), flush=True)
+if ref_path and not reference:
+    torch.save(saving, ref_path)

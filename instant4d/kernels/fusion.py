@@ -27,20 +27,22 @@ Gaussian and frame, the activations the backward needs (f' and the softplus of b
 [B, N, F + 2Hd], 480 bytes in bf16 at the paper's widths) and LayerNorm(m) once per Gaussian ([N, F];
 x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes no layer.
 
-Backward, three kernels with their own launch shapes, no weight gradient held in registers:
-``_backward_rows_kernel`` walks work items (block of Gaussians, frame) and stores per row
-(Gaussian, frame) the gradients of every layer's pre-activation ([B, N, GW]: d/dh, d/dz1, d/dy,
-d/dz2, d/da), summing nothing across items (few live registers: more programs per multiprocessor
-hide its load latency). ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
+Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
+(block of Gaussians, frame) and stores per row (Gaussian, frame) the gradients of the
+pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/dy, d/dz2); the one
+weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
+accumulator per program, into a row of [programs, Hd * O + O] that torch sums), since it holds both
+factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
 gradients (v_f, v_p, v_m) over the frames from the stored d/dz2 and d/dh rows (the LayerNorm
 backward, linear, runs once per block on the frame sum), with no sum across rows.
-``_weight_grad_kernel`` then forms every weight gradient as X^T dY over all B * N rows (saved
+``_weight_grad_kernel`` then forms the other weight gradients as X^T dY over all B * N rows (saved
 activations X, stored gradients dY; biases as column sums of dY), one weight per program and chunks
-of Gaussians per weight (every frame of them), into rows of a [chunks, P] float32 buffer that torch
-sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk.
-W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and
-v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is deterministic. The softplus
-derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
+of Gaussians per weight (every frame of them), into rows of a [chunks, P - Hd * O - O] float32
+buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
+dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
+W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
+deterministic (a fixed grid per device, sums in a fixed order). The softplus derivative comes from
+the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -198,7 +200,7 @@ class FusionLaunch:
 
 
 KERNELS = ("forward", "backward_rows", "backward_gaussians", "weight_grads")
-WEIGHT_GROUPS = 5  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1, d2
+WEIGHT_GROUPS = 4  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
 
@@ -215,15 +217,21 @@ def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
 def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> FusionLaunch:
     if interpreter:
         return INTERPRETER_WEIGHT_GRADS_LAUNCH if kernel == "weight_grads" else INTERPRETER_LAUNCH
-    fp, hp = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim))
+    fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
     small = fp <= 64 and hp <= 128
+    # the per-row kernel's D2 accumulator: 64 rows fit (sm_90) with hidden tiles of at most 96 columns and
+    # 16 outputs (F = 64 / Hd = 96 spills 16 bytes); Hd = 128 at 64 rows spilled 184
+    narrow = small and sum(hidden_tiles(config.hidden_dim, hp)) <= 96 and op <= 16
     return {
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
-        "backward_rows": FusionLaunch(64, 4, 1, 2) if small else FusionLaunch(32, 8, 1, 1),
+        "backward_rows": FusionLaunch(64, 4, 1, 2) if narrow else FusionLaunch(32, 4, 1, 2) if small
+        else FusionLaunch(32, 8, 1, 1),
         # swept alone on an H100 (2026-11-26): 126.7 / 594.0 us at 200k, B = 1 / 8, against 150.6 / 678.0
         # for the per-row kernel's shape it had before
         "backward_gaussians": FusionLaunch(32, 4, 2, 8) if small else FusionLaunch(32, 8, 1, 1),
-        "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
+        # two stages since D2 moved to the per-row kernel: 748 against 866 us at 200k, B = 8 (103 against 96
+        # at B = 1; H100, 2026-11-26)
+        "weight_grads": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
@@ -332,10 +340,16 @@ if triton is not None:
         return tl.load(ptr + c, mask=c < C, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr):
-        r = tl.arange(0, RP)
-        c = tl.arange(0, CP)
-        tl.store(ptr + r[:, None] * C + c[None, :], value, mask=(r < R)[:, None] & (c < C)[None, :])
+    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSED: tl.constexpr = False):
+        """Stores the [R, C] block of a row-major [*, C] tensor at ptr from a [RP, CP] tile (or its
+        transpose [CP, RP])."""
+        if TRANSPOSED:
+            r = tl.arange(0, RP)[None, :]
+            c = tl.arange(0, CP)[:, None]
+        else:
+            r = tl.arange(0, RP)[:, None]
+            c = tl.arange(0, CP)[None, :]
+        tl.store(ptr + r * C + c, value, mask=(r < R) & (c < C))
 
     @triton.jit
     def _stored_rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
@@ -432,7 +446,7 @@ if triton is not None:
         """Where each stored gradient starts in a row of the [B, N, GW] buffer: d loss / d h, / d the
         fusion MLP's hidden pre-activation, / d (its output before delta_scale), / d the decoder's
         hidden pre-activation, / d a (the decoder outputs)."""
-        return grads_ptr, grads_ptr + F, grads_ptr + F + HD, grads_ptr + 2 * F + HD, grads_ptr + 2 * F + 2 * HD
+        return grads_ptr, grads_ptr + F, grads_ptr + F + HD, grads_ptr + 2 * F + HD
 
     @triton.jit
     def _softplus_grad(a):
@@ -621,20 +635,39 @@ if triton is not None:
         return hidden_a, hidden_b
 
     @triton.jit
+    def _column_sums(g, BLOCK_R: tl.constexpr):
+        """The column sums of a stored gradient tile g [BLOCK_R, M], in the first of 16 rows. A bf16
+        tile's come from a tl.dot with ones (exact products, float32 sums): g then feeds only
+        tensor-core products, so its load goes straight to shared memory, where a tl.sum also
+        read it back into registers. A float32 tile (fp16 operands) is summed as it is."""
+        if g.dtype == tl.bfloat16:
+            sums = _dot(_bf16(tl.full([16, BLOCK_R], 1.0, tl.float32)), _bf16(g))
+        else:
+            sums = tl.where(tl.arange(0, 16)[:, None] == 0, tl.sum(g, axis=0)[None, :], 0.0)
+        return sums
+
+    @triton.jit
+    def _first_row(sums):
+        return tl.sum(tl.where(tl.arange(0, 16)[:, None] == 0, sums, 0.0), axis=0)
+
+    @triton.jit
     def _backward_rows_kernel(
         saved_ptr, weights_ptr, v_means_ptr, v_quats_ptr, v_scales_ptr, v_opacities_ptr, v_colors_ptr,
-        v_delta_ptr, grads_ptr, N, B,
+        v_delta_ptr, grads_ptr, d2_partials_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, GW: tl.constexpr,
         DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
         HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations, the
-        gradients of every pre-activation, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
-        of parts 2 and 3). Nothing is summed across items, so a program holds no accumulator across
-        them and makes no cross-warp sum (sm_90, 64 rows: 219 registers and no spill, where the frames
-        of a block in one program had held 255 and spilled 112 bytes; H100, B = 8: 1.71 against 1.91
-        ms with part 2, scripts/gpu_rows.py as of commit 3fd9d3c)."""
+        gradients of the pre-activations, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
+        of parts 2 and 3), and D2's and e2's gradients summed over the program's items into its row
+        of ``d2_partials`` [programs, Hd * O + O]. Those are the only sums across items: frame sums
+        per Gaussian here (the frames of a block in one program) had held 255 registers and spilled
+        112 bytes (H100, B = 8: 1.71 against 1.91 ms with part 2, scripts/gpu_rows.py as of commit
+        3fd9d3c). D2's [Hd, O] accumulator takes 12 registers a thread; D1's [F, Hd] (48) had made
+        64 rows spill and 32 rows slower than the weight-gradient program it saved (H100, 2026-11-26,
+        scripts/gpu_fusion_ab.py: op_backward at B = 8 2.54 against 2.21 ms)."""
         _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         # D2 as is recomputes a from the saved a2
         _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
@@ -645,13 +678,17 @@ if triton is not None:
         _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         S = F + 2 * HD  # saved row width
         r = tl.arange(0, BLOCK_N)
+        # D2's and e2's gradients, summed over this program's items: a2^T d/da and 1^T d/da
+        acc_d2a = tl.zeros([HA, OP], tl.float32)
+        acc_d2b = tl.zeros([HB if HB > 0 else 16, OP], tl.float32)
+        sums_e2 = tl.zeros([16, OP], tl.float32)
         # work items (block, frame), frame fastest
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             # the item's rows as 32-bit offsets from one scalar row per tensor: per-row 64-bit
             # addresses take two registers an element
             row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
             r_ok = r < N - (item // B) * BLOCK_N
-            grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr + row0 * GW, F, HD)
+            grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr + row0 * GW, F, HD)
             # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
             g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
                             v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
@@ -660,7 +697,14 @@ if triton is not None:
             if HB > 0:
                 a += _mm(a2b, d2b, v2b, DOT)
             v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
-            _store_rows(grad_a, v_a, r, r_ok, O, OP, GW)
+            g_a = v_a.to(grads_ptr.dtype.element_ty)  # rounded as a stored row would be
+            # a2 read again, transposed (L1): a transposed register tile took 60 more registers
+            acc_d2a += _dot(_bf16(_tile(saved_a2 + row0 * S, N - (item // B) * BLOCK_N, HA if HB > 0 else HD, S,
+                                        BLOCK_N, HA, True)), _bf16(g_a))
+            if HB > 0:
+                acc_d2b += _dot(_bf16(_tile(saved_a2 + row0 * S + HA, N - (item // B) * BLOCK_N, HD - HA, S,
+                                            BLOCK_N, HB, True)), _bf16(g_a))
+            sums_e2 += _column_sums(g_a, BLOCK_N)
             v_y = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b,
                                       grad_z2, r, r_ok, GW, HD, HA, HB, DOT)  # d / d f'
             if HAS_V_DELTA:
@@ -672,6 +716,11 @@ if triton is not None:
             v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb, a1a, a1b,
                                       grad_z1, r, r_ok, GW, HD, HA, HB, DOT)
             _store_rows(grad_h, v_h, r, r_ok, F, FP, GW)
+        v_d2 = d2_partials_ptr + tl.program_id(0).to(tl.int64) * (HD * O + O)
+        _store_tile(v_d2, acc_d2a, HA if HB > 0 else HD, O, HA, OP)
+        if HB > 0:
+            _store_tile(v_d2 + HA * O, acc_d2b, HD - HA, O, HB, OP)
+        _store_tile(v_d2 + HD * O, _first_row(sums_e2)[None, :], 1, O, 1, OP)
 
     @triton.jit
     def _backward_gaussians_kernel(
@@ -689,7 +738,7 @@ if triton is not None:
         w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-        grad_h, _, _, grad_z2, _ = _grad_cols(grads_ptr, F, HD)
+        grad_h, _, _, grad_z2 = _grad_cols(grads_ptr, F, HD)
         r = tl.arange(0, BLOCK_N)
         for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             r_ok = r < N - block * BLOCK_N
@@ -711,22 +760,6 @@ if triton is not None:
             _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
             _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
-
-    @triton.jit
-    def _column_sums(g, BLOCK_R: tl.constexpr):
-        """The column sums of a stored gradient tile g [BLOCK_R, M], in the first of 16 rows. A bf16
-        tile's come from a tl.dot with ones (exact products, float32 sums): g then feeds only
-        tensor-core products, so its load goes straight to shared memory, where a tl.sum also
-        read it back into registers. A float32 tile (fp16 operands) is summed as it is."""
-        if g.dtype == tl.bfloat16:
-            sums = _dot(_bf16(tl.full([16, BLOCK_R], 1.0, tl.float32)), _bf16(g))
-        else:
-            sums = tl.where(tl.arange(0, 16)[:, None] == 0, tl.sum(g, axis=0)[None, :], 0.0)
-        return sums
-
-    @triton.jit
-    def _first_row(sums):
-        return tl.sum(tl.where(tl.arange(0, 16)[:, None] == 0, sums, 0.0), axis=0)
 
     @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
@@ -804,24 +837,24 @@ if triton is not None:
     def _weight_grad_kernel(
         saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, partials_ptr, v_ss_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
-        OP: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
+        GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
     ):
-        """Backward, part 3: every weight and bias gradient as sums over all B * N rows of the saved
-        activations and the stored gradients, and v_scale_shift. Program p takes weight p % 5 (w_in,
-        w1, w2, d1, d2 with their biases; neighbouring programs share rows, in L2) on chunk p // 5 of
-        the Gaussians and writes that weight's slice of the chunk's row of partials [chunks, P] (packed
-        layout) and, for w_in, the chunk's [B, 2F] of v_scale_shift partials [chunks, B, 2F] (torch sums
-        both)."""
+        """Backward, part 3: the weight and bias gradients but D2's and e2's (part 1's) as sums over all
+        B * N rows of the saved activations and the stored gradients, and v_scale_shift. Program p takes
+        weight p % 4 (w_in, w1, w2, d1 with their biases; neighbouring programs share rows, in L2) on
+        chunk p // 4 of the Gaussians and writes that weight's slice of the chunk's row of partials
+        [chunks, P - Hd * O - O] (packed layout, D2 and e2 left out) and, for w_in, the chunk's [B, 2F]
+        of v_scale_shift partials [chunks, B, 2F] (torch sums both)."""
         pid = tl.program_id(0)
-        group = pid % 5
-        chunk = pid // 5
-        chunks = tl.num_programs(0) // 5
+        group = pid % 4
+        chunk = pid // 4
+        chunks = tl.num_programs(0) // 4
         S = F + 2 * HD
         saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        grad_h, grad_z1, grad_y, grad_z2, grad_a = _grad_cols(grads_ptr, F, HD)
+        grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-        v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, v_e2 = _weight_ptrs(
-            partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD + HD * O + O), F, HD, O)
+        v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, _, _ = _weight_ptrs(
+            partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD), F, HD, O)
         if group == 0:
             _input_weight_grad(ln_ptr, grad_h, scale_shift_ptr, w_in_ptr, v_w_in, v_b_in,
                                v_ss_ptr + chunk.to(tl.int64) * B * 2 * F, N, B, chunk, chunks, F, FP, GW, BLOCK_R, DOT)
@@ -831,11 +864,8 @@ if triton is not None:
         elif group == 2:
             _weight_grad(saved_a1, HD, HP, S, grad_y, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
                          scale_shift_ptr, w_in_ptr, b_in_ptr)
-        elif group == 3:
-            _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr)
         else:
-            _weight_grad(saved_a2, HD, HP, S, grad_a, O, OP, v_d2, v_e2, N, B, chunk, chunks, GW, BLOCK_R,
+            _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
                          scale_shift_ptr, w_in_ptr, b_in_ptr)
 
 
@@ -861,6 +891,7 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                  OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
                  num_stages=launch.num_stages)
     if kernel == "weight_grads":
+        del sizes["OP"]
         return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, BLOCK_R=launch.block_n)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
     sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
@@ -891,9 +922,9 @@ def saved_width(config: FusionConfig) -> int:
 
 def grad_width(config: FusionConfig) -> int:
     """Row width of the gradients the backward's first kernel stores per Gaussian and frame (in
-    saved_dtype) for the weight gradients: d loss / d (h, both hidden pre-activations, the fusion MLP's output,
-    the decoder's outputs), 2F + 2Hd + O, padded to 8 columns (16-byte rows)."""
-    return -(-(2 * config.feature_dim + 2 * config.hidden_dim + config.out_dim) // 8) * 8
+    saved_dtype) for the other two: d loss / d (h, both hidden pre-activations, the fusion MLP's
+    output), 2F + 2Hd, padded to 8 columns (16-byte rows)."""
+    return -(-(2 * config.feature_dim + 2 * config.hidden_dim) // 8) * 8
 
 
 def saved_dtype(config: FusionConfig) -> torch.dtype:
@@ -946,28 +977,30 @@ def op_backward(
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None, None),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Launch the three backward kernels (per-row gradients, per-Gaussian sums over the frames, the
-    weight gradients; with the given launches, None for the default): (v_features, v_motion_basis,
-    v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
+    """Launch the three backward kernels (per-row gradients and D2's, per-Gaussian sums over the
+    frames, the other weight gradients; with the given launches, None for the default): (v_features,
+    v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
     n, b, f = motion_basis.shape[0], scale_shift.shape[0], config.feature_dim
     device = motion_basis.device
     rows_launch = launches[0] or default_launch(config, "backward_rows")
     gaussians_launch = launches[1] or default_launch(config, "backward_gaussians")
     weights_launch = launches[2] or default_launch(config, "weight_grads")
+    rows_grid = _grid(b * n, device, rows_launch)  # work items (block, frame): at most one program an item
     gaussians_grid = _grid(n, device, gaussians_launch)
     weights_grid = _grid(n, device, weights_launch, WEIGHT_GROUPS)
     new = dict(device=device, dtype=motion_basis.dtype)
     v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
     chunks = weights_grid[0] // WEIGHT_GROUPS
-    partials = torch.empty(chunks, weights.numel(), device=device, dtype=torch.float32)
+    decoder_out = config.hidden_dim * config.out_dim + config.out_dim  # D2 and e2: the packed layout's tail
+    partials = torch.empty(chunks, weights.numel() - decoder_out, device=device, dtype=torch.float32)
+    d2_partials = torch.empty(rows_grid[0], decoder_out, device=device, dtype=torch.float32)
     v_ss_partials = torch.empty(chunks, b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
-    # work items (block, frame): a grid of at most one program per item
     saved, ln = saved
-    launch_kernel(_backward_rows_kernel, _grid(b * n, device, rows_launch),
-        saved, weights, *v_outputs[:5], v_delta, grads, n, b, HAS_V_DELTA=len(v_outputs) == 6,
+    launch_kernel(_backward_rows_kernel, rows_grid,
+        saved, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6,
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
@@ -978,7 +1011,8 @@ def op_backward(
         saved, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
         **_constexprs(config, weights_launch, "weight_grads"),
     )
-    return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), partials.sum(0)
+    v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
+    return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
 
 
 class _LocalFusion(torch.autograd.Function):
