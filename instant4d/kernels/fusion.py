@@ -33,17 +33,16 @@ pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/dy, 
 weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
 accumulator per program, into a row of [programs, Hd * O + O] that torch sums), since it holds both
 factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
-gradients v_p and v_m over the frames from the stored d/dh rows (the LayerNorm backward, linear,
-runs once per block on the frame sum), with no sum across rows. ``_weight_grad_kernel`` then forms
-the other weight gradients as X^T dY over all B * N rows (saved activations X, stored gradients dY;
-biases as column sums of dY), one weight per program and chunks of Gaussians per weight (every frame
-of them), into rows of a [chunks, P - Hd * O - O] float32 buffer that torch sums. W1's input h is
-not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
-G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (into the
-chunk's row of [chunks, B, 2F]). D1's program walks its Gaussians block by block, frames innermost,
-and also stores their v_f = sum_b dz2_b @ D1^T. The result is deterministic (a fixed grid per
-device, sums in a fixed order). The softplus derivative comes from the saved softplus: sigmoid(z) =
-1 - exp(-softplus(z)).
+gradients (v_f, v_p, v_m) over the frames from the stored d/dz2 and d/dh rows (the LayerNorm
+backward, linear, runs once per block on the frame sum), with no sum across rows.
+``_weight_grad_kernel`` then forms the other weight gradients as X^T dY over all B * N rows (saved
+activations X, stored gradients dY; biases as column sums of dY), one weight per program and chunks
+of Gaussians per weight (every frame of them), into rows of a [chunks, P - Hd * O - O] float32
+buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
+dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
+W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
+deterministic (a fixed grid per device, sums in a fixed order). The softplus derivative comes from
+the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -227,9 +226,9 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
         "backward_rows": FusionLaunch(64, 4, 1, 2) if narrow else FusionLaunch(32, 4, 1, 2) if small
         else FusionLaunch(32, 8, 1, 1),
-        # since v_f moved to the weight-gradient kernel (H100, 2026-11-26, scripts/gpu_fusion_ab.py): 120 / 44 us
-        # at 200k, B = 8 / 1, against 164 / 55 for 32 / 4 / 2 / 8 (fastest when it also summed v_f)
-        "backward_gaussians": FusionLaunch(64, 4, 2, 4) if small else FusionLaunch(32, 8, 1, 1),
+        # swept alone on an H100 (2026-11-26): 126.7 / 594.0 us at 200k, B = 1 / 8, against 150.6 / 678.0
+        # for the per-row kernel's shape it had before
+        "backward_gaussians": FusionLaunch(32, 4, 2, 8) if small else FusionLaunch(32, 8, 1, 1),
         # two stages since D2 moved to the per-row kernel: 748 against 866 us at 200k, B = 8 (103 against 96
         # at B = 1; H100, 2026-11-26)
         "weight_grads": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
@@ -341,14 +340,16 @@ if triton is not None:
         return tl.load(ptr + c, mask=c < C, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr, STRIDE=None):
-        """Stores the [R, C] block at ptr of a row-major tensor with row stride STRIDE (None: C) from
-        a [RP, CP] tile."""
-        if STRIDE is None:
-            STRIDE = C
-        r = tl.arange(0, RP)[:, None]
-        c = tl.arange(0, CP)[None, :]
-        tl.store(ptr + r * STRIDE + c, value, mask=(r < R) & (c < C))
+    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSED: tl.constexpr = False):
+        """Stores the [R, C] block of a row-major [*, C] tensor at ptr from a [RP, CP] tile (or its
+        transpose [CP, RP])."""
+        if TRANSPOSED:
+            r = tl.arange(0, RP)[None, :]
+            c = tl.arange(0, CP)[:, None]
+        else:
+            r = tl.arange(0, RP)[:, None]
+            c = tl.arange(0, CP)[None, :]
+        tl.store(ptr + r * C + c, value, mask=(r < R) & (c < C))
 
     @triton.jit
     def _stored_rows(ptr, rows, row_ok, C, CP: tl.constexpr, STRIDE):
@@ -724,27 +725,30 @@ if triton is not None:
     @triton.jit
     def _backward_gaussians_kernel(
         motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
-        v_motion_basis_ptr, v_anchors_ptr, N, B,
-        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr,
-        DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, N, B,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
+        HB: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 2: v_motion_basis and v_anchors, summed over the frames of a block, from the
-        stored d/dh rows of part 1 (their bf16 values are the tl.dot operands that part 1 rounds them
-        to, so nothing is lost) through the LayerNorm backward (linear: once on the frame sum).
-        Nothing is summed across the block's rows (v_scale_shift comes from part 3's per-frame sums):
-        per-frame cross-warp sums and atomics had made this kernel spill and wait on L1 (Nsight
-        Compute, B = 8). v_features, which needs d/dz2, comes from part 3's D1 program, which reads
-        those rows anyway."""
-        w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        """Backward, part 2: the per-Gaussian gradients summed over the frames of a block, from the
+        stored rows of part 1 (their bf16 values are the tl.dot operands that part 1 rounds them to,
+        so nothing is lost): v_features = sum_b dz2_b @ D1^T, v_motion_basis through the LayerNorm
+        backward (linear: once on the frame sum), v_anchors. Nothing is summed across the block's
+        rows (v_scale_shift comes from part 3's per-frame sums): per-frame cross-warp sums and
+        atomics had made this kernel spill and wait on L1 (Nsight Compute, B = 8)."""
+        w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-        grad_h, _, _, _ = _grad_cols(grads_ptr, F, HD)
+        grad_h, _, _, grad_z2 = _grad_cols(grads_ptr, F, HD)
         r = tl.arange(0, BLOCK_N)
         for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             r_ok = r < N - block * BLOCK_N
+            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             v_p = tl.zeros([BLOCK_N, 4], tl.float32)  # d loss / d anchors: the means' gradient summed over frames
             for b in range(B):
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
+                v_za, v_zb = _stored_hidden(grad_z2 + row0 * GW, r, r_ok, GW, HD, HA, HB)
+                v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
                 v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
                 v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
@@ -754,6 +758,7 @@ if triton is not None:
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
             _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
+            _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
@@ -829,46 +834,10 @@ if triton is not None:
         _store_tile(v_b_ptr, total[None, :], 1, F, 1, FP)
 
     @triton.jit
-    def _decoder_input_grads(f_ptr, S, g_ptr, d1_ptr, v_w_ptr, v_b_ptr, v_features_ptr, N, B, chunk, chunks,
-                             F: tl.constexpr, FP: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr,
-                             GW: tl.constexpr, BLOCK_R: tl.constexpr, DOT: tl.constexpr):
-        """The decoder's first layer over this chunk's Gaussians, from the saved f' (row stride S) and
-        the stored dz2 = d loss / d its pre-activation (hidden width in tiles of HA and HB): D1's and
-        e1's gradients (f'^T dz2 and 1^T dz2, bf16 operands) and, per Gaussian, v_features = sum_b
-        dz2_b @ D1^T (the per-row kernel's own product, so the same bits). Block by block, frames
-        innermost, so that a block's v_features is summed here and stored once."""
-        d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
-        acc_a = tl.zeros([FP, HA], tl.float32)
-        acc_b = tl.zeros([FP, HB if HB > 0 else HA], tl.float32)
-        sums_a = tl.zeros([16, HA], tl.float32)
-        sums_b = tl.zeros([16, HB if HB > 0 else HA], tl.float32)
-        r = tl.arange(0, BLOCK_R)
-        for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
-            gaussians = block * BLOCK_R + r
-            row_ok = gaussians < N
-            v_f = tl.zeros([BLOCK_R, FP], tl.float32)
-            for b in range(B):
-                rows = tl.cast(b, tl.int64) * N + gaussians
-                x_t = _bf16(tl.trans(_stored_rows(f_ptr, rows, row_ok, F, FP, S)))
-                g_a, g_b = _stored_hidden(g_ptr, rows, row_ok, GW, HD, HA, HB)
-                acc_a += _dot(x_t, _bf16(g_a))
-                sums_a += _column_sums(g_a, BLOCK_R)
-                if HB > 0:
-                    acc_b += _dot(x_t, _bf16(g_b))
-                    sums_b += _column_sums(g_b, BLOCK_R)
-                v_f += _input_grad(g_a, g_b, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
-            _store_rows(v_features_ptr, v_f, gaussians, row_ok, F, FP, F)
-        _store_tile(v_w_ptr, acc_a, F, HA if HB > 0 else HD, FP, HA, HD)
-        _store_tile(v_b_ptr, _first_row(sums_a)[None, :], 1, HA if HB > 0 else HD, 1, HA)
-        if HB > 0:
-            _store_tile(v_w_ptr + HA, acc_b, F, HD - HA, FP, HB, HD)
-            _store_tile(v_b_ptr + HA, _first_row(sums_b)[None, :], 1, HD - HA, 1, HB)
-
-    @triton.jit
     def _weight_grad_kernel(
-        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, partials_ptr, v_ss_ptr, v_features_ptr, N, B,
+        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, partials_ptr, v_ss_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
-        HA: tl.constexpr, HB: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
+        GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
     ):
         """Backward, part 3: the weight and bias gradients but D2's and e2's (part 1's) as sums over all
         B * N rows of the saved activations and the stored gradients, and v_scale_shift. Program p takes
@@ -883,7 +852,7 @@ if triton is not None:
         S = F + 2 * HD
         saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr, F, HD)
-        w_in_ptr, b_in_ptr, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
+        w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, _, _ = _weight_ptrs(
             partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD), F, HD, O)
         if group == 0:
@@ -896,8 +865,8 @@ if triton is not None:
             _weight_grad(saved_a1, HD, HP, S, grad_y, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
                          scale_shift_ptr, w_in_ptr, b_in_ptr)
         else:
-            _decoder_input_grads(saved_f, S, grad_z2, d1_ptr, v_d1, v_e1, v_features_ptr, N, B, chunk, chunks, F, FP,
-                                 HD, HA, HB, GW, BLOCK_R, DOT)
+            _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr)
 
 
 @functools.lru_cache(maxsize=None)
@@ -917,18 +886,20 @@ def _grid(n: int, device: torch.device, launch: FusionLaunch, per_block: int = 1
 def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict:
     """The compile-time arguments of ``kernel`` (one of KERNELS); cached, since the host time of a
     call is as long as the forward kernel at 200k Gaussians."""
-    hp = next_power_of_2(max(16, config.hidden_dim))
-    ha, hb = hidden_tiles(config.hidden_dim, hp)
     sizes = dict(F=config.feature_dim, HD=config.hidden_dim, O=config.out_dim,
-                 FP=next_power_of_2(max(16, config.feature_dim)), DOT=config.dot_operands,
-                 num_warps=launch.num_warps, num_stages=launch.num_stages)
-    if kernel == "backward_gaussians":
-        return sizes | dict(GW=grad_width(config), LN_EPS=config.layer_norm_eps, BLOCK_N=launch.block_n)
-    sizes |= dict(HA=ha, HB=hb)
+                 FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
+                 OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
+                 num_stages=launch.num_stages)
     if kernel == "weight_grads":
-        return sizes | dict(HP=hp, GW=grad_width(config), BLOCK_R=launch.block_n)
-    sizes |= dict(OP=next_power_of_2(max(16, config.out_dim)), BLOCK_N=launch.block_n, D=config.color_dim,
-                  OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale, DELTA_SCALE=config.delta_scale)
+        del sizes["OP"]
+        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, BLOCK_R=launch.block_n)
+    sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
+    sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
+    if kernel == "backward_gaussians":
+        del sizes["OP"]
+        return sizes | dict(GW=grad_width(config), LN_EPS=config.layer_norm_eps)
+    sizes |= dict(D=config.color_dim, OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
+                  DELTA_SCALE=config.delta_scale)
     if kernel == "forward":
         return sizes | dict(LN_EPS=config.layer_norm_eps)
     return sizes | dict(GW=grad_width(config))
@@ -1033,11 +1004,11 @@ def op_backward(
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
-        motion_basis, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
+        motion_basis, scale_shift, weights, v_outputs[0], grads, v_features, v_motion_basis, v_anchors,
         n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        saved, ln, grads, scale_shift, weights, partials, v_ss_partials, v_features, n, b,
+        saved, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
         **_constexprs(config, weights_launch, "weight_grads"),
     )
     v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
