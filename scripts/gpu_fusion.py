@@ -451,11 +451,25 @@ def kernel_profile(results) -> None:
 # report
 
 
+def equivalence_summary(equivalence: dict) -> str:
+    """One line up front, so that a failing quantity is not lost among the timings (a GPU-only race in
+    one precision mode was found in a table once, 2026-11-26)."""
+    failed = [f"{title}: {r['quantity']} ({'non-finite' if not r['finite'] else 'outside the rule' if not r['ok'] else 'ok'}"
+              f"{', not deterministic' if not r['deterministic'] else ''})"
+              for title, rows in equivalence.items() for r in rows if not (r["ok"] and r["deterministic"])]
+    if not equivalence:
+        return "**Equivalence: not checked in this run.**"
+    if failed:
+        return "**Equivalence FAILED:** " + "; ".join(failed)
+    return f"**Equivalence: every output and gradient within the rule and deterministic in all {len(equivalence)} tables.**"
+
+
 def markdown(results) -> str:
     lines = [f"# local_fusion on {results['device']} ({results['date']})", "",
              f"torch {results['torch']}, triton {results['triton']}, Python {results['python']}; "
              f"device-to-device copy {results['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (read + write); "
              "times are `triton.testing.do_bench` medians (L2 flushed between runs), ms.", ""]
+    lines += [equivalence_summary(results.get("equivalence", {})), ""]
     for title, rows in results.get("equivalence", {}).items():
         lines += [f"## Triton vs float64 twin: {title}", "",
                   "| quantity | max abs err | rel err (norm) | PyTorch low-precision max err | ratio | deterministic | ok |",
@@ -565,6 +579,7 @@ def main():
         results["equivalence"][title] = check_equivalence(config, dtype)
         print(title, results["equivalence"][title], flush=True)
         save(results)
+    print(equivalence_summary(results["equivalence"]), flush=True)
     cells = {("fp32", DONE_WHEN_N, 1), ("fp32", DONE_WHEN_N, 8)} if args.sweep else None
     time_matrix(results, [i for i in impls if i == "triton"], args.budget, cells)
     host_times(results)
