@@ -340,15 +340,9 @@ if triton is not None:
         return tl.load(ptr + c, mask=c < C, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr, TRANSPOSED: tl.constexpr = False):
-        """Stores the [R, C] block of a row-major [*, C] tensor at ptr from a [RP, CP] tile (or its
-        transpose [CP, RP])."""
-        if TRANSPOSED:
-            r = tl.arange(0, RP)[None, :]
-            c = tl.arange(0, CP)[:, None]
-        else:
-            r = tl.arange(0, RP)[:, None]
-            c = tl.arange(0, CP)[None, :]
+    def _store_tile(ptr, value, R, C, RP: tl.constexpr, CP: tl.constexpr):
+        r = tl.arange(0, RP)[:, None]
+        c = tl.arange(0, CP)[None, :]
         tl.store(ptr + r * C + c, value, mask=(r < R) & (c < C))
 
     @triton.jit
