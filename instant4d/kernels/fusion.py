@@ -40,9 +40,12 @@ activations X, stored gradients dY; biases as column sums of dY), one weight per
 of Gaussians per weight (every frame of them), into rows of a [chunks, P - Hd * O - O] float32
 buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
 dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
-W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
-deterministic (a fixed grid per device, sums in a fixed order). The softplus derivative comes from
-the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
+W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is meant to
+be deterministic (a fixed grid per device, sums in a fixed order), and is on an H100 at the paper's
+widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours;
+at F = 96 / Hd = 128 with bf16 operands (its weight-gradient kernel spills) D1's gradient differed
+between two runs, within the error bound (docs/benchmarks.md, 2026-11-26). The softplus derivative
+comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
