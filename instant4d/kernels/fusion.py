@@ -442,7 +442,7 @@ if triton is not None:
     def _grad_cols(grads_ptr, F: tl.constexpr, HD: tl.constexpr):
         """Where each stored gradient starts in a row of the [B, N, GW] buffer: d loss / d h, / d the
         fusion MLP's hidden pre-activation, / d (its output before delta_scale), / d the decoder's
-        hidden pre-activation, / d a (the decoder outputs)."""
+        hidden pre-activation (d / d a, the decoder outputs, is not stored: part 1 uses it itself)."""
         return grads_ptr, grads_ptr + F, grads_ptr + F + HD, grads_ptr + 2 * F + HD
 
     @triton.jit
