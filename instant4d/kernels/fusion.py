@@ -684,7 +684,8 @@ if triton is not None:
             # the item's rows as 32-bit offsets from one scalar row per tensor: per-row 64-bit
             # addresses take two registers an element
             row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
-            r_ok = r < N - (item // B) * BLOCK_N
+            left = N - (item // B) * BLOCK_N  # Gaussians from the block's first on
+            r_ok = r < left
             grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr + row0 * GW, F, HD)
             # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
             g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
@@ -696,11 +697,11 @@ if triton is not None:
             v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
             g_a = v_a.to(grads_ptr.dtype.element_ty)  # rounded as a stored row would be
             # a2 read again, transposed (L1): a transposed register tile took 60 more registers
-            acc_d2a += _dot(_bf16(_tile(saved_a2 + row0 * S, N - (item // B) * BLOCK_N, HA if HB > 0 else HD, S,
-                                        BLOCK_N, HA, True)), _bf16(g_a))
+            acc_d2a += _dot(_bf16(_tile(saved_a2 + row0 * S, left, HA if HB > 0 else HD, S, BLOCK_N, HA, True)),
+                            _bf16(g_a))
             if HB > 0:
-                acc_d2b += _dot(_bf16(_tile(saved_a2 + row0 * S + HA, N - (item // B) * BLOCK_N, HD - HA, S,
-                                            BLOCK_N, HB, True)), _bf16(g_a))
+                acc_d2b += _dot(_bf16(_tile(saved_a2 + row0 * S + HA, left, HD - HA, S, BLOCK_N, HB, True)),
+                                _bf16(g_a))
             sums_e2 += _column_sums(g_a, BLOCK_N)
             v_y = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b,
                                       grad_z2, r, r_ok, GW, HD, HA, HB, DOT)  # d / d f'
@@ -847,7 +848,7 @@ if triton is not None:
         chunk = pid // 4
         chunks = tl.num_programs(0) // 4
         S = F + 2 * HD
-        saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
+        saved_f, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, _, _ = _weight_ptrs(
@@ -995,9 +996,9 @@ def op_backward(
     v_ss_partials = torch.empty(chunks, b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
-    saved, ln = saved
+    activations, ln = saved
     launch_kernel(_backward_rows_kernel, rows_grid,
-        saved, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6,
+        activations, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6,
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
@@ -1005,7 +1006,7 @@ def op_backward(
         n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        saved, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
+        activations, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
         **_constexprs(config, weights_launch, "weight_grads"),
     )
     v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
