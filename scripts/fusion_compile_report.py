@@ -1,0 +1,62 @@
+"""Compile the fusion kernels for sm_90 without a GPU and print, per kernel at its default launch,
+the registers, stack (spill) bytes, SASS instruction count and local loads / stores (the "sm_90
+compiler report" quoted in kernels/fusion.py and docs/benchmarks.md). It uses the Triton installed
+here, so for the GPU machine's numbers run it with Triton 3.6 (a venv with triton==3.6.*).
+
+    PYTHONPATH=. python scripts/fusion_compile_report.py [forward backward_rows backward_gaussians weight_grads]
+
+Environment: CONFIG=F,Hd[,colours] picks other widths; LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm
+replaces a kernel's launch; SAVE=0 compiles the forward without saving activations, DELTA=1 with delta.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from instant4d.kernels import fusion
+from instant4d.kernels.fusion import FusionConfig, FusionLaunch, _constexprs, default_launch
+
+BF16_POINTERS = {"saved_ptr", "ln_ptr", "grads_ptr"}  # saved_dtype buffers with the default operands
+KERNELS = {"forward": fusion._fusion_forward_kernel, "backward_rows": fusion._backward_rows_kernel,
+           "backward_gaussians": fusion._backward_gaussians_kernel, "weight_grads": fusion._weight_grad_kernel}
+
+
+def report(name: str, config: FusionConfig) -> str:
+    kernel = KERNELS[name]
+    env = os.environ.get("LAUNCH_" + name.upper())
+    launch = FusionLaunch(*map(int, env.split(","))) if env else default_launch(config, name)
+    constexprs = dict(_constexprs(config, launch, name))
+    warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
+    if name == "forward":
+        constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=os.environ.get("SAVE", "1") == "1")
+    if name == "backward_rows":
+        constexprs.update(HAS_V_DELTA=False)
+    signature = {a: "constexpr" if a in constexprs else "i32" if a in ("N", "B") else
+                 "*bf16" if a in BF16_POINTERS else "*fp32" for a in kernel.arg_names}
+    # pointers 16-byte aligned and N a multiple of 16, as Triton specialises the benchmarks' calls
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(kernel.arg_names)
+             if signature[a].startswith("*") or a == "N"}
+    compiled = triton.compile(
+        ASTSource(fn=kernel, signature=signature, attrs=attrs,
+                  constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()}),
+        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+        f.write(compiled.asm["cubin"])
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    os.remove(f.name)
+    field = lambda key: re.search(key + r":(\d+)", usage).group(1)  # noqa: E731
+    return (f"{name} {launch} registers {field('REG')} stack {field('STACK')} instructions "
+            f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')}")
+
+
+if __name__ == "__main__":
+    config = FusionConfig(*map(int, os.environ["CONFIG"].split(","))) if os.environ.get("CONFIG") else FusionConfig()
+    for name in sys.argv[1:] or KERNELS:
+        print(report(name, config), flush=True)
