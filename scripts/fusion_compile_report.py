@@ -34,7 +34,7 @@ def report(name: str, config: FusionConfig) -> str:
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     if name == "forward":
         constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=os.environ.get("SAVE", "1") == "1")
-    if name == "backward_rows":
+    if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
     signature = {a: "constexpr" if a in constexprs else "i32" if a in ("N", "B") else
                  "*bf16" if a in BF16_POINTERS else "*fp32" for a in kernel.arg_names}

@@ -344,7 +344,8 @@ def weight_grads_vs_cublas(results, budget) -> None:
 
         def triton_step():
             fusion._weight_grad_kernel[grid](
-                saved, ln, grads, ss, packed, partials, v_ss, n, b, **fusion._constexprs(config, launch, "weight_grads"))
+                saved, ln, grads, ss, packed, packed, partials, v_ss, n, b, HAS_V_DELTA=False,
+                **fusion._constexprs(config, launch, "weight_grads"))
             return partials.sum(0), v_ss.sum(0)
 
         x = (ln.float()[None] * ss[:, None, :f] + ss[:, None, f:]).to(torch.bfloat16).reshape(r, f)

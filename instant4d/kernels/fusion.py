@@ -441,8 +441,9 @@ if triton is not None:
     @triton.jit
     def _grad_cols(grads_ptr, F: tl.constexpr, HD: tl.constexpr):
         """Where each stored gradient starts in a row of the [B, N, GW] buffer: d loss / d h, / d the
-        fusion MLP's hidden pre-activation, / d (its output before delta_scale), / d the decoder's
-        hidden pre-activation (d / d a, the decoder outputs, is not stored: part 1 uses it itself)."""
+        fusion MLP's hidden pre-activation, / d f' (the decoder's input: d loss / d f, without the
+        delta output's own gradient), / d the decoder's hidden pre-activation (d / d a, the decoder
+        outputs, is not stored: part 1 uses it itself)."""
         return grads_ptr, grads_ptr + F, grads_ptr + F + HD, grads_ptr + 2 * F + HD
 
     @triton.jit
@@ -597,15 +598,6 @@ if triton is not None:
         return second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb
 
     @triton.jit
-    def _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB: tl.constexpr, DOT: tl.constexpr):
-        """d loss / d x of softplus(x @ first + b) from the gradient tiles of its pre-activation; both
-        backward kernels form it with this one expression, so that they agree to the bit."""
-        v_x = _mm(v_za, first_ta, fa, DOT)
-        if HB > 0:
-            v_x += _mm(v_zb, first_tb, fb, DOT)
-        return v_x
-
-    @triton.jit
     def _two_layer_backward(v_out, second_ta, sa, second_tb, sb, first_ta, fa, first_tb, fb, hidden_a, hidden_b,
                             grad_ptr, rows, row_ok, GW: tl.constexpr, HD: tl.constexpr, HA: tl.constexpr,
                             HB: tl.constexpr, DOT: tl.constexpr):
@@ -619,7 +611,10 @@ if triton is not None:
             v_zb = _mm(v_out, second_tb, sb, DOT) * _softplus_grad(hidden_b.to(tl.float32))
             _store_rows(grad_ptr + HA, v_zb, rows, row_ok, HD - HA, HB, GW)
         _store_rows(grad_ptr, v_za, rows, row_ok, HD, HA, GW)
-        return _input_grad(v_za, v_zb, first_ta, fa, first_tb, fb, HB, DOT)
+        v_x = _mm(v_za, first_ta, fa, DOT)
+        if HB > 0:
+            v_x += _mm(v_zb, first_tb, fb, DOT)
+        return v_x
 
     @triton.jit
     def _stored_hidden(ptr, rows, row_ok, STRIDE, HD: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr):
@@ -686,7 +681,7 @@ if triton is not None:
             row0 = tl.cast(item % B, tl.int64) * N + (item // B) * BLOCK_N
             left = N - (item // B) * BLOCK_N  # Gaussians from the block's first on
             r_ok = r < left
-            grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr + row0 * GW, F, HD)
+            grad_h, grad_z1, grad_f, grad_z2 = _grad_cols(grads_ptr + row0 * GW, F, HD)
             # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
             g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
                             v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
@@ -705,11 +700,13 @@ if triton is not None:
             sums_e2 += _column_sums(g_a, BLOCK_N)
             v_y = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b,
                                       grad_z2, r, r_ok, GW, HD, HA, HB, DOT)  # d / d f'
+            # stored before the delta output's gradient and delta_scale: part 2 sums it over the
+            # frames into v_features, part 3 adds them back for W2's gradient
+            _store_rows(grad_f, v_y, r, r_ok, F, FP, GW)
             if HAS_V_DELTA:
                 v_y += _rows(v_delta_ptr + row0 * F, r, r_ok, F, FP, F)
             # fusion MLP: delta = delta_scale * (softplus(h @ W1 + b1) @ W2 + b2)
             v_y = DELTA_SCALE * v_y
-            _store_rows(grad_y, v_y, r, r_ok, F, FP, GW)
             a1a, a1b = _stored_hidden(saved_a1 + row0 * S, r, r_ok, S, HD, HA, HB)
             v_h = _two_layer_backward(v_y, w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb, a1a, a1b,
                                       grad_z1, r, r_ok, GW, HD, HA, HB, DOT)
@@ -724,19 +721,20 @@ if triton is not None:
     def _backward_gaussians_kernel(
         motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
         v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, N, B,
-        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HA: tl.constexpr,
-        HB: tl.constexpr, GW: tl.constexpr, DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+        F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr,
+        DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Backward, part 2: the per-Gaussian gradients summed over the frames of a block, from the
-        stored rows of part 1 (their bf16 values are the tl.dot operands that part 1 rounds them to,
-        so nothing is lost): v_features = sum_b dz2_b @ D1^T, v_motion_basis through the LayerNorm
-        backward (linear: once on the frame sum), v_anchors. Nothing is summed across the block's
-        rows (v_scale_shift comes from part 3's per-frame sums): per-frame cross-warp sums and
-        atomics had made this kernel spill and wait on L1 (Nsight Compute, B = 8)."""
-        w_in_ptr, _, _, _, _, _, d1_ptr, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-        d1_ta, v1_ta, d1_tb, v1_tb = _transposed_tiles(d1_ptr, F, FP, HD, HA, HB, DOT)
+        stored rows of part 1: v_features = sum_b d loss / d f'_b (part 1's d/dz2_b @ D1^T, stored in
+        its dtype: bf16 with bf16 operands, 2^-9 relative, as PyTorch's bf16 autograd rounds it;
+        summed here in float32), v_motion_basis through the LayerNorm backward (linear: once on the
+        frame sum) from the stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to),
+        v_anchors. Nothing is summed across the block's rows (v_scale_shift comes from part 3's
+        per-frame sums): per-frame cross-warp sums and atomics had made this kernel spill and wait
+        on L1 (Nsight Compute, B = 8)."""
+        w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-        grad_h, _, _, grad_z2 = _grad_cols(grads_ptr, F, HD)
+        grad_h, _, grad_f, _ = _grad_cols(grads_ptr, F, HD)
         r = tl.arange(0, BLOCK_N)
         for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             r_ok = r < N - block * BLOCK_N
@@ -745,8 +743,7 @@ if triton is not None:
             v_p = tl.zeros([BLOCK_N, 4], tl.float32)  # d loss / d anchors: the means' gradient summed over frames
             for b in range(B):
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
-                v_za, v_zb = _stored_hidden(grad_z2 + row0 * GW, r, r_ok, GW, HD, HA, HB)
-                v_f += _input_grad(v_za, v_zb, d1_ta, v1_ta, d1_tb, v1_tb, HB, DOT)
+                v_f += _rows(grad_f + row0 * GW, r, r_ok, F, FP, GW)
                 v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
                 v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
@@ -762,7 +759,8 @@ if triton is not None:
     @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
                      chunk, chunks, GW: tl.constexpr, BLOCK_R: tl.constexpr, scale_shift_ptr, w_in_ptr, b_in_ptr,
-                     MODULATED: tl.constexpr = False):
+                     v_delta_ptr, MODULATED: tl.constexpr = False, HAS_V_DELTA: tl.constexpr = False,
+                     G_SCALE: tl.constexpr = 1.0):
         """Stores the sums over this chunk's rows (in every frame, blocks chunk, chunk + chunks, ... of
         BLOCK_R Gaussians) of x^T g [K, M] and of g [M] at v_w_ptr and v_b_ptr, for x the columns
         [0, K) of the saved activations at x_ptr (row stride X_STRIDE) and g the columns [0, M) of the
@@ -770,7 +768,9 @@ if triton is not None:
         MODULATED (the fusion MLP's first hidden layer): x_ptr holds LayerNorm(m) [N, K], one row per
         Gaussian, and x = LayerNorm(m) * scale_b + shift_b; its input h = x @ W_in + b_in is not saved,
         so this stores W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks
-        still add up)."""
+        still add up). HAS_V_DELTA, G_SCALE (the fusion MLP's output layer, whose stored gradient is
+        d loss / d f'): g is d loss / d f' plus the delta output's gradient [B, N, M] at v_delta_ptr
+        (rounded back to the stored dtype), and both sums are scaled by G_SCALE = delta_scale."""
         acc = tl.zeros([KP, MP], tl.float32)
         sums = tl.zeros([16, MP], tl.float32)
         r = tl.arange(0, BLOCK_R)
@@ -787,9 +787,12 @@ if triton is not None:
                 else:
                     x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
                 g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
+                if HAS_V_DELTA:
+                    g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
                 acc += _dot(_bf16(tl.trans(x)), _bf16(g))
                 sums += _column_sums(g, BLOCK_R)
-        total = _first_row(sums)
+        acc *= G_SCALE
+        total = G_SCALE * _first_row(sums)
         if MODULATED:
             w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
             acc = _dot_fp32(w_in_t, acc) + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
@@ -833,9 +836,10 @@ if triton is not None:
 
     @triton.jit
     def _weight_grad_kernel(
-        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, partials_ptr, v_ss_ptr, N, B,
+        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, v_delta_ptr, partials_ptr, v_ss_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
-        GW: tl.constexpr, DOT: tl.constexpr, BLOCK_R: tl.constexpr,
+        GW: tl.constexpr, DOT: tl.constexpr, DELTA_SCALE: tl.constexpr, HAS_V_DELTA: tl.constexpr,
+        BLOCK_R: tl.constexpr,
     ):
         """Backward, part 3: the weight and bias gradients but D2's and e2's (part 1's) as sums over all
         B * N rows of the saved activations and the stored gradients, and v_scale_shift. Program p takes
@@ -849,7 +853,7 @@ if triton is not None:
         chunks = tl.num_programs(0) // 4
         S = F + 2 * HD
         saved_f, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
-        grad_h, grad_z1, grad_y, grad_z2 = _grad_cols(grads_ptr, F, HD)
+        grad_h, grad_z1, grad_f, grad_z2 = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, _, _ = _weight_ptrs(
             partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD), F, HD, O)
@@ -858,13 +862,14 @@ if triton is not None:
                                v_ss_ptr + chunk.to(tl.int64) * B * 2 * F, N, B, chunk, chunks, F, FP, GW, BLOCK_R, DOT)
         elif group == 1:
             _weight_grad(ln_ptr, F, FP, F, grad_z1, HD, HP, v_w1, v_b1, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr, True)
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, MODULATED=True)
         elif group == 2:
-            _weight_grad(saved_a1, HD, HP, S, grad_y, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr)
+            _weight_grad(saved_a1, HD, HP, S, grad_f, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, HAS_V_DELTA=HAS_V_DELTA,
+                         G_SCALE=DELTA_SCALE)
         else:
             _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr)
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr)
 
 
 @functools.lru_cache(maxsize=None)
@@ -890,12 +895,14 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                  num_stages=launch.num_stages)
     if kernel == "weight_grads":
         del sizes["OP"]
-        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, BLOCK_R=launch.block_n)
+        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, DELTA_SCALE=config.delta_scale,
+                            BLOCK_R=launch.block_n)
+    if kernel == "backward_gaussians":
+        del sizes["OP"], sizes["HP"]
+        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, LN_EPS=config.layer_norm_eps,
+                            BLOCK_N=launch.block_n)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
     sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
-    if kernel == "backward_gaussians":
-        del sizes["OP"]
-        return sizes | dict(GW=grad_width(config), LN_EPS=config.layer_norm_eps)
     sizes |= dict(D=config.color_dim, OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
                   DELTA_SCALE=config.delta_scale)
     if kernel == "forward":
@@ -1006,8 +1013,8 @@ def op_backward(
         n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        activations, ln, grads, scale_shift, weights, partials, v_ss_partials, n, b,
-        **_constexprs(config, weights_launch, "weight_grads"),
+        activations, ln, grads, scale_shift, weights, v_delta, partials, v_ss_partials, n, b,
+        HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, weights_launch, "weight_grads"),
     )
     v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
