@@ -1,9 +1,9 @@
 """Launches of the kernels under study, for Nsight Compute (``ncu``) to profile: the fusion kernels
-(forward with saving and the three backward kernels) at 200k Gaussians x B frames, and the compositing
+(forward with saving, forward without, and the three backward kernels) at 200k Gaussians x B frames, and the compositing
 backward at 100k Gaussians / 512x512 / 1 camera.
 
     ncu --kernel-name regex:"_fusion_forward|_backward_rows|_backward_gaussians|_weight_grad" \\
-        --launch-skip 4 --launch-count 4 --section SpeedOfLight --section WarpStateStats \\
+        --launch-skip 5 --launch-count 5 --section SpeedOfLight --section WarpStateStats \\
         --section Occupancy --section LaunchStats python scripts/gpu_ncu_target.py fusion 8
     ncu --kernel-name regex:"_composite_backward" --launch-skip 1 --launch-count 1 ... \\
         python scripts/gpu_ncu_target.py composite
@@ -28,6 +28,7 @@ if what == "fusion":
     packed = w.packed(config, f.dtype, f.device)
     for _ in range(2):
         outputs, saved = fusion.op_forward(f, m, p, ss, packed, config, False, save=True)
+        fusion.op_forward(f, m, p, ss, packed, config, False)  # without saving, to compare
         v_out = [torch.randn_like(o) for o in outputs]
         fusion.op_backward(m, ss, packed, saved, config, v_out)
 elif what == "composite":

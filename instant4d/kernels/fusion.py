@@ -369,6 +369,27 @@ if triton is not None:
                  mask=row_ok[:, None] & (c < C)[None, :])
 
     @triton.jit
+    def _store_in_place(ptrs, value, mask):
+        """tl.store(ptrs, value, mask) from the registers value is in (a tl.dot result's layout), one
+        st.global per element: tl.store first moves a tile through shared memory into a layout whose
+        threads write contiguous runs, a barrier each way, and at the register limit those barriers
+        cost more than the wider writes save (H100, docs/benchmarks.md)."""
+        dtype = ptrs.dtype.element_ty
+        if _INTERPRET:
+            tl.store(ptrs, value.to(dtype), mask=mask)
+        else:
+            if dtype == tl.bfloat16:
+                tl.inline_asm_elementwise(
+                    "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b16 [$1], $2; mov.u32 $0, 0; }",
+                    "=r,l,h,r", [ptrs.to(tl.int64, bitcast=True), value.to(dtype), mask.to(tl.int32)],
+                    dtype=tl.int32, is_pure=False, pack=1)
+            else:
+                tl.inline_asm_elementwise(
+                    "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.u32 $0, 0; }",
+                    "=r,l,r,r", [ptrs.to(tl.int64, bitcast=True), value.to(dtype), mask.to(tl.int32)],
+                    dtype=tl.int32, is_pure=False, pack=1)
+
+    @triton.jit
     def _head_slice(ptr, items, row_ok, START: tl.constexpr, WIDTH: tl.constexpr, OP: tl.constexpr):
         """Pointers and mask placing columns [START, START + WIDTH) of a [BLOCK_N, OP] head tile in
         the row-major [*, WIDTH] output whose rows are ``items``."""
@@ -379,17 +400,15 @@ if triton is not None:
     @triton.jit
     def _store_heads(out, items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
                      D: tl.constexpr, OP: tl.constexpr):
-        out = out.to(means_ptr.dtype.element_ty)
-        ptrs, ok = _head_slice(means_ptr, items, row_ok, 0, 3, OP)
-        tl.store(ptrs, out, mask=ok)
-        ptrs, ok = _head_slice(scales_ptr, items, row_ok, 3, 3, OP)
-        tl.store(ptrs, out, mask=ok)
-        ptrs, ok = _head_slice(quats_ptr, items, row_ok, 6, 4, OP)
-        tl.store(ptrs, out, mask=ok)
-        ptrs, ok = _head_slice(opacities_ptr, items, row_ok, 10, 1, OP)
-        tl.store(ptrs, out, mask=ok)
-        ptrs, ok = _head_slice(colors_ptr, items, row_ok, 11, D, OP)
-        tl.store(ptrs, out, mask=ok)
+        """Columns of the head tile out [BLOCK_N, OP] into their five tensors, each element from the
+        thread that holds it (one pointer tile picks the tensor per column)."""
+        col = tl.arange(0, OP)[None, :]
+        ptrs, _ = _head_slice(colors_ptr, items, row_ok, 11, D, OP)
+        ptrs = tl.where(col == 10, _head_slice(opacities_ptr, items, row_ok, 10, 1, OP)[0], ptrs)
+        ptrs = tl.where(col < 10, _head_slice(quats_ptr, items, row_ok, 6, 4, OP)[0], ptrs)
+        ptrs = tl.where(col < 6, _head_slice(scales_ptr, items, row_ok, 3, 3, OP)[0], ptrs)
+        ptrs = tl.where(col < 3, _head_slice(means_ptr, items, row_ok, 0, 3, OP)[0], ptrs)
+        _store_in_place(ptrs, out, row_ok[:, None] & (col < 11 + D))
 
     @triton.jit
     def _load_heads(items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
