@@ -29,22 +29,23 @@ x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes
 
 Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
 (block of Gaussians, frame) and stores per row (Gaussian, frame) the gradients of the
-pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/dy, d/dz2); the one
+pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/df', d/dz2); the one
 weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
 accumulator per program, into a row of [programs, Hd * O + O] that torch sums), since it holds both
 factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
-gradients (v_f, v_p, v_m) over the frames from the stored d/dz2 and d/dh rows (the LayerNorm
+gradients (v_f, v_p, v_m) over the frames from the stored d/df' and d/dh rows (the LayerNorm
 backward, linear, runs once per block on the frame sum), with no sum across rows.
 ``_weight_grad_kernel`` then forms the other weight gradients as X^T dY over all B * N rows (saved
-activations X, stored gradients dY; biases as column sums of dY), one weight per program and chunks
+activations X, stored gradients dY; biases as column sums of dY, from the same tl.dot through a
+column of ones in X's padding), one weight per program and chunks
 of Gaussians per weight (every frame of them), into rows of a [chunks, P - Hd * O - O] float32
 buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
 dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
-W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is meant to
-be deterministic (a fixed grid per device, sums in a fixed order), and is on an H100 at the paper's
-widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours;
-at F = 96 / Hd = 128 with bf16 operands (its weight-gradient kernel spills) D1's gradient differed
-between two runs, within the error bound (docs/benchmarks.md, 2026-11-26). The softplus derivative
+W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
+deterministic (a fixed grid per device, sums in a fixed order): checked on an H100 at the paper's
+widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16
+colours (docs/benchmarks.md, 2026-11-26; the bias sums had come from a second tl.dot on the same
+tile, which gave D1's gradient run-to-run differences at F = 96 / Hd = 128). The softplus derivative
 comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
@@ -789,9 +790,15 @@ if triton is not None:
         so this stores W_in^T (x^T g) + b_in (1^T g) = h^T g instead, per chunk (linear, so the chunks
         still add up). HAS_V_DELTA, G_SCALE (the fusion MLP's output layer, whose stored gradient is
         d loss / d f'): g is d loss / d f' plus the delta output's gradient [B, N, M] at v_delta_ptr
-        (rounded back to the stored dtype), and both sums are scaled by G_SCALE = delta_scale."""
+        (rounded back to the stored dtype), and both sums are scaled by G_SCALE = delta_scale.
+        g's column sums: for a bf16 g, from the same tl.dot through a column of ones in x's padding
+        (K < KP), else from tl.sum (a float32 g is summed as it is): a second tl.dot reading g's tile
+        (a ones-dot) had made the sums differ from run to run with two pipeline stages (H100, Triton
+        3.6: D1's gradient at F = 96 / Hd = 128, docs/benchmarks.md)."""
         acc = tl.zeros([KP, MP], tl.float32)
-        sums = tl.zeros([16, MP], tl.float32)
+        sums = tl.zeros([MP], tl.float32)
+        SUMS_BY_DOT: tl.constexpr = K < KP and g_ptr.dtype.element_ty == tl.bfloat16
+        ones_col = (tl.arange(0, KP) == K)[None, :]
         r = tl.arange(0, BLOCK_R)
         for b in range(B):
             if MODULATED:
@@ -808,10 +815,15 @@ if triton is not None:
                 g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
                 if HAS_V_DELTA:
                     g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
+                if SUMS_BY_DOT:
+                    x = tl.where(ones_col, 1.0, x)
+                else:
+                    sums += tl.sum(g.to(tl.float32), axis=0)
                 acc += _dot(_bf16(tl.trans(x)), _bf16(g))
-                sums += _column_sums(g, BLOCK_R)
+        if SUMS_BY_DOT:
+            sums = tl.sum(tl.where(tl.arange(0, KP)[:, None] == K, acc, 0.0), axis=0)
         acc *= G_SCALE
-        total = G_SCALE * _first_row(sums)
+        total = G_SCALE * sums
         if MODULATED:
             w_in_t = _tile(w_in_ptr, K, K, K, KP, KP, True)
             acc = _dot_fp32(w_in_t, acc) + _vec(b_in_ptr, K, KP)[:, None] * total[None, :]
