@@ -230,9 +230,9 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
         "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
         "backward_rows": FusionLaunch(64, 4, 1, 2) if narrow else FusionLaunch(32, 4, 1, 2) if small
         else FusionLaunch(32, 8, 1, 1),
-        # swept alone on an H100 (2026-11-26): 126.7 / 594.0 us at 200k, B = 1 / 8, against 150.6 / 678.0
-        # for the per-row kernel's shape it had before
-        "backward_gaussians": FusionLaunch(32, 4, 2, 8) if small else FusionLaunch(32, 8, 1, 1),
+        # since v_features moved to the weight-gradient kernel: 44 / 120 us at 200k, B = 1 / 8, against 55 /
+        # 161 at 32 / 4 / 2 / 8 (H100, 2026-11-26)
+        "backward_gaussians": FusionLaunch(64, 4, 2, 4) if small else FusionLaunch(32, 8, 1, 1),
         # two stages since D2 moved to the per-row kernel: 748 against 866 us at 200k, B = 8 (103 against 96
         # at B = 1; H100, 2026-11-26)
         "weight_grads": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
@@ -740,7 +740,7 @@ if triton is not None:
     @triton.jit
     def _backward_gaussians_kernel(
         motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
-        v_features_ptr, v_motion_basis_ptr, v_anchors_ptr, N, B,
+        v_motion_basis_ptr, v_anchors_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr,
         DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
@@ -754,16 +754,14 @@ if triton is not None:
         on L1 (Nsight Compute, B = 8)."""
         w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
-        grad_h, _, grad_f, _ = _grad_cols(grads_ptr, F, HD)
+        grad_h, _, _, _ = _grad_cols(grads_ptr, F, HD)
         r = tl.arange(0, BLOCK_N)
         for block in range(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.num_programs(0)):
             r_ok = r < N - block * BLOCK_N
-            v_f = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d f, summed over frames
             v_ln = tl.zeros([BLOCK_N, FP], tl.float32)  # d loss / d LayerNorm(m), summed over frames
             v_p = tl.zeros([BLOCK_N, 4], tl.float32)  # d loss / d anchors: the means' gradient summed over frames
             for b in range(B):
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
-                v_f += _rows(grad_f + row0 * GW, r, r_ok, F, FP, GW)
                 v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
                 v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
@@ -773,14 +771,13 @@ if triton is not None:
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
             _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
-            _store_rows(v_features_ptr + block * BLOCK_N * F, v_f, r, r_ok, F, FP, F)
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
                      chunk, chunks, GW: tl.constexpr, BLOCK_R: tl.constexpr, scale_shift_ptr, w_in_ptr, b_in_ptr,
-                     v_delta_ptr, MODULATED: tl.constexpr = False, HAS_V_DELTA: tl.constexpr = False,
-                     G_SCALE: tl.constexpr = 1.0):
+                     v_delta_ptr, v_sum_ptr, MODULATED: tl.constexpr = False, HAS_V_DELTA: tl.constexpr = False,
+                     G_SCALE: tl.constexpr = 1.0, FRAME_SUM: tl.constexpr = False):
         """Stores the sums over this chunk's rows (in every frame, blocks chunk, chunk + chunks, ... of
         BLOCK_R Gaussians) of x^T g [K, M] and of g [M] at v_w_ptr and v_b_ptr, for x the columns
         [0, K) of the saved activations at x_ptr (row stride X_STRIDE) and g the columns [0, M) of the
@@ -794,25 +791,31 @@ if triton is not None:
         g's column sums: for a bf16 g, from the same tl.dot through a column of ones in x's padding
         (K < KP), else from tl.sum (a float32 g is summed as it is): a second tl.dot reading g's tile
         (a ones-dot) had made the sums differ from run to run with two pipeline stages (H100, Triton
-        3.6: D1's gradient at F = 96 / Hd = 128, docs/benchmarks.md)."""
+        3.6: D1's gradient at F = 96 / Hd = 128, docs/benchmarks.md). FRAME_SUM: also stores each
+        Gaussian's sum of g over the frames (before the delta output's gradient) at v_sum_ptr [N, M]
+        (for g = d loss / d f': v_features). The blocks are walked outermost, so that a block's frames
+        follow each other."""
         acc = tl.zeros([KP, MP], tl.float32)
         sums = tl.zeros([MP], tl.float32)
         SUMS_BY_DOT: tl.constexpr = K < KP and g_ptr.dtype.element_ty == tl.bfloat16
         ones_col = (tl.arange(0, KP) == K)[None, :]
         r = tl.arange(0, BLOCK_R)
-        for b in range(B):
+        for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
+            gaussians = block * BLOCK_R + r
+            row_ok = gaussians < N
             if MODULATED:
-                scale = _vec(scale_shift_ptr + b * 2 * K, K, KP)
-                shift = _vec(scale_shift_ptr + b * 2 * K + K, K, KP)
-            for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
-                gaussians = block * BLOCK_R + r
-                row_ok = gaussians < N
+                ln = _rows(x_ptr, gaussians, row_ok, K, KP, X_STRIDE)
+            if FRAME_SUM:
+                frame_sum = tl.zeros([BLOCK_R, MP], tl.float32)
+            for b in range(B):
                 rows = tl.cast(b, tl.int64) * N + gaussians
                 if MODULATED:
-                    x = _rows(x_ptr, gaussians, row_ok, K, KP, X_STRIDE) * scale[None, :] + shift[None, :]
+                    x = ln * _vec(scale_shift_ptr + b * 2 * K, K, KP)[None, :] + _vec(scale_shift_ptr + b * 2 * K + K, K, KP)[None, :]
                 else:
                     x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
                 g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
+                if FRAME_SUM:
+                    frame_sum += g.to(tl.float32)
                 if HAS_V_DELTA:
                     g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
                 if SUMS_BY_DOT:
@@ -820,6 +823,8 @@ if triton is not None:
                 else:
                     sums += tl.sum(g.to(tl.float32), axis=0)
                 acc += _dot(_bf16(tl.trans(x)), _bf16(g))
+            if FRAME_SUM:
+                _store_rows(v_sum_ptr, frame_sum, gaussians, row_ok, M, MP, M)
         if SUMS_BY_DOT:
             sums = tl.sum(tl.where(tl.arange(0, KP)[:, None] == K, acc, 0.0), axis=0)
         acc *= G_SCALE
@@ -867,7 +872,8 @@ if triton is not None:
 
     @triton.jit
     def _weight_grad_kernel(
-        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, v_delta_ptr, partials_ptr, v_ss_ptr, N, B,
+        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, v_delta_ptr, partials_ptr, v_ss_ptr,
+        v_features_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
         GW: tl.constexpr, DOT: tl.constexpr, DELTA_SCALE: tl.constexpr, HAS_V_DELTA: tl.constexpr,
         BLOCK_R: tl.constexpr,
@@ -893,14 +899,14 @@ if triton is not None:
                                v_ss_ptr + chunk.to(tl.int64) * B * 2 * F, N, B, chunk, chunks, F, FP, GW, BLOCK_R, DOT)
         elif group == 1:
             _weight_grad(ln_ptr, F, FP, F, grad_z1, HD, HP, v_w1, v_b1, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, MODULATED=True)
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, v_features_ptr, MODULATED=True)
         elif group == 2:
             _weight_grad(saved_a1, HD, HP, S, grad_f, F, FP, v_w2, v_b2, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, HAS_V_DELTA=HAS_V_DELTA,
-                         G_SCALE=DELTA_SCALE)
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, v_features_ptr, HAS_V_DELTA=HAS_V_DELTA,
+                         G_SCALE=DELTA_SCALE, FRAME_SUM=True)
         else:
             _weight_grad(saved_f, F, FP, S, grad_z2, HD, HP, v_d1, v_e1, N, B, chunk, chunks, GW, BLOCK_R,
-                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr)
+                         scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, v_features_ptr)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1040,11 +1046,11 @@ def op_backward(
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
-        motion_basis, scale_shift, weights, v_outputs[0], grads, v_features, v_motion_basis, v_anchors,
+        motion_basis, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
         n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        activations, ln, grads, scale_shift, weights, v_delta, partials, v_ss_partials, n, b,
+        activations, ln, grads, scale_shift, weights, v_delta, partials, v_ss_partials, v_features, n, b,
         HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, weights_launch, "weight_grads"),
     )
     v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
