@@ -33,13 +33,13 @@ pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/df',
 weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
 accumulator per program, into a row of [programs, Hd * O + O] that torch sums), since it holds both
 factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
-gradients (v_f, v_p, v_m) over the frames from the stored d/df' and d/dh rows (the LayerNorm
-backward, linear, runs once per block on the frame sum), with no sum across rows.
-``_weight_grad_kernel`` then forms the other weight gradients as X^T dY over all B * N rows (saved
-activations X, stored gradients dY; biases as column sums of dY, from the same tl.dot through a
-column of ones in X's padding), one weight per program and chunks
-of Gaussians per weight (every frame of them), into rows of a [chunks, P - Hd * O - O] float32
-buffer that torch sums. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
+gradients (v_p, v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward,
+linear, runs once per block on the frame sum), with no sum across rows. ``_weight_grad_kernel`` then
+forms the other weight gradients as X^T dY over all B * N rows (saved activations X, stored
+gradients dY; biases as column sums of dY, from the same tl.dot through a column of ones in X's
+padding), one weight per program and chunks of Gaussians per weight (every frame of them, a block's
+frames in a row), into rows of a [chunks, P - Hd * O - O] float32 buffer that torch sums; W2's
+program, which reads d/df', also sums it over the frames into v_features. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
 dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
 W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
 deterministic (a fixed grid per device, sums in a fixed order): checked on an H100 at the paper's
@@ -744,12 +744,10 @@ if triton is not None:
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr,
         DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 2: the per-Gaussian gradients summed over the frames of a block, from the
-        stored rows of part 1: v_features = sum_b d loss / d f'_b (part 1's d/dz2_b @ D1^T, stored in
-        its dtype: bf16 with bf16 operands, 2^-9 relative, as PyTorch's bf16 autograd rounds it;
-        summed here in float32), v_motion_basis through the LayerNorm backward (linear: once on the
-        frame sum) from the stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to),
-        v_anchors. Nothing is summed across the block's rows (v_scale_shift comes from part 3's
+        """Backward, part 2: the per-Gaussian gradients summed over the frames of a block:
+        v_motion_basis through the LayerNorm backward (linear: once on the frame sum) from part 1's
+        stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to), and v_anchors (v_features
+        comes from part 3's W2 program). Nothing is summed across the block's rows (v_scale_shift comes from part 3's
         per-frame sums): per-frame cross-warp sums and atomics had made this kernel spill and wait
         on L1 (Nsight Compute, B = 8)."""
         w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
@@ -964,8 +962,9 @@ def saved_width(config: FusionConfig) -> int:
 
 def grad_width(config: FusionConfig) -> int:
     """Row width of the gradients the backward's first kernel stores per Gaussian and frame (in
-    saved_dtype) for the other two: d loss / d (h, both hidden pre-activations, the fusion MLP's
-    output), 2F + 2Hd, padded to 8 columns (16-byte rows)."""
+    saved_dtype) for the other two: d loss / d (h, both hidden pre-activations, f'), 2F + 2Hd, padded
+    to 8 columns (16-byte rows). d/df' is stored in its dtype (bf16 with bf16 operands: 2^-9 relative, as
+    PyTorch's bf16 autograd rounds it) and summed over the frames in float32 into v_features."""
     return -(-(2 * config.feature_dim + 2 * config.hidden_dim) // 8) * 8
 
 
