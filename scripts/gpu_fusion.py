@@ -341,10 +341,11 @@ def weight_grads_vs_cublas(results, budget) -> None:
         grid = fusion._grid(n, saved.device, launch, fusion.WEIGHT_GROUPS)
         partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel() - hd * o - o, device=DEVICE)
         v_ss = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, b, 2 * f, device=DEVICE)
+        v_features = torch.empty(n, f, device=DEVICE)
 
         def triton_step():
             fusion._weight_grad_kernel[grid](
-                saved, ln, grads, ss, packed, packed, partials, v_ss, n, b, HAS_V_DELTA=False,
+                saved, ln, grads, ss, packed, packed, partials, v_ss, v_features, n, b, HAS_V_DELTA=False,
                 **fusion._constexprs(config, launch, "weight_grads"))
             return partials.sum(0), v_ss.sum(0)
 

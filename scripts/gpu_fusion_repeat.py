@@ -27,7 +27,9 @@ def launch_from_env(config, kernel):
 
 fusion.default_launch = launch_from_env
 NAMES = ("v_features", "v_motion_basis", "v_anchors", "v_scale_shift", "v_weights")
-widths = dict(zip(("feature_dim", "hidden_dim"), map(int, os.environ["CONFIG"].split(",")))) if os.environ.get("CONFIG") else {}
+widths = {}
+if os.environ.get("CONFIG"):
+    widths = dict(zip(("feature_dim", "hidden_dim"), map(int, os.environ["CONFIG"].split(","))))
 repeats = int(os.environ.get("REPEATS", "4"))
 for dot in os.environ.get("DOTS", "fp16,bf16").split(","):
     config = FusionConfig(dot_operands=dot, **widths)

@@ -39,14 +39,15 @@ forms the other weight gradients as X^T dY over all B * N rows (saved activation
 gradients dY; biases as column sums of dY, from the same tl.dot through a column of ones in X's
 padding), one weight per program and chunks of Gaussians per weight (every frame of them, a block's
 frames in a row), into rows of a [chunks, P - Hd * O - O] float32 buffer that torch sums; W2's
-program, which reads d/df', also sums it over the frames into v_features. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T
-dz1), applied per chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both
-W_in's gradient and v_scale_shift (into the chunk's row of [chunks, B, 2F]). The result is
-deterministic (a fixed grid per device, sums in a fixed order): checked on an H100 at the paper's
-widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16
-colours (docs/benchmarks.md, 2026-11-26; the bias sums had come from a second tl.dot on the same
-tile, which gave D1's gradient run-to-run differences at F = 96 / Hd = 128). The softplus derivative
-comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)).
+program, which reads d/df', also sums it over the frames into v_features. W1's input h is not
+saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
+G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (into the
+chunk's row of [chunks, B, 2F]). The result is deterministic (a fixed grid per device, sums in a
+fixed order): checked on an H100 at the paper's widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128,
+96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours (docs/benchmarks.md, 2026-11-26; the bias
+sums had come from a second tl.dot on the same tile, which gave D1's gradient run-to-run
+differences at F = 96 / Hd = 128). The softplus derivative comes from the saved softplus:
+sigmoid(z) = 1 - exp(-softplus(z)).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -648,10 +649,10 @@ if triton is not None:
 
     @triton.jit
     def _column_sums(g, BLOCK_R: tl.constexpr):
-        """The column sums of a stored gradient tile g [BLOCK_R, M], in the first of 16 rows. A bf16
-        tile's come from a tl.dot with ones (exact products, float32 sums): g then feeds only
-        tensor-core products, so its load goes straight to shared memory, where a tl.sum also
-        read it back into registers. A float32 tile (fp16 operands) is summed as it is."""
+        """The column sums of a gradient tile g [BLOCK_R, M] computed in registers (the per-row
+        kernel's d/da), in the first of 16 rows: a bf16 tile's from a tl.dot with ones (exact
+        products, float32 sums; no cross-warp tl.sum), a float32 tile's (fp16 operands) by tl.sum.
+        Not for a loaded tile that another tl.dot also reads in a pipelined loop: see _weight_grad."""
         if g.dtype == tl.bfloat16:
             sums = _dot(_bf16(tl.full([16, BLOCK_R], 1.0, tl.float32)), _bf16(g))
         else:
@@ -747,9 +748,9 @@ if triton is not None:
         """Backward, part 2: the per-Gaussian gradients summed over the frames of a block:
         v_motion_basis through the LayerNorm backward (linear: once on the frame sum) from part 1's
         stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to), and v_anchors (v_features
-        comes from part 3's W2 program). Nothing is summed across the block's rows (v_scale_shift comes from part 3's
-        per-frame sums): per-frame cross-warp sums and atomics had made this kernel spill and wait
-        on L1 (Nsight Compute, B = 8)."""
+        comes from part 3's W2 program). Nothing is summed across the block's rows (v_scale_shift
+        comes from part 3's per-frame sums): per-frame cross-warp sums and atomics had made this
+        kernel spill and wait on L1 (Nsight Compute, B = 8)."""
         w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         w_in_t, u_in_t = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP, True), DOT)
         grad_h, _, _, _ = _grad_cols(grads_ptr, F, HD)
@@ -808,7 +809,8 @@ if triton is not None:
             for b in range(B):
                 rows = tl.cast(b, tl.int64) * N + gaussians
                 if MODULATED:
-                    x = ln * _vec(scale_shift_ptr + b * 2 * K, K, KP)[None, :] + _vec(scale_shift_ptr + b * 2 * K + K, K, KP)[None, :]
+                    frame = scale_shift_ptr + b * 2 * K  # (scale_b, shift_b)
+                    x = ln * _vec(frame, K, KP)[None, :] + _vec(frame + K, K, KP)[None, :]
                 else:
                     x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
                 g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
@@ -877,7 +879,8 @@ if triton is not None:
         BLOCK_R: tl.constexpr,
     ):
         """Backward, part 3: the weight and bias gradients but D2's and e2's (part 1's) as sums over all
-        B * N rows of the saved activations and the stored gradients, and v_scale_shift. Program p takes
+        B * N rows of the saved activations and the stored gradients, v_scale_shift, and v_features
+        [N, F] (W2's programs, which read d/df', sum it over the frames). Program p takes
         weight p % 4 (w_in, w1, w2, d1 with their biases; neighbouring programs share rows, in L2) on
         chunk p // 4 of the Gaussians and writes that weight's slice of the chunk's row of partials
         [chunks, P - Hd * O - O] (packed layout, D2 and e2 left out) and, for w_in, the chunk's [B, 2F]
