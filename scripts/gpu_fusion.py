@@ -64,11 +64,12 @@ SWEEP = {
     # program a multiprocessor), with 1 stage 68 KB (two)
     "backward_rows": [FusionLaunch(64, 4, 1, 2), FusionLaunch(32, 4, 2, 2), FusionLaunch(64, 4, 2, 1),
                       FusionLaunch(128, 8, 1, 1), FusionLaunch(32, 8, 2, 1), FusionLaunch(16, 4, 2, 4)],
-    # the default first; before it, the per-row kernel's shape, which it had until 2026-11-26
-    "backward_gaussians": [FusionLaunch(32, 4, 2, 8), FusionLaunch(64, 4, 1, 2), FusionLaunch(64, 4, 2, 2),
-                           FusionLaunch(32, 4, 2, 4), FusionLaunch(32, 2, 2, 8), FusionLaunch(128, 8, 2, 1)],
+    # the default first (since v_features moved to the weight-gradient kernel, 2026-11-26 13:29 UTC);
+    # then the default before it and the shapes swept with it
+    "backward_gaussians": [FusionLaunch(64, 4, 2, 4), FusionLaunch(32, 4, 2, 8), FusionLaunch(64, 4, 1, 2),
+                           FusionLaunch(64, 4, 2, 2), FusionLaunch(32, 4, 2, 12), FusionLaunch(128, 8, 2, 1)],
     # the default first (since D2's gradient moved to the per-row kernel, 2026-11-26); sm_90 compiler
-    # report: 248 / 252 / 232 / 238 / 234 registers, no spills
+    # report then: 248 / 252 / 232 / 238 / 234 registers, no spills (the default 254 since 13:29 UTC)
     "weight_grads": [FusionLaunch(64, 4, 2, 2), FusionLaunch(64, 4, 3, 2), FusionLaunch(64, 4, 1, 2),
                      FusionLaunch(128, 4, 1, 2), FusionLaunch(32, 4, 2, 4)],
 }
