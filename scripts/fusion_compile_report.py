@@ -19,7 +19,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from instant4d.kernels import fusion
-from instant4d.kernels.fusion import FusionConfig, FusionLaunch, _constexprs, default_launch
+from instant4d.kernels.fusion import FusionConfig, _constexprs
+from fusion_launch_env import launch_from_env
 
 BF16_POINTERS = {"saved_ptr", "ln_ptr", "grads_ptr"}  # saved_dtype buffers with the default operands
 KERNELS = {"forward": fusion._fusion_forward_kernel, "backward_rows": fusion._backward_rows_kernel,
@@ -28,8 +29,7 @@ KERNELS = {"forward": fusion._fusion_forward_kernel, "backward_rows": fusion._ba
 
 def report(name: str, config: FusionConfig) -> str:
     kernel = KERNELS[name]
-    env = os.environ.get("LAUNCH_" + name.upper())
-    launch = FusionLaunch(*map(int, env.split(","))) if env else default_launch(config, name)
+    launch = launch_from_env(config, name)
     constexprs = dict(_constexprs(config, launch, name))
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     if name == "forward":

@@ -17,18 +17,11 @@ import triton.testing
 
 from instant4d.kernels import fusion
 from instant4d.kernels.fusion import FusionConfig, example_inputs, local_fusion
+from fusion_launch_env import use_launches_from_env
 
 config = FusionConfig()
 line = [sys.argv[1]]
-default_launch = fusion.default_launch
-
-
-def launch_from_env(config, kernel):
-    env = os.environ.get("LAUNCH_" + kernel.upper())
-    return fusion.FusionLaunch(*map(int, env.split(","))) if env else default_launch(config, kernel)
-
-
-fusion.default_launch = launch_from_env
+use_launches_from_env()
 reference = {}
 ref_path = os.environ.get("AB_REF")
 if ref_path and os.path.exists(ref_path):

@@ -16,16 +16,9 @@ import torch
 
 from instant4d.kernels import fusion
 from instant4d.kernels.fusion import FusionConfig, example_inputs
+from fusion_launch_env import use_launches_from_env
 
-default_launch = fusion.default_launch
-
-
-def launch_from_env(config, kernel):
-    env = os.environ.get("LAUNCH_" + kernel.upper())
-    return fusion.FusionLaunch(*map(int, env.split(","))) if env else default_launch(config, kernel)
-
-
-fusion.default_launch = launch_from_env
+use_launches_from_env()
 NAMES = ("v_features", "v_motion_basis", "v_anchors", "v_scale_shift", "v_weights")
 widths = {}
 if os.environ.get("CONFIG"):
