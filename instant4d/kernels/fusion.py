@@ -1041,10 +1041,11 @@ def op_backward(
     d2_partials = torch.empty(rows_grid[0], decoder_out, device=device, dtype=torch.float32)
     v_ss_partials = torch.empty(chunks, b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
-    v_delta = v_outputs[5] if len(v_outputs) == 6 else v_outputs[0]
+    has_v_delta = len(v_outputs) == 6
+    v_delta = v_outputs[5] if has_v_delta else v_outputs[0]  # (bound to an unread pointer without it)
     activations, ln = saved
     launch_kernel(_backward_rows_kernel, rows_grid,
-        activations, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=len(v_outputs) == 6,
+        activations, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=has_v_delta,
         **_constexprs(config, rows_launch, "backward_rows"),
     )
     launch_kernel(_backward_gaussians_kernel, gaussians_grid,
@@ -1053,7 +1054,7 @@ def op_backward(
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
         activations, ln, grads, scale_shift, weights, v_delta, partials, v_ss_partials, v_features, n, b,
-        HAS_V_DELTA=len(v_outputs) == 6, **_constexprs(config, weights_launch, "weight_grads"),
+        HAS_V_DELTA=has_v_delta, **_constexprs(config, weights_launch, "weight_grads"),
     )
     v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
     return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
