@@ -36,7 +36,7 @@ def report(name: str, config: FusionConfig) -> str:
         constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=os.environ.get("SAVE", "1") == "1")
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
-    signature = {a: "constexpr" if a in constexprs else "i32" if a in ("N", "B") else
+    signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
                  "*bf16" if a in BF16_POINTERS else "*fp32" for a in kernel.arg_names}
     # pointers 16-byte aligned and N a multiple of 16, as Triton specialises the benchmarks' calls
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(kernel.arg_names)

@@ -31,18 +31,18 @@ Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` 
 (block of Gaussians, frame) and stores per row (Gaussian, frame) the gradients of the
 pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/df', d/dz2); the one
 weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
-accumulator per program, into a row of [programs, Hd * O + O] that torch sums), since it holds both
+accumulator per program, into a row of [programs, Hd * O + O]), since it holds both
 factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
 gradients (v_p, v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward,
 linear, runs once per block on the frame sum), with no sum across rows. ``_weight_grad_kernel`` then
 forms the other weight gradients as X^T dY over all B * N rows (saved activations X, stored
 gradients dY; biases as column sums of dY, from the same tl.dot through a column of ones in X's
 padding), one weight per program and chunks of Gaussians per weight (every frame of them, a block's
-frames in a row), into rows of a [chunks, P - Hd * O - O] float32 buffer that torch sums; W2's
+frames in a row), into rows of a [chunks, P + 2FB] float32 buffer that one torch sum reduces; W2's
 program, which reads d/df', also sums it over the frames into v_features. W1's input h is not
 saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
-G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (into the
-chunk's row of [chunks, B, 2F]). The result is deterministic (a fixed grid per device, sums in a
+G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (the row's
+last 2FB columns), and adds up a share of the per-row kernel's D2 rows into the row's D2 slice. The result is deterministic (a fixed grid per device, sums in a
 fixed order): checked on an H100 at the paper's widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128,
 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours (docs/benchmarks.md, 2026-11-26; the bias
 sums had come from a second tl.dot on the same tile, which gave D1's gradient run-to-run
@@ -871,9 +871,24 @@ if triton is not None:
         _store_tile(v_b_ptr, total[None, :], 1, F, 1, FP)
 
     @triton.jit
+    def _sum_rows(ptr, first, step, rows, C: tl.constexpr, out_ptr, ROWS: tl.constexpr = 8,
+                  BLOCK_C: tl.constexpr = 256):
+        """The sum of rows first, first + step, ... (< rows) of a row-major float32 [rows, C] buffer,
+        stored at out_ptr [C]: ROWS x BLOCK_C tiles, so that the loads of a tile's rows are in flight
+        together (one row at a time made the weight-gradient kernel 18 us slower at B = 1, H100)."""
+        for start in range(0, C, BLOCK_C):
+            c = start + tl.arange(0, BLOCK_C)
+            total = tl.zeros([BLOCK_C], tl.float32)
+            for row0 in range(first, rows, step * ROWS):
+                r = row0 + step * tl.arange(0, ROWS)[:, None]
+                tile = tl.load(ptr + r * C + c[None, :], mask=(r < rows) & (c < C)[None, :], other=0.0)
+                total += tl.sum(tile, axis=0)
+            tl.store(out_ptr + c, total, mask=c < C)
+
+    @triton.jit
     def _weight_grad_kernel(
-        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, v_delta_ptr, partials_ptr, v_ss_ptr,
-        v_features_ptr, N, B,
+        saved_ptr, ln_ptr, grads_ptr, scale_shift_ptr, weights_ptr, v_delta_ptr, d2_partials_ptr, partials_ptr,
+        v_features_ptr, N, B, D2_ROWS,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, HP: tl.constexpr,
         GW: tl.constexpr, DOT: tl.constexpr, DELTA_SCALE: tl.constexpr, HAS_V_DELTA: tl.constexpr,
         BLOCK_R: tl.constexpr,
@@ -883,8 +898,10 @@ if triton is not None:
         [N, F] (W2's programs, which read d/df', sum it over the frames). Program p takes
         weight p % 4 (w_in, w1, w2, d1 with their biases; neighbouring programs share rows, in L2) on
         chunk p // 4 of the Gaussians and writes that weight's slice of the chunk's row of partials
-        [chunks, P - Hd * O - O] (packed layout, D2 and e2 left out) and, for w_in, the chunk's [B, 2F]
-        of v_scale_shift partials [chunks, B, 2F] (torch sums both)."""
+        [chunks, P + 2FB] (packed layout, then v_scale_shift [B, 2F]); w_in's program also writes the
+        chunk's [B, 2F] of v_scale_shift and, in the D2 and e2 slice, the sum of the per-row kernel's
+        partial rows chunk, chunk + chunks, ... of d2_partials [D2_ROWS, Hd * O + O]. One torch sum
+        over the chunks then gives every gradient (four sums and a concatenation had cost 20 us)."""
         pid = tl.program_id(0)
         group = pid % 4
         chunk = pid // 4
@@ -893,11 +910,13 @@ if triton is not None:
         saved_f, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_f, grad_z2 = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
-        v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, _, _ = _weight_ptrs(
-            partials_ptr + chunk.to(tl.int64) * (F * F + 2 * F + 3 * F * HD + 2 * HD), F, HD, O)
+        P: tl.constexpr = F * F + 2 * F + 3 * F * HD + 2 * HD + HD * O + O  # the packed weights
+        row = partials_ptr + chunk.to(tl.int64) * (P + B * 2 * F)
+        v_w_in, v_b_in, v_w1, v_b1, v_w2, v_b2, v_d1, v_e1, v_d2, _ = _weight_ptrs(row, F, HD, O)
         if group == 0:
-            _input_weight_grad(ln_ptr, grad_h, scale_shift_ptr, w_in_ptr, v_w_in, v_b_in,
-                               v_ss_ptr + chunk.to(tl.int64) * B * 2 * F, N, B, chunk, chunks, F, FP, GW, BLOCK_R, DOT)
+            _sum_rows(d2_partials_ptr, chunk, chunks, D2_ROWS, HD * O + O, v_d2)
+            _input_weight_grad(ln_ptr, grad_h, scale_shift_ptr, w_in_ptr, v_w_in, v_b_in, row + P, N, B, chunk,
+                               chunks, F, FP, GW, BLOCK_R, DOT)
         elif group == 1:
             _weight_grad(ln_ptr, F, FP, F, grad_z1, HD, HP, v_w1, v_b1, N, B, chunk, chunks, GW, BLOCK_R,
                          scale_shift_ptr, w_in_ptr, b_in_ptr, v_delta_ptr, v_features_ptr, MODULATED=True)
@@ -1037,9 +1056,9 @@ def op_backward(
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
     chunks = weights_grid[0] // WEIGHT_GROUPS
     decoder_out = config.hidden_dim * config.out_dim + config.out_dim  # D2 and e2: the packed layout's tail
-    partials = torch.empty(chunks, weights.numel() - decoder_out, device=device, dtype=torch.float32)
+    p = weights.numel()
+    partials = torch.empty(chunks, p + b * 2 * f, device=device, dtype=torch.float32)
     d2_partials = torch.empty(rows_grid[0], decoder_out, device=device, dtype=torch.float32)
-    v_ss_partials = torch.empty(chunks, b, 2 * f, device=device, dtype=torch.float32)
     v_outputs = [v.contiguous() for v in v_outputs]
     has_v_delta = len(v_outputs) == 6
     v_delta = v_outputs[5] if has_v_delta else v_outputs[0]  # (bound to an unread pointer without it)
@@ -1053,11 +1072,11 @@ def op_backward(
         n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
     )
     launch_kernel(_weight_grad_kernel, weights_grid,
-        activations, ln, grads, scale_shift, weights, v_delta, partials, v_ss_partials, v_features, n, b,
+        activations, ln, grads, scale_shift, weights, v_delta, d2_partials, partials, v_features, n, b, rows_grid[0],
         HAS_V_DELTA=has_v_delta, **_constexprs(config, weights_launch, "weight_grads"),
     )
-    v_weights = torch.cat((partials.sum(0), d2_partials.sum(0)))
-    return v_features, v_motion_basis, v_anchors, v_ss_partials.sum(0).to(scale_shift.dtype), v_weights
+    totals = partials.sum(0)
+    return v_features, v_motion_basis, v_anchors, totals[p:].view(b, 2 * f).to(scale_shift.dtype), totals[:p]
 
 
 class _LocalFusion(torch.autograd.Function):
