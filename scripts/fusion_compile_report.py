@@ -1,5 +1,5 @@
 """Compile the fusion kernels for sm_90 without a GPU and print, per kernel at its default launch,
-the registers, stack (spill) bytes, SASS instruction count and local loads / stores (the "sm_90
+the registers, stack (spill) bytes, SASS instruction count, local loads / stores and shared memory bytes (the "sm_90
 compiler report" quoted in kernels/fusion.py and docs/benchmarks.md). It uses the Triton installed
 here, so for the GPU machine's numbers run it with Triton 3.6 (a venv with triton==3.6.*).
 
@@ -33,7 +33,9 @@ def report(name: str, config: FusionConfig) -> str:
     constexprs = dict(_constexprs(config, launch, name))
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     if name == "forward":
-        constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=os.environ.get("SAVE", "1") == "1")
+        save = os.environ.get("SAVE", "1") == "1"
+        constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=save,
+                          TMA_SAVE=save and os.environ.get("TMA", "1") == "1")
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
@@ -53,7 +55,8 @@ def report(name: str, config: FusionConfig) -> str:
     os.remove(f.name)
     field = lambda key: re.search(key + r":(\d+)", usage).group(1)  # noqa: E731
     return (f"{name} {launch} registers {field('REG')} stack {field('STACK')} instructions "
-            f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')}")
+            f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')} "
+            f"shared {compiled.metadata.shared}")
 
 
 if __name__ == "__main__":

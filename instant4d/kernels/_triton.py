@@ -93,6 +93,21 @@ def _constexpr_tail(kernel, n_args: int, constexprs: dict) -> tuple:
     return tail
 
 
+def _torch_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def ensure_allocator() -> None:
+    """Give Triton an allocator for the global scratch memory of kernels that build tensor
+    descriptors on the device, unless the calling context has one: Triton keeps it in a
+    ContextVar whose default raises at launch. The scratch (128 bytes a descriptor and program)
+    comes from torch's caching allocator, stream-ordered, and so also works inside CUDA graphs."""
+    from triton.runtime import _allocation  # where Triton keeps it (3.6 and 3.9)
+
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_torch_scratch)
+
+
 def _hooks_set() -> bool:
     hooks = knobs.runtime
     return bool(hooks.launch_enter_hook.calls or hooks.launch_exit_hook.calls)

@@ -25,7 +25,9 @@ and the heads stored straight into the rasterizer's layout (means [B,N,3], quats
 [B,N,3], opacities [B,N], colors [B,N,D]). When a gradient is wanted the forward also saves, per
 Gaussian and frame, the activations the backward needs (f' and the softplus of both hidden layers:
 [B, N, F + 2Hd], 480 bytes in bf16 at the paper's widths) and LayerNorm(m) once per Gaussian ([N, F];
-x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes no layer.
+x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes no layer. On sm_90
+and later, where the widths allow (``saves_by_descriptor``), those tiles go out through tensor
+descriptors (TMA), which leaves the forward few enough registers for three programs a multiprocessor.
 
 Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
 (block of Gaussians, frame) and stores per row (Gaussian, frame) the gradients of the
@@ -82,7 +84,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import interpreting, resolve_backend
-from ._triton import cdiv, launch_kernel, next_power_of_2, triton, tl
+from ._triton import cdiv, ensure_allocator, launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -226,9 +228,15 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
     small = fp <= 64 and hp <= 128
     # the per-row kernel's D2 accumulator: 64 rows fit (sm_90) with hidden tiles of at most 96 columns and
     # 16 outputs (F = 64 / Hd = 96 spills 16 bytes); Hd = 128 at 64 rows spilled 184
-    narrow = small and sum(hidden_tiles(config.hidden_dim, hp)) <= 96 and op <= 16
+    narrow_hidden = small and sum(hidden_tiles(config.hidden_dim, hp)) <= 96
+    narrow = narrow_hidden and op <= 16
     return {
-        "forward": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
+        # three programs a multiprocessor, one stage, where the hidden tiles are at most 96 columns: 148
+        # registers (paper widths; at most 168, sm_90) saving through tensor descriptors, 137 without saving
+        # (at 64 / 4 / 2 / 2 the saving forward took 0.831 against 0.713 ms at 200k, B = 8, and the plain one
+        # 0.511 against 0.451; H100, 2026-11-26); Hd = 128 takes 175-189 registers, two programs
+        "forward": FusionLaunch(64, 4, 1, 3) if narrow_hidden else FusionLaunch(64, 4, 2, 2) if small
+        else FusionLaunch(32, 4, 2, 1),
         "backward_rows": FusionLaunch(64, 4, 1, 2) if narrow else FusionLaunch(32, 4, 1, 2) if small
         else FusionLaunch(32, 8, 1, 1),
         # since v_features moved to the weight-gradient kernel: 44 / 120 us at 200k, B = 1 / 8, against 55 /
@@ -508,6 +516,11 @@ if triton is not None:
             _store_rows(ptr + HA, hidden_b, items, row_ok, HD - HA, HB, STRIDE)
 
     @triton.jit
+    def _descriptor_store(desc, tile, b, row, col):
+        """tile [BLOCK_N, W] into frame b of a [B, N, width] descriptor at (row, col), in its dtype."""
+        desc.store([b, row, col], tile.to(desc.dtype)[None, :, :])
+
+    @triton.jit
     def _head_terms(a, OP: tl.constexpr):
         """What the heads take from the decoder outputs a [BLOCK_N, OP], for every column (each
         column then keeps the term of its head): the column index, the rotation columns, sigmoid(a),
@@ -546,7 +559,7 @@ if triton is not None:
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
         OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
-        RETURN_DELTA: tl.constexpr, SAVE: tl.constexpr, BLOCK_N: tl.constexpr,
+        RETURN_DELTA: tl.constexpr, SAVE: tl.constexpr, TMA_SAVE: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Inputs and biases are (re-)read where they are used rather than held across items: a
         [BLOCK_N, Hd] float32 tile already takes 64 registers a thread, and a bias broadcast along a
@@ -558,6 +571,18 @@ if triton is not None:
         d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
         S = F + 2 * HD  # saved row width
+        if TMA_SAVE:
+            # the saved column groups as [B, N, width] tensors for the tensor-memory accelerator: a
+            # tile goes from registers to shared memory and out asynchronously, the rows past N and
+            # the padding columns clipped by the descriptor's shape instead of masked; it takes fewer
+            # registers than tl.store's round trip through shared memory (148 against 223 on sm_90 at
+            # 64 rows, 4 warps, 1 stage), so that three programs fit on a multiprocessor
+            f_desc = tl.make_tensor_descriptor(saved_f, [B, N, F], [N * S, S, 1], [1, BLOCK_N, FP])
+            a1a_desc = tl.make_tensor_descriptor(saved_a1, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HA])
+            a2a_desc = tl.make_tensor_descriptor(saved_a2, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HA])
+            if HB > 0:
+                a1b_desc = tl.make_tensor_descriptor(saved_a1, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HB])
+                a2b_desc = tl.make_tensor_descriptor(saved_a2, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HB])
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
@@ -576,16 +601,26 @@ if triton is not None:
             x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
             h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
             a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
-            if SAVE:
+            if TMA_SAVE:
+                _descriptor_store(a1a_desc, a1a, b, (item // B) * BLOCK_N, 0)
+                if HB > 0:
+                    _descriptor_store(a1b_desc, a1b, b, (item // B) * BLOCK_N, HA)
+            elif SAVE:
                 _store_hidden(saved_a1 + row0 * S, a1a, a1b, r, row_ok, S, HD, HA, HB)
             delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
             if RETURN_DELTA:
                 _store_rows(delta_ptr + row0 * F, delta, r, row_ok, F, FP, F)
             f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
-            if SAVE:
+            if TMA_SAVE:
+                _descriptor_store(f_desc, f_new, b, (item // B) * BLOCK_N, 0)
+            elif SAVE:
                 _store_rows(saved_f + row0 * S, f_new, r, row_ok, F, FP, S)
             a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
-            if SAVE:
+            if TMA_SAVE:
+                _descriptor_store(a2a_desc, a2a, b, (item // B) * BLOCK_N, 0)
+                if HB > 0:
+                    _descriptor_store(a2b_desc, a2b, b, (item // B) * BLOCK_N, HA)
+            elif SAVE:
                 _store_hidden(saved_a2 + row0 * S, a2a, a2b, r, row_ok, S, HD, HA, HB)
             a += _vec(e2_ptr, O, OP)[None, :]
             anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
@@ -997,6 +1032,19 @@ def saved_dtype(config: FusionConfig) -> torch.dtype:
     return torch.float32 if config.dot_operands == "fp16" else torch.bfloat16
 
 
+@functools.lru_cache(maxsize=None)
+def saves_by_descriptor(config: FusionConfig, device: torch.device) -> bool:
+    """Whether the forward writes the saved activations through tensor descriptors (the Hopper
+    tensor-memory accelerator, sm_90 and later; the interpreter emulates them): each saved column
+    group must start 16-byte aligned and its rows be a multiple of 16 bytes, as TMA needs. Without
+    them the forward at its default launch holds 172 registers and fits two programs a
+    multiprocessor, not three: slower, not wrong."""
+    size = torch.finfo(saved_dtype(config)).bits // 8
+    aligned = (config.feature_dim * size) % 16 == 0 and (config.hidden_dim * size) % 16 == 0
+    hopper = device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
+    return aligned and hopper
+
+
 def op_forward(
     features: Tensor,  # [N, F]
     motion_basis: Tensor,  # [N, F]
@@ -1024,9 +1072,12 @@ def op_forward(
     # pointers the kernel does not touch (no delta, nothing saved) are bound to an output
     delta_arg = outputs[0] if delta is None else delta
     saved_args = saved if save else (outputs[0], outputs[0])
+    tma_save = save and saves_by_descriptor(config, features.device)
+    if tma_save and features.is_cuda:
+        ensure_allocator()
     launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
         features, motion_basis, anchors, scale_shift, weights, *outputs, delta_arg, *saved_args, n, b,
-        RETURN_DELTA=return_delta, SAVE=save, **_constexprs(config, launch, "forward"),
+        RETURN_DELTA=return_delta, SAVE=save, TMA_SAVE=tma_save, **_constexprs(config, launch, "forward"),
     )
     return outputs + ((delta,) if return_delta else ()), saved
 
