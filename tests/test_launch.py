@@ -67,3 +67,28 @@ def test_specialisation_separates_what_triton_compiles_apart():
 
 def test_cdiv():
     assert [cdiv(a, 16) for a in (0, 1, 16, 17, 32)] == [0, 1, 1, 2, 2]
+
+
+def test_ensure_allocator_sets_one_only_where_none_is():
+    """Triton keeps its scratch allocator in a ContextVar whose default raises at launch: ensure_allocator
+    gives a context without one torch's, and leaves a caller's own allocator in place."""
+    import contextvars
+
+    from triton.runtime import _allocation
+
+    def fresh_context():
+        assert isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+        _triton.ensure_allocator()
+        return _allocation._allocator.get()
+
+    assert contextvars.Context().run(fresh_context) is _triton._torch_scratch
+
+    def callers_allocator(size, alignment, stream):
+        return torch.empty(size, dtype=torch.int8)
+
+    def with_callers():
+        triton.set_allocator(callers_allocator)
+        _triton.ensure_allocator()
+        return _allocation._allocator.get()
+
+    assert contextvars.Context().run(with_callers) is callers_allocator
