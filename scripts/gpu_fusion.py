@@ -346,7 +346,11 @@ def time_graphs(results, budget) -> None:
                 step = backward_step(IMPLS[impl](config), inputs_for(config, DONE_WHEN_N, b, torch.float32),
                                      output_grads(config, DONE_WHEN_N, b, torch.float32))
                 row["eager_ms"] = ms(step)
-                row["graph_ms"] = ms(graph_replay(step))
+                replay = graph_replay(step)
+                row["graph_ms"] = ms(replay)
+                if impl == "triton":  # the replayed gradients against an eager step's, bit for bit
+                    _, replayed = replay()
+                    row["graph_bits_equal_eager"] = all(torch.equal(a, e) for a, e in zip(replayed, step()))
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             rows.append(row)
@@ -573,7 +577,9 @@ def markdown(results) -> str:
                   "| B | impl | eager | CUDA graph |", "| --- | --- | --- | --- |"]
         for r in results["graphs"]:
             cols = [f"{r[k]:.3f}" if k in r else r.get("error", r.get("skipped", "-")) for k in ("eager_ms", "graph_ms")]
-            lines.append(f"| {r['b']} | {r['impl']} | " + " | ".join(cols) + " |")
+            same = {True: " (gradients bit-identical to eager)", False: " (gradients differ from eager)"}
+            lines.append(f"| {r['b']} | {r['impl']}{same.get(r.get('graph_bits_equal_eager'), '')} | "
+                         + " | ".join(cols) + " |")
         graph = {(r["impl"], r["b"]): r.get("graph_ms") for r in results["graphs"]}
         for b in (1, 8):
             compiled = [graph.get((i, b)) for i in ("compiled", "compiled_static")]
