@@ -521,6 +521,24 @@ if triton is not None:
         desc.store([b, row, col], tile.to(desc.dtype)[None, :, :])
 
     @triton.jit
+    def _hidden_descriptors(ptr, B, N, S, HD: tl.constexpr, BLOCK_N: tl.constexpr, HA: tl.constexpr,
+                            HB: tl.constexpr):
+        """A saved hidden layer (columns [0, Hd) at ptr, row stride S) as [B, N, Hd] descriptors of its
+        HA- and HB-column tiles (HB = 0: the b one repeats the a one)."""
+        desc_a = tl.make_tensor_descriptor(ptr, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HA])
+        desc_b = desc_a
+        if HB > 0:
+            desc_b = tl.make_tensor_descriptor(ptr, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HB])
+        return desc_a, desc_b
+
+    @triton.jit
+    def _descriptor_store_hidden(desc_a, desc_b, hidden_a, hidden_b, b, row, HA: tl.constexpr, HB: tl.constexpr):
+        """_store_hidden through _hidden_descriptors' pair, into frame b at row."""
+        _descriptor_store(desc_a, hidden_a, b, row, 0)
+        if HB > 0:
+            _descriptor_store(desc_b, hidden_b, b, row, HA)
+
+    @triton.jit
     def _head_terms(a, OP: tl.constexpr):
         """What the heads take from the decoder outputs a [BLOCK_N, OP], for every column (each
         column then keeps the term of its head): the column index, the rotation columns, sigmoid(a),
@@ -578,20 +596,18 @@ if triton is not None:
             # registers than tl.store's round trip through shared memory (148 against 223 on sm_90 at
             # 64 rows, 4 warps, 1 stage), so that three programs fit on a multiprocessor
             f_desc = tl.make_tensor_descriptor(saved_f, [B, N, F], [N * S, S, 1], [1, BLOCK_N, FP])
-            a1a_desc = tl.make_tensor_descriptor(saved_a1, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HA])
-            a2a_desc = tl.make_tensor_descriptor(saved_a2, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HA])
-            if HB > 0:
-                a1b_desc = tl.make_tensor_descriptor(saved_a1, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HB])
-                a2b_desc = tl.make_tensor_descriptor(saved_a2, [B, N, HD], [N * S, S, 1], [1, BLOCK_N, HB])
+            a1a_desc, a1b_desc = _hidden_descriptors(saved_a1, B, N, S, HD, BLOCK_N, HA, HB)
+            a2a_desc, a2b_desc = _hidden_descriptors(saved_a2, B, N, S, HD, BLOCK_N, HA, HB)
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
+            first = (item // B) * BLOCK_N  # the block's first Gaussian
             r = tl.arange(0, BLOCK_N)
-            rows = (item // B) * BLOCK_N + r
+            rows = first + r
             row_ok = rows < N
             # the item's outputs as 32-bit offsets r from one scalar row per tensor: per-row 64-bit
             # addresses, live across the layers, took 41 more registers without saving
-            row0 = tl.cast(b, tl.int64) * N + (item // B) * BLOCK_N
+            row0 = tl.cast(b, tl.int64) * N + first
             # what the backward takes is stored as soon as it exists, so that no tile stays live
             # across the later layers for its store (saving, the forward is at the register limit)
             ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
@@ -602,9 +618,7 @@ if triton is not None:
             h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
             a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
             if TMA_SAVE:
-                _descriptor_store(a1a_desc, a1a, b, (item // B) * BLOCK_N, 0)
-                if HB > 0:
-                    _descriptor_store(a1b_desc, a1b, b, (item // B) * BLOCK_N, HA)
+                _descriptor_store_hidden(a1a_desc, a1b_desc, a1a, a1b, b, first, HA, HB)
             elif SAVE:
                 _store_hidden(saved_a1 + row0 * S, a1a, a1b, r, row_ok, S, HD, HA, HB)
             delta = DELTA_SCALE * (y + _vec(b2_ptr, F, FP)[None, :])
@@ -612,14 +626,12 @@ if triton is not None:
                 _store_rows(delta_ptr + row0 * F, delta, r, row_ok, F, FP, F)
             f_new = _rows(features_ptr, rows, row_ok, F, FP, F) + delta
             if TMA_SAVE:
-                _descriptor_store(f_desc, f_new, b, (item // B) * BLOCK_N, 0)
+                _descriptor_store(f_desc, f_new, b, first, 0)
             elif SAVE:
                 _store_rows(saved_f + row0 * S, f_new, r, row_ok, F, FP, S)
             a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
             if TMA_SAVE:
-                _descriptor_store(a2a_desc, a2a, b, (item // B) * BLOCK_N, 0)
-                if HB > 0:
-                    _descriptor_store(a2b_desc, a2b, b, (item // B) * BLOCK_N, HA)
+                _descriptor_store_hidden(a2a_desc, a2b_desc, a2a, a2b, b, first, HA, HB)
             elif SAVE:
                 _store_hidden(saved_a2 + row0 * S, a2a, a2b, r, row_ok, S, HD, HA, HB)
             a += _vec(e2_ptr, O, OP)[None, :]
