@@ -14,10 +14,12 @@ if triton_import_error() is None:
     import triton
     import triton.language as tl
     from triton import knobs
+    from triton.runtime import _allocation  # where Triton keeps its scratch allocator (3.6 and 3.9)
 else:  # pragma: no cover - exercised on machines without Triton
     triton = None
     tl = None
     knobs = None
+    _allocation = None
 
 
 def next_power_of_2(n: int) -> int:
@@ -102,8 +104,6 @@ def ensure_allocator() -> None:
     descriptors on the device, unless the calling context has one: Triton keeps it in a
     ContextVar whose default raises at launch. The scratch (128 bytes a descriptor and program)
     comes from torch's caching allocator, stream-ordered, and so also works inside CUDA graphs."""
-    from triton.runtime import _allocation  # where Triton keeps it (3.6 and 3.9)
-
     if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
         triton.set_allocator(_torch_scratch)
 
