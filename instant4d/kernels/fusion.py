@@ -23,20 +23,25 @@ BLOCK_N Gaussians, frame b) in one flat loop. The five matmuls per item are ``tl
 padded to powers of two >= 16 (F -> FP, Hd -> HP, O -> OP, masked); activations and heads are fused
 and the heads stored straight into the rasterizer's layout (means [B,N,3], quats [B,N,4], scales
 [B,N,3], opacities [B,N], colors [B,N,D]). When a gradient is wanted the forward also saves, per
-Gaussian and frame, the activations the backward needs (f' and the softplus of both hidden layers:
-[B, N, F + 2Hd], 480 bytes in bf16 at the paper's widths) and LayerNorm(m) once per Gaussian ([N, F];
-x = LayerNorm(m) * scale + shift is rebuilt from it), so the backward recomputes no layer. On sm_90
+Gaussian and frame, f' and the softplus of the fusion MLP's hidden layer ([B, N, F + Hd], 288 bytes in
+bf16 at the paper's widths), and LayerNorm(m) once per Gaussian ([N, F]; x = LayerNorm(m) * scale + shift
+is rebuilt from it). The backward recomputes only the decoder from f' (its hidden layer had been saved
+too: 480 bytes a row, and the saving forward took 0.716 against 0.622 ms at 200k, B = 8, while the per-row
+kernel, which reads less, went 1066 -> 1042 us; H100, 2026-11-26). On sm_90
 and later, where the widths allow (``saves_by_descriptor``), those tiles go out through tensor
 descriptors (TMA), which leaves the forward few enough registers for three programs a multiprocessor.
 
 Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
-(block of Gaussians, frame) and stores per row (Gaussian, frame) the gradients of the
-pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/df', d/dz2); the one
-weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a [Hd, O]
-accumulator per program, into a row of [programs, Hd * O + O]), since it holds both
+(block of Gaussians, frame), runs the decoder again from the saved f', and stores per row (Gaussian,
+frame) the gradients of the pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1,
+d/df', d/dz2); the one weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T
+d/da, a [Hd, O] accumulator per program, into a row of [programs, Hd * O + O]), since it holds both
 factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
 gradients (v_p, v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward,
-linear, runs once per block on the frame sum), with no sum across rows. ``_weight_grad_kernel`` then
+linear, runs once per block on the frame sum), with no sum across rows; it runs on a second stream
+beside ``_weight_grad_kernel``, in the multiprocessors that the weight groups leave as they finish
+(op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100, 2026-11-26).
+``_weight_grad_kernel``
 forms the other weight gradients as X^T dY over all B * N rows (saved activations X, stored
 gradients dY; biases as column sums of dY, from the same tl.dot through a column of ones in X's
 padding), one weight per program and chunks of Gaussians per weight (every frame of them, a block's
@@ -48,8 +53,8 @@ last 2FB columns), and adds up a share of the per-row kernel's D2 rows into the 
 fixed order): checked on an H100 at the paper's widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128,
 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours (docs/benchmarks.md, 2026-11-26; the bias
 sums had come from a second tl.dot on the same tile, which gave D1's gradient run-to-run
-differences at F = 96 / Hd = 128). The softplus derivative comes from the saved softplus:
-sigmoid(z) = 1 - exp(-softplus(z)).
+differences at F = 96 / Hd = 128). The fusion MLP's softplus derivative comes from the saved
+softplus: sigmoid(z) = 1 - exp(-softplus(z)); the decoder's from the recomputed one (float32).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -64,8 +69,8 @@ weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
 float64); 11 + color_dim <= 64; the padded fp16 weights held by a kernel must fit in 180 KB of
-shared memory (every F <= 64 with Hd <= 256, F = 96 with Hd <= 128; ``triton_unsupported_reasons``
-says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton
+shared memory (every F <= 96 with Hd <= 128; Hd = 256 with F <= 64 and at most 21 colour channels;
+``triton_unsupported_reasons`` says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton
 interpreter bf16 dots are emulated by rounding the operands to bf16 and multiplying in float32 (its
 native bf16 ``tl.dot`` multiplies the raw bits: the same arithmetic as the hardware's bf16 products
 with float32 accumulation) and exp/log/1/x are exact.
@@ -73,6 +78,7 @@ with float32 accumulation) and exp/log/1/x are exact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -462,10 +468,10 @@ if triton is not None:
 
     @triton.jit
     def _saved_cols(saved_ptr, F: tl.constexpr, HD: tl.constexpr):
-        """Where each saved activation starts in a row of the [B, N, F + 2Hd] buffer: f', softplus of
-        the fusion MLP's hidden layer, softplus of the decoder's. (The fusion MLP's input x =
-        LayerNorm(m) * scale_b + shift_b is rebuilt from LayerNorm(m), saved once per Gaussian.)"""
-        return saved_ptr, saved_ptr + F, saved_ptr + F + HD
+        """Where each saved activation starts in a row of the [B, N, F + Hd] buffer: f', softplus of
+        the fusion MLP's hidden layer. (The fusion MLP's input x = LayerNorm(m) * scale_b + shift_b is
+        rebuilt from LayerNorm(m), saved once per Gaussian; the decoder's hidden layer from f'.)"""
+        return saved_ptr, saved_ptr + F
 
     @triton.jit
     def _grad_cols(grads_ptr, F: tl.constexpr, HD: tl.constexpr):
@@ -587,8 +593,8 @@ if triton is not None:
         w_in, u_in = _weight_operand(_tile(w_in_ptr, F, F, F, FP, FP), DOT)
         w1a, u1a, w1b, u1b, w2a, u2a, w2b, u2b = _two_layer_weights(w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
         d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
-        saved_f, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        S = F + 2 * HD  # saved row width
+        saved_f, saved_a1 = _saved_cols(saved_ptr, F, HD)
+        S = F + HD  # saved row width
         if TMA_SAVE:
             # the saved column groups as [B, N, width] tensors for the tensor-memory accelerator: a
             # tile goes from registers to shared memory and out asynchronously, the rows past N and
@@ -597,7 +603,6 @@ if triton is not None:
             # 64 rows, 4 warps, 1 stage), so that three programs fit on a multiprocessor
             f_desc = tl.make_tensor_descriptor(saved_f, [B, N, F], [N * S, S, 1], [1, BLOCK_N, FP])
             a1a_desc, a1b_desc = _hidden_descriptors(saved_a1, B, N, S, HD, BLOCK_N, HA, HB)
-            a2a_desc, a2b_desc = _hidden_descriptors(saved_a2, B, N, S, HD, BLOCK_N, HA, HB)
         # work items (block, frame), frame fastest: programs running together share a block in L2
         for item in range(tl.program_id(0), tl.cdiv(N, BLOCK_N) * B, tl.num_programs(0)):
             b = item % B
@@ -629,11 +634,7 @@ if triton is not None:
                 _descriptor_store(f_desc, f_new, b, first, 0)
             elif SAVE:
                 _store_rows(saved_f + row0 * S, f_new, r, row_ok, F, FP, S)
-            a2a, a2b, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
-            if TMA_SAVE:
-                _descriptor_store_hidden(a2a_desc, a2b_desc, a2a, a2b, b, first, HA, HB)
-            elif SAVE:
-                _store_hidden(saved_a2 + row0 * S, a2a, a2b, r, row_ok, S, HD, HA, HB)
+            _, _, a = _two_layer(f_new, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
             a += _vec(e2_ptr, O, OP)[None, :]
             anchors = _rows(anchors_ptr, rows, row_ok, 3, OP, 3)
             _store_heads(_heads(a, anchors, OFFSET_SCALE, MAX_SCALE, OP), r, row_ok, means_ptr + row0 * 3,
@@ -719,8 +720,9 @@ if triton is not None:
         DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
         HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations, the
-        gradients of the pre-activations, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
+        """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations (the
+        decoder run again from f': a2^T d/da from a register tile transposed, 64 bytes of spill at
+        64 rows, sm_90), the gradients of the pre-activations, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
         of parts 2 and 3), and D2's and e2's gradients summed over the program's items into its row
         of ``d2_partials`` [programs, Hd * O + O]. Those are the only sums across items: frame sums
         per Gaussian here (the frames of a block in one program) had held 255 registers and spilled
@@ -728,15 +730,15 @@ if triton is not None:
         3fd9d3c). D2's [Hd, O] accumulator takes 12 registers a thread; D1's [F, Hd] (48) had made
         64 rows spill and 32 rows slower than the weight-gradient program it saved (H100, 2026-11-26,
         scripts/gpu_fusion_ab.py: op_backward at B = 8 2.54 against 2.21 ms)."""
-        _, _, w1_ptr, _, w2_ptr, _, d1_ptr, _, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
-        # D2 as is recomputes a from the saved a2
-        _, _, _, _, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
+        _, _, w1_ptr, _, w2_ptr, _, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
+        # the decoder's forward again, from the saved f'
+        d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb = _transposed_weights(
             d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
         w2_ta, u2_ta, w2_tb, u2_tb, w1_ta, u1_ta, w1_tb, u1_tb = _transposed_weights(
             w1_ptr, w2_ptr, F, FP, F, FP, HD, HA, HB, DOT)
-        _, saved_a1, saved_a2 = _saved_cols(saved_ptr, F, HD)
-        S = F + 2 * HD  # saved row width
+        saved_f, saved_a1 = _saved_cols(saved_ptr, F, HD)
+        S = F + HD  # saved row width
         r = tl.arange(0, BLOCK_N)
         # D2's and e2's gradients, summed over this program's items: a2^T d/da and 1^T d/da
         acc_d2a = tl.zeros([HA, OP], tl.float32)
@@ -753,18 +755,13 @@ if triton is not None:
             # decoder: a = softplus(f' @ D1 + e1) @ D2 + e2
             g = _load_heads(r, r_ok, v_means_ptr + row0 * 3, v_scales_ptr + row0 * 3, v_quats_ptr + row0 * 4,
                             v_opacities_ptr + row0, v_colors_ptr + row0 * D, D, OP)
-            a2a, a2b = _stored_hidden(saved_a2 + row0 * S, r, r_ok, S, HD, HA, HB)
-            a = _mm(a2a, d2a, v2a, DOT)
-            if HB > 0:
-                a += _mm(a2b, d2b, v2b, DOT)
+            f_saved = _stored_rows(saved_f + row0 * S, r, r_ok, F, FP, S)
+            a2a, a2b, a = _two_layer(f_saved, d1a, v1a, d1b, v1b, e1_ptr, d2a, v2a, d2b, v2b, HD, HA, HB, DOT)
             v_a = _heads_backward(a + _vec(e2_ptr, O, OP)[None, :], g, OFFSET_SCALE, MAX_SCALE, OP)
             g_a = v_a.to(grads_ptr.dtype.element_ty)  # rounded as a stored row would be
-            # a2 read again, transposed (L1): a transposed register tile took 60 more registers
-            acc_d2a += _dot(_bf16(_tile(saved_a2 + row0 * S, left, HA if HB > 0 else HD, S, BLOCK_N, HA, True)),
-                            _bf16(g_a))
+            acc_d2a += _dot(_bf16(tl.trans(a2a)), _bf16(g_a))
             if HB > 0:
-                acc_d2b += _dot(_bf16(_tile(saved_a2 + row0 * S + HA, left, HD - HA, S, BLOCK_N, HB, True)),
-                                _bf16(g_a))
+                acc_d2b += _dot(_bf16(tl.trans(a2b)), _bf16(g_a))
             sums_e2 += _column_sums(g_a, BLOCK_N)
             v_y = _two_layer_backward(v_a, d2_ta, v2_ta, d2_tb, v2_tb, d1_ta, v1_ta, d1_tb, v1_tb, a2a, a2b,
                                       grad_z2, r, r_ok, GW, HD, HA, HB, DOT)  # d / d f'
@@ -953,8 +950,8 @@ if triton is not None:
         group = pid % 4
         chunk = pid // 4
         chunks = tl.num_programs(0) // 4
-        S = F + 2 * HD
-        saved_f, saved_a1, _ = _saved_cols(saved_ptr, F, HD)
+        S = F + HD
+        saved_f, saved_a1 = _saved_cols(saved_ptr, F, HD)
         grad_h, grad_z1, grad_f, grad_z2 = _grad_cols(grads_ptr, F, HD)
         w_in_ptr, b_in_ptr, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
         P: tl.constexpr = F * F + 2 * F + 3 * F * HD + 2 * HD + HD * O + O  # the packed weights
@@ -979,6 +976,13 @@ if triton is not None:
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@functools.lru_cache(maxsize=None)
+def _side_stream(device: torch.device) -> Optional["torch.cuda.Stream"]:
+    """The backward's second stream on a CUDA device (None elsewhere): forked from and joined back
+    into the caller's current stream within each call, so that it also works inside CUDA graphs."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
 
 
 def _grid(n: int, device: torch.device, launch: FusionLaunch, per_block: int = 1) -> tuple[int]:
@@ -1025,8 +1029,8 @@ def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
 
 def saved_width(config: FusionConfig) -> int:
     """Activations the forward saves per Gaussian and frame for the backward: f' and the softplus of
-    both hidden layers (and LayerNorm(m) once per Gaussian, beside them)."""
-    return config.feature_dim + 2 * config.hidden_dim
+    the fusion MLP's hidden layer (and LayerNorm(m) once per Gaussian, beside them)."""
+    return config.feature_dim + config.hidden_dim
 
 
 def grad_width(config: FusionConfig) -> int:
@@ -1130,14 +1134,23 @@ def op_backward(
         activations, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=has_v_delta,
         **_constexprs(config, rows_launch, "backward_rows"),
     )
-    launch_kernel(_backward_gaussians_kernel, gaussians_grid,
-        motion_basis, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
-        n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
-    )
+    # the per-Gaussian kernel runs beside the weight-gradient kernel, on a second stream, in the
+    # multiprocessors that the weight groups leave as they finish (W2's program is the last)
+    side = _side_stream(device)
+    if side is not None:
+        main = torch.cuda.current_stream(device)
+        side.wait_stream(main)
     launch_kernel(_weight_grad_kernel, weights_grid,
         activations, ln, grads, scale_shift, weights, v_delta, d2_partials, partials, v_features, n, b, rows_grid[0],
         HAS_V_DELTA=has_v_delta, **_constexprs(config, weights_launch, "weight_grads"),
     )
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        launch_kernel(_backward_gaussians_kernel, gaussians_grid,
+            motion_basis, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
+            n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
+        )
+    if side is not None:
+        main.wait_stream(side)  # before any later work on the main stream reads or frees these tensors
     totals = partials.sum(0)
     return v_features, v_motion_basis, v_anchors, totals[p:].view(b, 2 * f).to(scale_shift.dtype), totals[:p]
 
@@ -1182,11 +1195,11 @@ def check_weights(weights: FusionWeights, config: FusionConfig, dtype: torch.dty
 
 
 def held_weight_bytes(config: FusionConfig) -> int:
-    """A bound on the shared memory the weights of any kernel take: every weight as an fp16 tile
-    padded to powers of two, D2 twice (the forward holds all but D2^T, the backward's per-row kernel
-    all but W_in)."""
+    """A bound on the shared memory the weights of any kernel take, every weight as an fp16 tile
+    padded to powers of two: the forward holds W_in, W1, W2, D1 and D2; the backward's per-row kernel
+    W1^T, W2^T, D1 and D1^T, D2 and D2^T (it runs the decoder again)."""
     fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
-    return 2 * (fp * fp + 3 * fp * hp + 2 * hp * op)
+    return 2 * max(fp * fp + 3 * fp * hp + hp * op, 4 * fp * hp + 2 * hp * op)
 
 
 @functools.lru_cache(maxsize=None)
