@@ -888,22 +888,34 @@ if triton is not None:
         and c_b = 1^T dh give W_in's gradient (x^T dh = diag(scale_b) G_b + shift_b c_b^T), b_in's (the
         sum of the c_b) and this chunk's part of d loss / d (scale_b, shift_b) (as d loss / d x = dh W_in^T:
         rowsum(W_in * G_b) and W_in c_b), stored as row b of [B, 2F] at v_ss_ptr. G_b's operands as the
-        backward's other products of the forward's inputs (``DOT``), float32 accumulation."""
+        backward's other products of the forward's inputs (``DOT``), float32 accumulation. For a bf16 dh
+        and F < FP, c_b comes from the same tl.dot through a column of ones in LayerNorm(m)'s padding,
+        as in _weight_grad (a cross-warp tl.sum per block had made this program the weight-gradient
+        kernel's slowest at B = 1: the kernel 144 -> 125 us at 200k; H100, 2026-11-26)."""
         acc = tl.zeros([FP, FP], tl.float32)
         total = tl.zeros([FP], tl.float32)
         cf = tl.arange(0, FP)
         r = tl.arange(0, BLOCK_R)
+        SUMS_BY_DOT: tl.constexpr = F < FP and g_ptr.dtype.element_ty == tl.bfloat16
+        ones_col = (cf == F)[None, :]
         for b in range(B):
             gram = tl.zeros([FP, FP], tl.float32)
             sums = tl.zeros([FP], tl.float32)
             for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
                 gaussians = block * BLOCK_R + r
                 row_ok = gaussians < N
-                ln = _rows(ln_ptr, gaussians, row_ok, F, FP, F)
-                g = _rows(g_ptr, tl.cast(b, tl.int64) * N + gaussians, row_ok, F, FP, GW)
-                g_op, g_unscale = _weight_operand(g, DOT)
-                gram += _mm(tl.trans(ln), g_op, g_unscale, DOT)
-                sums += tl.sum(g, axis=0)
+                rows = tl.cast(b, tl.int64) * N + gaussians
+                if SUMS_BY_DOT:
+                    x = tl.where(ones_col, 1.0, _rows(ln_ptr, gaussians, row_ok, F, FP, F))
+                    gram += _dot(_bf16(tl.trans(x)), _bf16(_stored_rows(g_ptr, rows, row_ok, F, FP, GW)))
+                else:
+                    ln = _rows(ln_ptr, gaussians, row_ok, F, FP, F)
+                    g = _rows(g_ptr, rows, row_ok, F, FP, GW)
+                    g_op, g_unscale = _weight_operand(g, DOT)
+                    gram += _mm(tl.trans(ln), g_op, g_unscale, DOT)
+                    sums += tl.sum(g, axis=0)
+            if SUMS_BY_DOT:
+                sums = tl.sum(tl.where(cf[:, None] == F, gram, 0.0), axis=0)
             scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
             shift = _vec(scale_shift_ptr + b * 2 * F + F, F, FP)
             acc += scale[:, None] * gram + shift[:, None] * sums[None, :]
