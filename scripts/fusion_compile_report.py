@@ -3,10 +3,11 @@ the registers, stack (spill) bytes, SASS instruction count, local loads / stores
 compiler report" quoted in kernels/fusion.py and docs/benchmarks.md). It uses the Triton installed
 here, so for the GPU machine's numbers run it with Triton 3.6 (a venv with triton==3.6.*).
 
-    PYTHONPATH=. python scripts/fusion_compile_report.py [forward backward_rows backward_gaussians weight_grads]
+    PYTHONPATH=. python scripts/fusion_compile_report.py [forward forward_saving backward_rows backward_gaussians weight_grads]
 
-Environment: CONFIG=F,Hd[,colours] picks other widths; LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm
-replaces a kernel's launch; SAVE=0 compiles the forward without saving activations, DELTA=1 with delta.
+Environment: CONFIG=F,Hd[,colours] picks other widths; LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
+replaces a kernel's launch; SAVE=0 compiles "forward" without saving activations (it saves by default, as
+"forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with delta.
 """
 import os
 import re
@@ -23,19 +24,23 @@ from instant4d.kernels.fusion import FusionConfig, _constexprs
 from fusion_launch_env import launch_from_env
 
 BF16_POINTERS = {"saved_ptr", "ln_ptr", "grads_ptr"}  # saved_dtype buffers with the default operands
-KERNELS = {"forward": fusion._fusion_forward_kernel, "backward_rows": fusion._backward_rows_kernel,
+KERNELS = {"forward": fusion._fusion_forward_kernel, "forward_saving": fusion._fusion_forward_kernel,
+           "backward_rows": fusion._backward_rows_kernel,
            "backward_gaussians": fusion._backward_gaussians_kernel, "weight_grads": fusion._weight_grad_kernel}
 
 
 def report(name: str, config: FusionConfig) -> str:
     kernel = KERNELS[name]
     launch = launch_from_env(config, name)
-    constexprs = dict(_constexprs(config, launch, name))
+    constexprs = dict(_constexprs(config, launch, "forward" if name == "forward_saving" else name))
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
+    max_registers = constexprs.pop("maxnreg", None)
     if name == "forward":
         save = os.environ.get("SAVE", "1") == "1"
         constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=save,
                           TMA_SAVE=save and os.environ.get("TMA", "1") == "1")
+    if name == "forward_saving":
+        constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=True, TMA_SAVE=True)
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
@@ -46,7 +51,7 @@ def report(name: str, config: FusionConfig) -> str:
     compiled = triton.compile(
         ASTSource(fn=kernel, signature=signature, attrs=attrs,
                   constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()}),
-        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+        target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages, maxnreg=max_registers))
     with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
         f.write(compiled.asm["cubin"])
     tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")

@@ -1,4 +1,4 @@
-"""LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm (KERNEL one of fusion.KERNELS, upper case) in the
+"""LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers] (KERNEL one of fusion.KERNELS, upper case) in the
 environment replaces that kernel's default launch, for the fusion scripts' A/B and compiler runs."""
 import os
 

@@ -29,7 +29,8 @@ is rebuilt from it). The backward recomputes only the decoder from f' (its hidde
 too: 480 bytes a row, and the saving forward took 0.716 against 0.622 ms at 200k, B = 8, while the per-row
 kernel, which reads less, went 1066 -> 1042 us; H100, 2026-11-26). On sm_90
 and later, where the widths allow (``saves_by_descriptor``), those tiles go out through tensor
-descriptors (TMA), which leaves the forward few enough registers for three programs a multiprocessor.
+descriptors (TMA), which leaves the forward few enough registers for four programs a multiprocessor
+(at a 128-register cap; the plain forward runs three).
 
 Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
 (block of Gaussians, frame), runs the decoder again from the saved f', and stores per row (Gaussian,
@@ -210,9 +211,11 @@ class FusionLaunch:
     num_stages: int  # software pipelining of the loads
     programs_per_sm: int  # persistent grid size = min(blocks, programs_per_sm * multiprocessors)
     # (weight_grads: chunks of rows = that / WEIGHT_GROUPS, rounded up; WEIGHT_GROUPS programs a chunk)
+    max_registers: Optional[int] = None  # per thread (Triton's maxnreg); None: the compiler's choice
 
 
-KERNELS = ("forward", "backward_rows", "backward_gaussians", "weight_grads")
+# "forward_saving": the forward when it saves for the backward through tensor descriptors
+KERNELS = ("forward", "forward_saving", "backward_rows", "backward_gaussians", "weight_grads")
 WEIGHT_GROUPS = 4  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
@@ -237,12 +240,18 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
     narrow_hidden = small and sum(hidden_tiles(config.hidden_dim, hp)) <= 96
     narrow = narrow_hidden and op <= 16
     return {
-        # three programs a multiprocessor, one stage, where the hidden tiles are at most 96 columns: 148
+        # three programs a multiprocessor, one stage, where the hidden tiles are at most 96 columns: 142
         # registers (paper widths; at most 168, sm_90) saving through tensor descriptors, 137 without saving
         # (at 64 / 4 / 2 / 2 the saving forward took 0.831 against 0.713 ms at 200k, B = 8, and the plain one
         # 0.511 against 0.451; H100, 2026-11-26); Hd = 128 takes 175-189 registers, two programs
         "forward": FusionLaunch(64, 4, 1, 3) if narrow_hidden else FusionLaunch(64, 4, 2, 2) if small
         else FusionLaunch(32, 4, 2, 1),
+        # four programs a multiprocessor, capped at 128 registers (142 uncapped; 24 bytes of spill at the
+        # paper's widths, 40 at F = 64 / Hd = 96, sm_90) where the shared memory of four fits (at most 16
+        # outputs): the saving forward at 200k took 0.620 -> 0.559 ms at B = 8 and 0.110 -> 0.101 at B = 1
+        # (H100, 2026-11-26, paper widths); the plain forward needs 64 KB and so keeps three
+        "forward_saving": FusionLaunch(64, 4, 1, 4, 128) if narrow else FusionLaunch(64, 4, 1, 3) if narrow_hidden
+        else FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(32, 4, 2, 1),
         "backward_rows": FusionLaunch(64, 4, 1, 2) if narrow else FusionLaunch(32, 4, 1, 2) if small
         else FusionLaunch(32, 8, 1, 1),
         # since v_features moved to the weight-gradient kernel: 44 / 120 us at 200k, B = 1 / 8, against 55 /
@@ -600,7 +609,8 @@ if triton is not None:
             # tile goes from registers to shared memory and out asynchronously, the rows past N and
             # the padding columns clipped by the descriptor's shape instead of masked; it takes fewer
             # registers than tl.store's round trip through shared memory (148 against 223 on sm_90 at
-            # 64 rows, 4 warps, 1 stage), so that three programs fit on a multiprocessor
+            # 64 rows, 4 warps, 1 stage), so that three programs fit on a multiprocessor, four at a
+            # 128-register cap (24 bytes of spill)
             f_desc = tl.make_tensor_descriptor(saved_f, [B, N, F], [N * S, S, 1], [1, BLOCK_N, FP])
             a1a_desc, a1b_desc = _hidden_descriptors(saved_a1, B, N, S, HD, BLOCK_N, HA, HB)
         # work items (block, frame), frame fastest: programs running together share a block in L2
@@ -1013,6 +1023,8 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                  FP=next_power_of_2(max(16, config.feature_dim)), HP=next_power_of_2(max(16, config.hidden_dim)),
                  OP=next_power_of_2(max(16, config.out_dim)), num_warps=launch.num_warps,
                  num_stages=launch.num_stages)
+    if launch.max_registers is not None:
+        sizes["maxnreg"] = launch.max_registers
     if kernel == "weight_grads":
         del sizes["OP"]
         return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, DELTA_SCALE=config.delta_scale,
@@ -1065,8 +1077,8 @@ def saves_by_descriptor(config: FusionConfig, device: torch.device) -> bool:
     """Whether the forward writes the saved activations through tensor descriptors (the Hopper
     tensor-memory accelerator, sm_90 and later; the interpreter emulates them): each saved column
     group must start 16-byte aligned and its rows be a multiple of 16 bytes, as TMA needs. Without
-    them the forward at its default launch holds 172 registers and fits two programs a
-    multiprocessor, not three: slower, not wrong."""
+    them the saving forward takes the plain forward's launch (three programs a multiprocessor), where
+    it holds 172 registers and fits two: slower, not wrong."""
     size = torch.finfo(saved_dtype(config)).bits // 8
     aligned = (config.feature_dim * size) % 16 == 0 and (config.hidden_dim * size) % 16 == 0
     hopper = device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
@@ -1088,7 +1100,8 @@ def op_forward(
     delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width],
     LayerNorm(m) [N, F]) in saved_dtype, else None)."""
     n, b = features.shape[0], scale_shift.shape[0]
-    launch = launch or default_launch(config, "forward")
+    tma_save = save and saves_by_descriptor(config, features.device)
+    launch = launch or default_launch(config, "forward_saving" if tma_save else "forward")
     new = dict(device=features.device, dtype=features.dtype)
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, 3, **new),
                torch.empty(b, n, **new), torch.empty(b, n, config.color_dim, **new))
@@ -1100,7 +1113,6 @@ def op_forward(
     # pointers the kernel does not touch (no delta, nothing saved) are bound to an output
     delta_arg = outputs[0] if delta is None else delta
     saved_args = saved if save else (outputs[0], outputs[0])
-    tma_save = save and saves_by_descriptor(config, features.device)
     if tma_save and features.is_cuda:
         ensure_allocator()
     launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
