@@ -69,12 +69,12 @@ twin are in docs/benchmarks.md. Outputs and input gradients come in the inputs' 
 weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
-float64); 11 + color_dim <= 64; the padded fp16 weights held by a kernel must fit in 180 KB of
-shared memory (every F <= 96 with Hd <= 128; Hd = 256 with F <= 64 and at most 21 colour channels;
-``triton_unsupported_reasons`` says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill registers. Under the Triton
-interpreter bf16 dots are emulated by rounding the operands to bf16 and multiplying in float32 (its
-native bf16 ``tl.dot`` multiplies the raw bits: the same arithmetic as the hardware's bf16 products
-with float32 accumulation) and exp/log/1/x are exact.
+float64); 11 + color_dim <= 64; the padded fp16 weights held by a kernel must fit in 180 KB of shared
+memory (every F <= 96 with Hd <= 128; Hd = 256 with F <= 64 and at most 21 colour channels;
+``triton_unsupported_reasons`` says); N * F < 2^31. Tuned for F <= 64, Hd <= 128: larger tiles spill
+registers. Under the Triton interpreter bf16 dots are emulated by rounding the operands to bf16 and
+multiplying in float32 (its native bf16 ``tl.dot`` multiplies the raw bits: the same arithmetic as the
+hardware's bf16 products with float32 accumulation) and exp/log/1/x are exact.
 """
 
 from __future__ import annotations
@@ -730,16 +730,16 @@ if triton is not None:
         DOT: tl.constexpr, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr,
         HAS_V_DELTA: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations (the
-        decoder run again from f': a2^T d/da from a register tile transposed, 64 bytes of spill at
-        64 rows, sm_90), the gradients of the pre-activations, stored as rows of ``grads`` [B, N, GW] (bf16: the operands
-        of parts 2 and 3), and D2's and e2's gradients summed over the program's items into its row
-        of ``d2_partials`` [programs, Hd * O + O]. Those are the only sums across items: frame sums
-        per Gaussian here (the frames of a block in one program) had held 255 registers and spilled
-        112 bytes (H100, B = 8: 1.71 against 1.91 ms with part 2, scripts/gpu_rows.py as of commit
-        3fd9d3c). D2's [Hd, O] accumulator takes 12 registers a thread; D1's [F, Hd] (48) had made
-        64 rows spill and 32 rows slower than the weight-gradient program it saved (H100, 2026-11-26,
-        scripts/gpu_fusion_ab.py: op_backward at B = 8 2.54 against 2.21 ms)."""
+        """Backward, part 1: per work item (block of Gaussians, frame), from the saved activations (the decoder run
+        again from f': a2^T d/da from a register tile transposed, 64 bytes of spill at 64 rows, sm_90), the
+        gradients of the pre-activations, stored as rows of ``grads`` [B, N, GW] (bf16: the operands of parts
+        2 and 3), and D2's and e2's gradients summed over the program's items into its row of ``d2_partials``
+        [programs, Hd * O + O]. Those are the only sums across items: frame sums per Gaussian here (the frames
+        of a block in one program) had held 255 registers and spilled 112 bytes (H100, B = 8: 1.71 against
+        1.91 ms with part 2, scripts/gpu_rows.py as of commit 3fd9d3c). D2's [Hd, O] accumulator takes 12
+        registers a thread; D1's [F, Hd] (48) had made 64 rows spill and 32 rows slower than the
+        weight-gradient program it saved (H100, 2026-11-26, scripts/gpu_fusion_ab.py: op_backward at B = 8
+        2.54 against 2.21 ms)."""
         _, _, w1_ptr, _, w2_ptr, _, d1_ptr, e1_ptr, d2_ptr, e2_ptr = _weight_ptrs(weights_ptr, F, HD, O)
         # the decoder's forward again, from the saved f'
         d1a, v1a, d1b, v1b, d2a, v2a, d2b, v2b = _two_layer_weights(d1_ptr, d2_ptr, F, FP, O, OP, HD, HA, HB, DOT)
