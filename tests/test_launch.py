@@ -30,6 +30,15 @@ def test_launch_matches_the_formula(interpret_triton):
     assert torch.equal(out, x * 2.0 + 1.0)
 
 
+def test_launch_options_pass_beside_the_compile_time_arguments(interpret_triton):
+    """num_warps, num_stages and maxnreg (a FusionLaunch's max_registers) are Triton's launch options, not
+    kernel parameters: launch_kernel hands them to Triton and the kernel computes the same."""
+    x = torch.arange(37, dtype=torch.float32)
+    out = torch.empty_like(x)
+    launch_kernel(_scale_kernel, (cdiv(37, 16),), x, out, 37, 2.0, BLOCK=16, num_warps=4, num_stages=1, maxnreg=128)
+    assert torch.equal(out, x * 2.0)
+
+
 def test_compile_time_arguments_by_position_are_refused(interpret_triton):
     x = torch.zeros(4)
     with pytest.raises(TypeError, match="by position"):
