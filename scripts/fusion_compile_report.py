@@ -35,12 +35,11 @@ def report(name: str, config: FusionConfig) -> str:
     constexprs = dict(_constexprs(config, launch, "forward" if name == "forward_saving" else name))
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     max_registers = constexprs.pop("maxnreg", None)
-    if name == "forward":
-        save = os.environ.get("SAVE", "1") == "1"
+    if name in ("forward", "forward_saving"):
+        saving = name == "forward_saving"
+        save = saving or os.environ.get("SAVE", "1") == "1"
         constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=save,
-                          TMA_SAVE=save and os.environ.get("TMA", "1") == "1")
-    if name == "forward_saving":
-        constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=True, TMA_SAVE=True)
+                          TMA_SAVE=saving or (save and os.environ.get("TMA", "1") == "1"))
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else

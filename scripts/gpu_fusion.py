@@ -529,6 +529,11 @@ def equivalence_summary(equivalence: dict) -> str:
     return f"**Equivalence: every output and gradient within the rule and deterministic in all {len(equivalence)} tables.**"
 
 
+def faster(times: list) -> float | None:
+    """The smaller of the measured times (None where a twin was not timed)."""
+    return min((t for t in times if t), default=None)
+
+
 def markdown(results) -> str:
     lines = [f"# local_fusion on {results['device']} ({results['date']})", "",
              f"torch {results['torch']}, triton {results['triton']}, Python {results['python']}; "
@@ -566,7 +571,7 @@ def markdown(results) -> str:
                                   (200_000, 8, "fwd_bwd_ms", 5)):
             tr = cell.get(("triton", "fp32", n, b), {}).get(key)
             compiled = [cell.get((i, "fp32", n, b), {}).get(key) for i in ("compiled", "compiled_static")]
-            co = min((c for c in compiled if c), default=None)
+            co = faster(compiled)
             if tr and co:
                 extra = f", Triton {tr:.3f} ms {'<=' if tr <= 0.1 else '>'} 0.1 ms" if (b, key) == (1, "fwd_ms") else ""
                 shown = ", ".join(f"{name} {c:.3f}" for name, c in zip(("N dynamic", "static"), compiled) if c)
@@ -582,8 +587,7 @@ def markdown(results) -> str:
                          + " | ".join(cols) + " |")
         graph = {(r["impl"], r["b"]): r.get("graph_ms") for r in results["graphs"]}
         for b in (1, 8):
-            compiled = [graph.get((i, b)) for i in ("compiled", "compiled_static")]
-            co = min((c for c in compiled if c), default=None)
+            co = faster([graph.get((i, b)) for i in ("compiled", "compiled_static")])
             if graph.get(("triton", b)) and co:
                 lines.append(f"\n- B={b}, both replayed from CUDA graphs: {co / graph[('triton', b)]:.1f}x faster than the "
                              "faster compiled twin (target 5x)")

@@ -32,30 +32,30 @@ and later, where the widths allow (``saves_by_descriptor``), those tiles go out 
 descriptors (TMA), which leaves the forward few enough registers for four programs a multiprocessor
 (at a 128-register cap; the plain forward runs three).
 
-Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items
-(block of Gaussians, frame), runs the decoder again from the saved f', and stores per row (Gaussian,
-frame) the gradients of the pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1,
-d/df', d/dz2); the one weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T
-d/da, a [Hd, O] accumulator per program, into a row of [programs, Hd * O + O]), since it holds both
-factors and d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their
-gradients (v_p, v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward,
-linear, runs once per block on the frame sum), with no sum across rows; it runs on a second stream
-beside ``_weight_grad_kernel``, in the multiprocessors that the weight groups leave as they finish
+Backward, three kernels with their own launch shapes: ``_backward_rows_kernel`` walks work items (block
+of Gaussians, frame), runs the decoder again from the saved f', and stores per row (Gaussian, frame)
+the gradients of the pre-activations that the other two kernels take ([B, N, GW]: d/dh, d/dz1, d/df',
+d/dz2); the one weight gradient it forms itself is the decoder's last layer's (D2, e2: a2^T d/da, a
+[Hd, O] accumulator per program, into a row of [programs, Hd * O + O]), since it holds both factors and
+d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their gradients (v_p,
+v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward, linear, runs once
+per block on the frame sum), with no sum across rows; it runs on a second stream beside
+``_weight_grad_kernel``, in the multiprocessors that the weight groups leave as they finish
 (op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100, 2026-11-26).
-``_weight_grad_kernel``
-forms the other weight gradients as X^T dY over all B * N rows (saved activations X, stored
-gradients dY; biases as column sums of dY, from the same tl.dot through a column of ones in X's
-padding), one weight per program and chunks of Gaussians per weight (every frame of them, a block's
-frames in a row), into rows of a [chunks, P + 2FB] float32 buffer that one torch sum reduces; W2's
-program, which reads d/df', also sums it over the frames into v_features. W1's input h is not
-saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
-G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (the row's
-last 2FB columns), and adds up a share of the per-row kernel's D2 rows into the row's D2 slice. The result is deterministic (a fixed grid per device, sums in a
-fixed order): checked on an H100 at the paper's widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128,
-96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16 colours (docs/benchmarks.md, 2026-11-26; the bias
-sums had come from a second tl.dot on the same tile, which gave D1's gradient run-to-run
-differences at F = 96 / Hd = 128). The fusion MLP's softplus derivative comes from the saved
-softplus: sigmoid(z) = 1 - exp(-softplus(z)); the decoder's from the recomputed one (float32).
+``_weight_grad_kernel`` forms the other weight gradients as X^T dY over all B * N rows (saved
+activations X, stored gradients dY; biases as column sums of dY, from the same tl.dot through a column
+of ones in X's padding), one weight per program and chunks of Gaussians per weight (every frame of
+them, a block's frames in a row), into rows of a [chunks, P + 2FB] float32 buffer that one torch sum
+reduces; W2's program, which reads d/df', also sums it over the frames into v_features. W1's input h is
+not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
+G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (the row's last
+2FB columns), and adds up a share of the per-row kernel's D2 rows into the row's D2 slice. The result
+is deterministic (a fixed grid per device, sums in a fixed order): checked on an H100 at the paper's
+widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16
+colours (docs/benchmarks.md, 2026-11-26; the bias sums had come from a second tl.dot on the same tile,
+which gave D1's gradient run-to-run differences at F = 96 / Hd = 128). The fusion MLP's softplus
+derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)); the decoder's from the
+recomputed one (float32).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
@@ -827,6 +827,17 @@ if triton is not None:
             _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
+    def _with_ones_column(x, K, KP: tl.constexpr):
+        """x [BLOCK_R, KP] with ones in padding column K (K < KP): x^T g then also holds g's column sums
+        in its row K, from the same tl.dot (see _ones_row)."""
+        return tl.where((tl.arange(0, KP) == K)[None, :], 1.0, x)
+
+    @triton.jit
+    def _ones_row(acc, K, KP: tl.constexpr):
+        """Row K of an x^T g accumulator [KP, M] whose x came through _with_ones_column: g's column sums."""
+        return tl.sum(tl.where(tl.arange(0, KP)[:, None] == K, acc, 0.0), axis=0)
+
+    @triton.jit
     def _weight_grad(x_ptr, K, KP: tl.constexpr, X_STRIDE, g_ptr, M, MP: tl.constexpr, v_w_ptr, v_b_ptr, N, B,
                      chunk, chunks, GW: tl.constexpr, BLOCK_R: tl.constexpr, scale_shift_ptr, w_in_ptr, b_in_ptr,
                      v_delta_ptr, v_sum_ptr, MODULATED: tl.constexpr = False, HAS_V_DELTA: tl.constexpr = False,
@@ -851,7 +862,6 @@ if triton is not None:
         acc = tl.zeros([KP, MP], tl.float32)
         sums = tl.zeros([MP], tl.float32)
         SUMS_BY_DOT: tl.constexpr = K < KP and g_ptr.dtype.element_ty == tl.bfloat16
-        ones_col = (tl.arange(0, KP) == K)[None, :]
         r = tl.arange(0, BLOCK_R)
         for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
             gaussians = block * BLOCK_R + r
@@ -873,14 +883,14 @@ if triton is not None:
                 if HAS_V_DELTA:
                     g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
                 if SUMS_BY_DOT:
-                    x = tl.where(ones_col, 1.0, x)
+                    x = _with_ones_column(x, K, KP)
                 else:
                     sums += tl.sum(g.to(tl.float32), axis=0)
                 acc += _dot(_bf16(tl.trans(x)), _bf16(g))
             if FRAME_SUM:
                 _store_rows(v_sum_ptr, frame_sum, gaussians, row_ok, M, MP, M)
         if SUMS_BY_DOT:
-            sums = tl.sum(tl.where(tl.arange(0, KP)[:, None] == K, acc, 0.0), axis=0)
+            sums = _ones_row(acc, K, KP)
         acc *= G_SCALE
         total = G_SCALE * sums
         if MODULATED:
@@ -907,7 +917,6 @@ if triton is not None:
         cf = tl.arange(0, FP)
         r = tl.arange(0, BLOCK_R)
         SUMS_BY_DOT: tl.constexpr = F < FP and g_ptr.dtype.element_ty == tl.bfloat16
-        ones_col = (cf == F)[None, :]
         for b in range(B):
             gram = tl.zeros([FP, FP], tl.float32)
             sums = tl.zeros([FP], tl.float32)
@@ -916,7 +925,7 @@ if triton is not None:
                 row_ok = gaussians < N
                 rows = tl.cast(b, tl.int64) * N + gaussians
                 if SUMS_BY_DOT:
-                    x = tl.where(ones_col, 1.0, _rows(ln_ptr, gaussians, row_ok, F, FP, F))
+                    x = _with_ones_column(_rows(ln_ptr, gaussians, row_ok, F, FP, F), F, FP)
                     gram += _dot(_bf16(tl.trans(x)), _bf16(_stored_rows(g_ptr, rows, row_ok, F, FP, GW)))
                 else:
                     ln = _rows(ln_ptr, gaussians, row_ok, F, FP, F)
@@ -925,7 +934,7 @@ if triton is not None:
                     gram += _mm(tl.trans(ln), g_op, g_unscale, DOT)
                     sums += tl.sum(g, axis=0)
             if SUMS_BY_DOT:
-                sums = tl.sum(tl.where(cf[:, None] == F, gram, 0.0), axis=0)
+                sums = _ones_row(gram, F, FP)
             scale = _vec(scale_shift_ptr + b * 2 * F, F, FP)
             shift = _vec(scale_shift_ptr + b * 2 * F + F, F, FP)
             acc += scale[:, None] * gram + shift[:, None] * sums[None, :]
