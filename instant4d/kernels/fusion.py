@@ -217,6 +217,7 @@ class FusionLaunch:
 # "forward_saving": the forward when it saves for the backward through tensor descriptors
 KERNELS = ("forward", "forward_saving", "backward_rows", "backward_gaussians", "weight_grads")
 WEIGHT_GROUPS = 4  # programs per chunk of rows in the weight-gradient kernel: w_in, w1, w2, d1
+SUM_COLUMNS = 256  # columns a program of _sum_partials_kernel adds up
 INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=3)
 INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
 
@@ -946,19 +947,30 @@ if triton is not None:
         _store_tile(v_b_ptr, total[None, :], 1, F, 1, FP)
 
     @triton.jit
+    def _row_sum(ptr, first, step, rows, C, c, ROWS: tl.constexpr):
+        """Columns c of the sum of rows first, first + step, ... (< rows) of a row-major float32
+        [rows, C] buffer, in row order: ROWS rows a tile, so that their loads are in flight together
+        (one row at a time made the weight-gradient kernel 18 us slower at B = 1, H100)."""
+        total = tl.zeros(c.shape, tl.float32)
+        for row0 in range(first, rows, step * ROWS):
+            r = row0 + step * tl.arange(0, ROWS)[:, None]
+            total += tl.sum(tl.load(ptr + r * C + c[None, :], mask=(r < rows) & (c < C)[None, :], other=0.0), axis=0)
+        return total
+
+    @triton.jit
     def _sum_rows(ptr, first, step, rows, C: tl.constexpr, out_ptr, ROWS: tl.constexpr = 8,
                   BLOCK_C: tl.constexpr = 256):
-        """The sum of rows first, first + step, ... (< rows) of a row-major float32 [rows, C] buffer,
-        stored at out_ptr [C]: ROWS x BLOCK_C tiles, so that the loads of a tile's rows are in flight
-        together (one row at a time made the weight-gradient kernel 18 us slower at B = 1, H100)."""
+        """_row_sum of every column, stored at out_ptr [C]."""
         for start in range(0, C, BLOCK_C):
             c = start + tl.arange(0, BLOCK_C)
-            total = tl.zeros([BLOCK_C], tl.float32)
-            for row0 in range(first, rows, step * ROWS):
-                r = row0 + step * tl.arange(0, ROWS)[:, None]
-                tile = tl.load(ptr + r * C + c[None, :], mask=(r < rows) & (c < C)[None, :], other=0.0)
-                total += tl.sum(tile, axis=0)
-            tl.store(out_ptr + c, total, mask=c < C)
+            tl.store(out_ptr + c, _row_sum(ptr, first, step, rows, C, c, ROWS), mask=c < C)
+
+    @triton.jit
+    def _sum_partials_kernel(partials_ptr, totals_ptr, ROWS, C, BLOCK_C: tl.constexpr):
+        """totals [C] = the sum of the rows of partials [ROWS, C] (float32), BLOCK_C columns a program:
+        the weight-gradient kernel's chunks added up (torch's sum over dim 0 took 12 us at 200k, B = 1)."""
+        c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        tl.store(totals_ptr + c, _row_sum(partials_ptr, 0, 1, ROWS, C, c, 8), mask=c < C)
 
     @triton.jit
     def _weight_grad_kernel(
@@ -975,8 +987,8 @@ if triton is not None:
         chunk p // 4 of the Gaussians and writes that weight's slice of the chunk's row of partials
         [chunks, P + 2FB] (packed layout, then v_scale_shift [B, 2F]); w_in's program also writes the
         chunk's [B, 2F] of v_scale_shift and, in the D2 and e2 slice, the sum of the per-row kernel's
-        partial rows chunk, chunk + chunks, ... of d2_partials [D2_ROWS, Hd * O + O]. One torch sum
-        over the chunks then gives every gradient (four sums and a concatenation had cost 20 us)."""
+        partial rows chunk, chunk + chunks, ... of d2_partials [D2_ROWS, Hd * O + O]. One sum over the
+        chunks (_sum_partials_kernel) then gives every gradient (four sums and a concatenation had cost 20 us)."""
         pid = tl.program_id(0)
         group = pid % 4
         chunk = pid // 4
@@ -1184,7 +1196,9 @@ def op_backward(
         )
     if side is not None:
         main.wait_stream(side)  # before any later work on the main stream reads or frees these tensors
-    totals = partials.sum(0)
+    totals = torch.empty(partials.shape[1], device=device, dtype=torch.float32)
+    launch_kernel(_sum_partials_kernel, (cdiv(totals.numel(), SUM_COLUMNS),), partials, totals, chunks, totals.numel(),
+                  BLOCK_C=SUM_COLUMNS, num_warps=4)
     return v_features, v_motion_basis, v_anchors, totals[p:].view(b, 2 * f).to(scale_shift.dtype), totals[:p]
 
 
