@@ -3,8 +3,9 @@ bf16 inputs) and timed against the twin, eager and under torch.compile, over the
 (N in 50k, 200k, 1M; B in 1, 8; fp32, bf16; forward and forward+backward), with the memory-traffic
 floor from a device-to-device copy measured in the same run; the host time of a call (tiny N);
 each kernel's device time and registers (torch.profiler, 200k Gaussians) and a cProfile of the
-host side of one fwd+bwd; with --sweep, the backward kernels' launch shapes at 200k Gaussians and
-the weight-gradient kernel against cuBLAS (torch.mm) on the same buffers.
+host side of one fwd+bwd; with --sweep, the kernels' launch shapes at 200k Gaussians. (Its
+weight-gradient kernel against cuBLAS, whose table is in docs/benchmarks.md, was removed after the
+kernel's arguments changed.)
 
     PYTHONPATH=. python scripts/gpu_fusion.py [--budget SECONDS] [--sweep] [--impls triton,compiled]
     PYTHONPATH=. python scripts/gpu_fusion.py --smoke --sweep --impls triton,eager  # CPU, interpreter, tiny sizes
@@ -379,61 +380,6 @@ def sweep(results, budget) -> None:
                 torch.cuda.empty_cache()
 
 
-def weight_grads_vs_cublas(results, budget) -> None:
-    """The weight-gradient kernel alone (+ the torch sums of its partials) against cuBLAS on the
-    same saved activations and stored gradients: four torch.mm (bf16 out; the fusion MLP's input x
-    materialised from LayerNorm(m) for them) and four column sums (D2's gradient comes from the
-    per-row kernel); with the bytes the kernel must read (the saved f' and a1 and every stored
-    column once, LayerNorm(m) once per frame for W_in and W1) over its time."""
-    config = FusionConfig()
-    f, hd, o = config.feature_dim, config.hidden_dim, config.out_dim
-    s, gw = fusion.saved_width(config), fusion.grad_width(config)
-    launch = SWEEP["weight_grads"][0]
-    rows = results.setdefault("weight_grads", [])
-    for b in (1, 8):
-        if time.time() - START > budget:
-            return
-        n = DONE_WHEN_N
-        r = b * n
-        gen = torch.Generator(device=DEVICE).manual_seed(0)
-        saved = torch.randn(b, n, s, generator=gen, device=DEVICE).to(torch.bfloat16)
-        ln = torch.randn(n, f, generator=gen, device=DEVICE).to(torch.bfloat16)
-        grads = torch.randn(b, n, gw, generator=gen, device=DEVICE).to(torch.bfloat16)
-        f_, m, p, ss, *w = inputs_for(config, 16, b, torch.float32)
-        packed = FusionWeights(*w).packed(config, torch.float32, f_.device)
-        grid = fusion._grid(n, saved.device, launch, fusion.WEIGHT_GROUPS)
-        partials = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, packed.numel() - hd * o - o, device=DEVICE)
-        v_ss = torch.empty(grid[0] // fusion.WEIGHT_GROUPS, b, 2 * f, device=DEVICE)
-        v_features = torch.empty(n, f, device=DEVICE)
-
-        def triton_step():
-            fusion._weight_grad_kernel[grid](
-                saved, ln, grads, ss, packed, packed, partials, v_ss, v_features, n, b, HAS_V_DELTA=False,
-                **fusion._constexprs(config, launch, "weight_grads"))
-            return partials.sum(0), v_ss.sum(0)
-
-        x = (ln.float()[None] * ss[:, None, :f] + ss[:, None, f:]).to(torch.bfloat16).reshape(r, f)
-        saved, grads = saved.reshape(r, s), grads.reshape(r, gw)
-        pairs = [(x, (0, f)), (x, (f, f + hd)), (saved[:, f:f + hd], (f + hd, 2 * f + hd)),
-                 (saved[:, :f], (2 * f + hd, 2 * f + 2 * hd))]
-
-        def cublas_step():
-            return [(torch.mm(a.t(), grads[:, c:d]), grads[:, c:d].sum(0)) for a, (c, d) in pairs]
-
-        read = 2 * (r * (f + hd + 2 * f + 2 * hd) + b * n * f * 2)  # bf16: f', a1, stored once, LayerNorm(m) per frame twice
-        row = dict(b=b, rows=r, bytes_read=read)
-        for name, step in (("triton", triton_step), ("cublas", cublas_step)):
-            try:
-                row[f"{name}_ms"] = ms(step)
-                row[f"{name}_gb_s"] = read / row[f"{name}_ms"] / 1e6
-            except Exception as exc:
-                row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        rows.append(row)
-        print(row, flush=True)
-        del saved, grads
-        torch.cuda.empty_cache()
-
-
 def host_times(results) -> None:
     """Host microseconds per call at N = 1024, B = 1 (the GPU's work is a few microseconds, so the
     loop runs at the host's pace; synchronised once at the end), and do_bench of the same calls."""
@@ -501,7 +447,7 @@ def kernel_profile(results) -> None:
                 results.setdefault("profile", []).append(dict(b=b, kernel=event.key[:60], calls=event.count,
                                                               us_per_step=total / 10))
     for kernel in (fusion._fusion_forward_kernel, fusion._backward_rows_kernel, fusion._backward_gaussians_kernel,
-                   fusion._weight_grad_kernel):
+                   fusion._weight_grad_kernel, fusion._sum_partials_kernel):
         try:
             for cache in kernel.device_caches.values():
                 for compiled in cache[0].values():
@@ -600,14 +546,6 @@ def markdown(results) -> str:
             value = f"{r['ms']:.3f}" if "ms" in r else r.get("error", "-")
             lines.append(f"| {r['kernel']} | {r['b']} | {la['block_n']} | {la['num_warps']} | "
                          f"{la['num_stages']} | {la['programs_per_sm']} | {value} |")
-    if results.get("weight_grads"):
-        lines += ["", "## Weight-gradient kernel alone vs cuBLAS, 200k Gaussians (same bf16 buffers; ms, and bytes "
-                  "read once / time)", "", "| B | rows | Triton kernel + sum | GB/s | 5 torch.mm + 5 sums | GB/s |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for r in results["weight_grads"]:
-            cols = [f"{r[k + '_ms']:.3f} | {r[k + '_gb_s']:.0f}" if k + "_ms" in r else f"{r.get(k + '_error', '-')} | -"
-                    for k in ("triton", "cublas")]
-            lines.append(f"| {r['b']} | {r['rows']} | " + " | ".join(cols) + " |")
     if results.get("host"):
         lines += ["", "## Host time per call (N = 1024, B = 1, fp32)", "", "| call | host us | do_bench us |", "| --- | --- | --- |"]
         lines += [f"| {r['call']} | {r['host_us']:.1f} | {r['do_bench_us']:.1f} |" for r in results["host"]]
@@ -677,7 +615,6 @@ def main():
     save(results)
     if args.sweep:
         sweep(results, args.budget - 40)
-        weight_grads_vs_cublas(results, args.budget - 30)
         save(results)
     time_matrix(results, [i for i in impls if i != "triton"], args.budget, cells)
     save(results)
