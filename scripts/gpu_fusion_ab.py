@@ -1,6 +1,6 @@
 """local_fusion's backward timed at the issue's sizes (200k Gaussians, B = 1 and 8, fp32, default
 launches), for A/B runs of a kernel change in one GPU call: swap instant4d/kernels/fusion.py between
-runs and label each run. Prints ``op_forward`` without and with saving activations, ``op_backward`` (the three backward
+runs and label each run. Prints ``op_forward`` without and with saving activations, ``op_backward`` (the backward
 kernels) and the public forward + ``autograd.grad`` (do_bench medians, ms) and a checksum of the gradients (equal checksums: same bits).
 Also the public forward + ``autograd.grad`` (gpu_fusion's backward_step) replayed from a CUDA graph
 (gpu_fusion's graph_replay; "graph"), the issue's one-frame measure with the host out of the step.
