@@ -44,18 +44,18 @@ per block on the frame sum), with no sum across rows; it runs on a second stream
 (op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100, 2026-11-26).
 ``_weight_grad_kernel`` forms the other weight gradients as X^T dY over all B * N rows (saved
 activations X, stored gradients dY; biases as column sums of dY, from the same tl.dot through a column
-of ones in X's padding), one weight per program and chunks of Gaussians per weight (every frame of
-them, a block's frames in a row), into rows of a [chunks, P + 2FB] float32 buffer that
-``_sum_partials_kernel`` adds up; W2's program, which reads d/df', also sums it over the frames into v_features. W1's input h is
-not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per chunk. W_in's program sums
-G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and v_scale_shift (the row's last
-2FB columns), and adds up a share of the per-row kernel's D2 rows into the row's D2 slice. The result
-is deterministic (a fixed grid per device, sums in a fixed order): checked on an H100 at the paper's
-widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 96 / 128, 64 / 256, 32 / 256 and 48 / 96 with 16
-colours (docs/benchmarks.md, 2026-11-26; the bias sums had come from a second tl.dot on the same tile,
-which gave D1's gradient run-to-run differences at F = 96 / Hd = 128). The fusion MLP's softplus
-derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)); the decoder's from the
-recomputed one (float32).
+of ones in X's padding), one weight per program and chunks of Gaussians per weight (every frame of them,
+a block's frames in a row), into rows of a [chunks, P + 2FB] float32 buffer that
+``_sum_partials_kernel`` adds up; W2's program, which reads d/df', also sums it over the frames into
+v_features. W1's input h is not saved: its gradient is W_in^T (x^T dz1) + b_in (1^T dz1), applied per
+chunk. W_in's program sums G_b = LayerNorm(m)^T dh per frame, which gives both W_in's gradient and
+v_scale_shift (the row's last 2FB columns), and adds up a share of the per-row kernel's D2 rows into the
+row's D2 slice. The result is deterministic (a fixed grid per device, sums in a fixed order): checked on
+an H100 at the paper's widths and at F / Hd = 32 / 64, 64 / 96, 64 / 128, 96 / 128, 64 / 256, 32 / 256
+and 48 / 96 with 16 colours (docs/benchmarks.md, 2026-11-26; the bias sums had come from a second tl.dot
+on the same tile, which gave D1's gradient run-to-run differences at F = 96 / Hd = 128). The fusion
+MLP's softplus derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-softplus(z)); the
+decoder's from the recomputed one (float32).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
 approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
