@@ -292,6 +292,15 @@ def check_equivalence(config, dtype, n=50_001 if not SMOKE else 37, b=3, seed=5)
 # timing
 
 
+def equivalence_verdict(rows: list[dict]) -> str:
+    """check_equivalence's rows in one line: ok or FAILED (with each failing quantity's ratio, finiteness
+    and determinism), and the quantity with the largest ratio."""
+    bad = [(r["quantity"], round(r["ratio"], 2), r["finite"], r["deterministic"]) for r in rows
+           if not (r["ok"] and r["deterministic"])]
+    worst = max(rows, key=lambda r: r["ratio"])
+    return f"{'ok' if not bad else 'FAILED ' + str(bad)}; worst {worst['quantity']} {worst['ratio']:.2f}"
+
+
 def copy_bandwidth() -> float:
     src = torch.empty(2**30 if not SMOKE else 2**20, dtype=torch.uint8, device=DEVICE).random_()
     dst = torch.empty_like(src)

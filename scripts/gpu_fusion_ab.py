@@ -1,9 +1,9 @@
 """local_fusion's backward timed at the issue's sizes (200k Gaussians, B = 1 and 8, fp32, default
 launches), for A/B runs of a kernel change in one GPU call: swap instant4d/kernels/fusion.py between
 runs and label each run. Prints ``op_forward`` without and with saving activations, ``op_backward`` (the backward
-kernels) and the public forward + ``autograd.grad`` (do_bench medians, ms) and a checksum of the gradients (equal checksums: same bits).
-Also the public forward + ``autograd.grad`` (gpu_fusion's backward_step) replayed from a CUDA graph
-(gpu_fusion's graph_replay; "graph"), the issue's one-frame measure with the host out of the step.
+kernels) and the public forward + ``autograd.grad`` (gpu_fusion's backward_step), eager ("fwd+bwd") and replayed
+from a CUDA graph (gpu_fusion's graph_replay; "graph", the issue's one-frame measure with the host out of the
+step), do_bench medians in ms, and a checksum of the gradients (equal checksums: same bits).
 With AB_REF=path, the first run saves its gradients there and later runs print their largest
 difference from them, relative to each gradient's largest magnitude. LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm
 (KERNEL one of fusion.KERNELS, upper case) replaces that kernel's default launch. AB_TIMELINE=1 prints
@@ -25,7 +25,7 @@ import triton.testing
 import gpu_fusion
 
 from instant4d.kernels import fusion
-from instant4d.kernels.fusion import FusionConfig, example_inputs, local_fusion
+from instant4d.kernels.fusion import FusionConfig, example_inputs
 from fusion_launch_env import use_launches_from_env
 
 config = FusionConfig()
@@ -57,17 +57,9 @@ for b in (1, 8):
                                     warmup=25, rep=200, return_mode="median")
     t_bwd = triton.testing.do_bench(lambda: fusion.op_backward(m, ss, packed, saved, config, v_out), warmup=25,
                                     rep=200, return_mode="median")
-    leaves = [t.detach().clone().requires_grad_() for t in (f, m, p, ss)]
-    weights = [t.requires_grad_() for t in w.tensors()]
-
-    def step():
-        g = local_fusion(*leaves, w, config)
-        loss = sum((o * v).sum() for o, v in zip((g.means, g.quats, g.scales, g.opacities, g.colors), v_out))
-        torch.autograd.grad(loss, leaves + weights)
-
+    step = gpu_fusion.backward_step(gpu_fusion.triton_fn(config), [f, m, p, ss, *w.tensors()], v_out)
     t_step = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median")
-    inputs = [f, m, p, ss, *w.tensors()]
-    replay = gpu_fusion.graph_replay(gpu_fusion.backward_step(gpu_fusion.triton_fn(config), inputs, v_out))
+    replay = gpu_fusion.graph_replay(step)
     t_graph = triton.testing.do_bench(replay, warmup=25, rep=200, return_mode="median")
     if os.environ.get("AB_TIMELINE"):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -102,10 +94,6 @@ if os.environ.get("AB_EQUIV"):  # gpu_fusion's equivalence rule against the floa
     for dot, dtype, b in (("bf16", torch.float32, 1), ("bf16", torch.float32, 3), ("fp16", torch.float32, 1),
                           ("bf16", torch.bfloat16, 1)):
         rows = gpu_fusion.check_equivalence(FusionConfig(dot_operands=dot), dtype, b=b)
-        worst = max(rows, key=lambda r: r["ratio"])
-        ok = all(r["ok"] and r["deterministic"] for r in rows)
-        print(f"{sys.argv[1]} equivalence {dot} {dtype} B={b}: {'ok' if ok else 'FAILED'}; worst {worst['quantity']} "
-              f"{worst['ratio']:.2f}" + "".join(f"; {r['quantity']} ok={r['ok']} det={r['deterministic']}"
-                                                for r in rows if not (r["ok"] and r["deterministic"])), flush=True)
+        print(f"{sys.argv[1]} equivalence {dot} {dtype} B={b}: {gpu_fusion.equivalence_verdict(rows)}", flush=True)
 if ref_path and not reference:
     torch.save(saving, ref_path)

@@ -16,8 +16,6 @@ for f, hd, d in WIDTHS:
         config = FusionConfig(feature_dim=f, hidden_dim=hd, color_dim=d, dot_operands=dot)
         try:
             rows = g.check_equivalence(config, dtype, n=20_001, b=3)
-            bad = [(r["quantity"], round(r["ratio"], 2), r["finite"], r["deterministic"]) for r in rows if not (r["ok"] and r["deterministic"])]
-            worst = max(rows, key=lambda r: r["ratio"])
-            print(f"F={f} Hd={hd} D={d} {dot} {dtype}: {'ok' if not bad else 'FAILED ' + str(bad)}; worst {worst['quantity']} {worst['ratio']:.2f}", flush=True)
+            print(f"F={f} Hd={hd} D={d} {dot} {dtype}: {g.equivalence_verdict(rows)}", flush=True)
         except Exception as exc:
             print(f"F={f} Hd={hd} D={d} {dot} {dtype}: error {type(exc).__name__}: {str(exc)[:200]}", flush=True)

@@ -1155,8 +1155,8 @@ def op_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Launch the backward kernels (per-row gradients and D2's, per-Gaussian sums over the frames, the
     other weight gradients, with the given launches, None for the default; then the sum of the weight
-    gradients' partials): (v_features,
-    v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32 in the packed layout)."""
+    gradients' partials): (v_features, v_motion_basis, v_anchors, v_scale_shift, v_weights [P] float32
+    in the packed layout)."""
     n, b, f = motion_basis.shape[0], scale_shift.shape[0], config.feature_dim
     device = motion_basis.device
     rows_launch = launches[0] or default_launch(config, "backward_rows")
