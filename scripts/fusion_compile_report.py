@@ -60,6 +60,7 @@ def report(name: str, config: FusionConfig) -> str:
     field = lambda key: re.search(key + r":(\d+)", usage).group(1)  # noqa: E731
     return (f"{name} {launch} registers {field('REG')} stack {field('STACK')} instructions "
             f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')} "
+            f"LDGSTS {sass.count('LDGSTS')} "
             f"shared {compiled.metadata.shared}")
 
 

@@ -9,6 +9,7 @@ difference from them, relative to each gradient's largest magnitude. LAUNCH_<KER
 (KERNEL one of fusion.KERNELS, upper case) replaces that kernel's default launch. AB_TIMELINE=1 prints
 each kernel of one graph replay (torch.profiler): its start and end in us from the replay's first kernel.
 AB_EQUIV=1 runs gpu_fusion's equivalence check (float64 twin, and two runs bit-equal) at B = 1 and 3.
+AB_FRAMES=1 (or 8) times only that B (default: both).
 
     PYTHONPATH=. python scripts/gpu_fusion_ab.py LABEL
 """
@@ -36,7 +37,7 @@ ref_path = os.environ.get("AB_REF")
 if ref_path and os.path.exists(ref_path):
     reference = torch.load(ref_path)
 saving = {}
-for b in (1, 8):
+for b in [int(x) for x in os.environ.get("AB_FRAMES", "1,8").split(",")]:
     f, m, p, ss, w = example_inputs(config, 200_000, b, device="cuda")
     packed = w.packed(config, f.dtype, f.device)
     outputs, saved = fusion.op_forward(f, m, p, ss, packed, config, False, save=True)

@@ -1,7 +1,7 @@
 """GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process, plus a
 sweep of the compositing kernel's launch configurations.
 
-    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only]
+    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only] [--kernels-only]
 
 Prints a table per scene and writes $OUT/profile.json.
 """
@@ -196,10 +196,50 @@ def host_profile(scene) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
 
 
+def kernel_table(lib, scene, steps: int = 10) -> str:
+    """torch.profiler of ``steps`` eager forward+backward calls of ``lib``'s rasterization (unpacked):
+    device time per kernel and per step, the kernels that make up a step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rasterization = instant4d.rasterization if lib == "instant4d" else __import__("gsplat").rasterization
+    grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
+                                                            scene.opacities, scene.colors)]
+
+    def step():
+        colors, _, _ = rasterization(*grads, scene.viewmats, scene.Ks, scene.width, scene.height, packed=False)
+        colors.sum().backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / steps, e.count / steps) for e in prof.key_averages()
+            if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    lines = [f"| kernel ({lib}) | us a step | launches a step |", "| --- | --- | --- |"]
+    lines += [f"| {name[:90]} | {us:.1f} | {count:g} |" for name, us, count in rows]
+    lines.append(f"| total | {sum(r[1] for r in rows):.1f} | {sum(r[2] for r in rows):g} |")
+    return "\n".join(lines)
+
+
 def main():
     libs = ("instant4d",) if "--no-gsplat" in sys.argv else ("gsplat", "instant4d")
     os.makedirs(OUT, exist_ok=True)
     results = {}
+    if "--kernels-only" in sys.argv:
+        tables = []
+        for name, scene in (("100k 512x512 1cam", head_like_scene(100_000, 512, 512)),
+                            ("100k 512x512 8cam", head_like_scene(100_000, 512, 512, n_cameras=8))):
+            scene = scene.to("cuda")
+            tables += [f"### {name}"] + [kernel_table(lib, scene) for lib in libs]
+        text = "\n\n".join(tables)
+        print(text, flush=True)
+        with open(os.path.join(OUT, "kernels.md"), "w") as f:
+            f.write(text)
+        return
     if "--sweep-only" in sys.argv:
         results["composite_sweep_100k_512"] = sweep_composite(head_like_scene(100_000, 512, 512).to("cuda"))
         with open(os.path.join(OUT, "sweep.json"), "w") as f:

@@ -258,9 +258,10 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
         # since v_features moved to the weight-gradient kernel: 44 / 120 us at 200k, B = 1 / 8, against 55 /
         # 161 at 32 / 4 / 2 / 8 (H100, 2026-11-26)
         "backward_gaussians": FusionLaunch(64, 4, 2, 4) if small else FusionLaunch(32, 8, 1, 1),
-        # two stages since D2 moved to the per-row kernel: 748 against 866 us at 200k, B = 8 (103 against 96
-        # at B = 1; H100, 2026-11-26)
-        "weight_grads": FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
+        # three stages since the loop over (block, frame) is one loop (_weight_grad): the one-frame step
+        # replayed from a CUDA graph 0.403 -> 0.388 ms, eight frames 2.445 -> 2.402 (the flat loop at two
+        # stages: 0.405 / 2.472, at one: 0.416 / 2.926; H100, 2026-11-26 23:18-23:28 UTC)
+        "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
@@ -864,32 +865,33 @@ if triton is not None:
         sums = tl.zeros([MP], tl.float32)
         SUMS_BY_DOT: tl.constexpr = K < KP and g_ptr.dtype.element_ty == tl.bfloat16
         r = tl.arange(0, BLOCK_R)
-        for block in range(chunk, tl.cdiv(N, BLOCK_R), chunks):
-            gaussians = block * BLOCK_R + r
+        if FRAME_SUM:
+            frame_sum = tl.zeros([BLOCK_R, MP], tl.float32)
+        # one flat loop over (block, frame), frame fastest: the software pipeliner prefetches the next
+        # item's tiles only in an innermost loop, which a loop over the frames inside one over the
+        # blocks had made a one-trip loop at B = 1
+        for item in range(0, tl.cdiv(tl.cdiv(N, BLOCK_R) - chunk, chunks) * B):
+            b = item % B
+            gaussians = (chunk + (item // B) * chunks) * BLOCK_R + r
             row_ok = gaussians < N
+            rows = tl.cast(b, tl.int64) * N + gaussians
             if MODULATED:
-                ln = _rows(x_ptr, gaussians, row_ok, K, KP, X_STRIDE)
-            if FRAME_SUM:
-                frame_sum = tl.zeros([BLOCK_R, MP], tl.float32)
-            for b in range(B):
-                rows = tl.cast(b, tl.int64) * N + gaussians
-                if MODULATED:
-                    frame = scale_shift_ptr + b * 2 * K  # (scale_b, shift_b)
-                    x = ln * _vec(frame, K, KP)[None, :] + _vec(frame + K, K, KP)[None, :]
-                else:
-                    x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
-                g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
-                if FRAME_SUM:
-                    frame_sum += g.to(tl.float32)
-                if HAS_V_DELTA:
-                    g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
-                if SUMS_BY_DOT:
-                    x = _with_ones_column(x, K, KP)
-                else:
-                    sums += tl.sum(g.to(tl.float32), axis=0)
-                acc += _dot(_bf16(tl.trans(x)), _bf16(g))
-            if FRAME_SUM:
-                _store_rows(v_sum_ptr, frame_sum, gaussians, row_ok, M, MP, M)
+                frame = scale_shift_ptr + b * 2 * K  # (scale_b, shift_b)
+                x = _rows(x_ptr, gaussians, row_ok, K, KP, X_STRIDE) * _vec(frame, K, KP)[None, :] + \
+                    _vec(frame + K, K, KP)[None, :]
+            else:
+                x = _stored_rows(x_ptr, rows, row_ok, K, KP, X_STRIDE)
+            g = _stored_rows(g_ptr, rows, row_ok, M, MP, GW)
+            if FRAME_SUM:  # restarted at each block's first frame, stored after its last
+                frame_sum = tl.where(b == 0, 0.0, frame_sum) + g.to(tl.float32)
+                _store_rows(v_sum_ptr, frame_sum, gaussians, row_ok & (gaussians * 0 + b == B - 1), M, MP, M)
+            if HAS_V_DELTA:
+                g = (g.to(tl.float32) + _rows(v_delta_ptr, rows, row_ok, M, MP, M)).to(g.dtype)
+            if SUMS_BY_DOT:
+                x = _with_ones_column(x, K, KP)
+            else:
+                sums += tl.sum(g.to(tl.float32), axis=0)
+            acc += _dot(_bf16(tl.trans(x)), _bf16(g))
         if SUMS_BY_DOT:
             sums = _ones_row(acc, K, KP)
         acc *= G_SCALE
