@@ -259,9 +259,11 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
         # 161 at 32 / 4 / 2 / 8 (H100, 2026-11-26)
         "backward_gaussians": FusionLaunch(64, 4, 2, 4) if small else FusionLaunch(32, 8, 1, 1),
         # three stages since the loop over (block, frame) is one loop (_weight_grad): the one-frame step
-        # replayed from a CUDA graph 0.403 -> 0.388 ms, eight frames 2.445 -> 2.402 (the flat loop at two
-        # stages: 0.405 / 2.472, at one: 0.416 / 2.926; H100, 2026-11-26 23:18-23:28 UTC)
-        "weight_grads": FusionLaunch(64, 4, 3, 2) if small else FusionLaunch(64, 8, 2, 1),
+        # replayed from a CUDA graph 0.403 -> 0.388 ms, eight frames 2.445 -> 2.402 at 64 / 4 / 3 / 2 (the
+        # flat loop at two stages: 0.405 / 2.472, at one: 0.416 / 2.926); then one 8-warp program a
+        # multiprocessor (at most 223 registers, sm_90): 0.389 -> 0.384 at B = 1, and half the partial rows
+        # to sum (H100, 2026-11-26 23:18-23:35 UTC)
+        "weight_grads": FusionLaunch(128, 8, 3, 1) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
