@@ -227,11 +227,19 @@ def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's two best were
     within 1%: this one is one wave of two programs per multiprocessor). Larger tiles take the shapes
     that the compiler's report for sm_90 shows fitting with the fewest spills (not timed)."""
-    return _default_launch(config, kernel, interpreting())
+    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program() >= 160 * 1024)
 
 
 @functools.lru_cache(maxsize=None)
-def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> FusionLaunch:
+def _shared_memory_per_program() -> int:
+    """Bytes of shared memory one program may take on the current CUDA device (0 without one)."""
+    if triton is None or interpreting() or not torch.cuda.is_available():
+        return 0
+    return triton.runtime.driver.active.utils.get_device_properties(torch.cuda.current_device())["max_shared_mem"]
+
+
+@functools.lru_cache(maxsize=None)
+def _default_launch(config: FusionConfig, kernel: str, interpreter: bool, large_shared: bool) -> FusionLaunch:
     if interpreter:
         return INTERPRETER_WEIGHT_GRADS_LAUNCH if kernel == "weight_grads" else INTERPRETER_LAUNCH
     fp, hp, op = (next_power_of_2(max(16, d)) for d in (config.feature_dim, config.hidden_dim, config.out_dim))
@@ -262,8 +270,10 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool) -> Fus
         # replayed from a CUDA graph 0.403 -> 0.388 ms, eight frames 2.445 -> 2.402 at 64 / 4 / 3 / 2 (the
         # flat loop at two stages: 0.405 / 2.472, at one: 0.416 / 2.926); then one 8-warp program a
         # multiprocessor (at most 223 registers, sm_90): 0.389 -> 0.384 at B = 1, and half the partial rows
-        # to sum (H100, 2026-11-26 23:18-23:35 UTC)
-        "weight_grads": FusionLaunch(128, 8, 3, 1) if small else FusionLaunch(64, 8, 2, 1),
+        # to sum (H100, 2026-11-26 23:18-23:35 UTC). It takes 140 KB of shared memory with bf16 operands
+        # (A100 and Hopper); float32 rows (fp16 operands) or a smaller device keep two 4-warp programs
+        "weight_grads": FusionLaunch(128, 8, 3, 1) if small and large_shared and config.dot_operands == "bf16"
+        else FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
 
 
