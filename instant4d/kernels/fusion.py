@@ -224,9 +224,10 @@ INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stag
 
 def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     """The launch of each kernel (one of KERNELS) for this config: for F <= 64, Hd <= 128 the
-    fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's two best were
-    within 1%: this one is one wave of two programs per multiprocessor). Larger tiles take the shapes
-    that the compiler's report for sm_90 shows fitting with the fewest spills (not timed)."""
+    fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's is one wave of
+    one program per multiprocessor, where the device gives a program the shared memory it takes). Larger
+    tiles take the shapes that the compiler's report for sm_90 shows fitting with the fewest spills (not
+    timed)."""
     return _default_launch(config, kernel, interpreting(), _shared_memory_per_program() >= 160 * 1024)
 
 
