@@ -1,20 +1,25 @@
 """Compile the fusion kernels for sm_90 without a GPU and print, per kernel at its default launch,
-the registers, stack (spill) bytes, SASS instruction count, local loads / stores and shared memory bytes (the "sm_90
+the registers, stack (spill) bytes, SASS instruction count, local loads / stores, asynchronous global-to-shared
+copies (LDGSTS, what software pipelining issues) and shared memory bytes (the "sm_90
 compiler report" quoted in kernels/fusion.py and docs/benchmarks.md). It uses the Triton installed
 here, so for the GPU machine's numbers run it with Triton 3.6 (a venv with triton==3.6.*).
 
     PYTHONPATH=. python scripts/fusion_compile_report.py [forward forward_saving backward_rows backward_gaussians weight_grads]
 
-Environment: CONFIG=F,Hd[,colours] picks other widths; LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
+Each kernel compiles at its default launch on an sm_90 device (227 KB of shared memory a program), whatever
+this machine has. Environment: CONFIG=F,Hd[,colours] picks other widths, DOT=fp16 the fp16 tl.dot operands
+(float32 saved rows); LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
 replaces a kernel's launch; SAVE=0 compiles "forward" without saving activations (it saves by default, as
 "forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with delta.
 """
+import dataclasses
 import os
 import re
 import subprocess
 import sys
 import tempfile
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -23,7 +28,7 @@ from instant4d.kernels import fusion
 from instant4d.kernels.fusion import FusionConfig, _constexprs
 from fusion_launch_env import launch_from_env
 
-BF16_POINTERS = {"saved_ptr", "ln_ptr", "grads_ptr"}  # saved_dtype buffers with the default operands
+SAVED_POINTERS = {"saved_ptr", "ln_ptr", "grads_ptr"}  # saved_dtype buffers
 KERNELS = {"forward": fusion._fusion_forward_kernel, "forward_saving": fusion._fusion_forward_kernel,
            "backward_rows": fusion._backward_rows_kernel,
            "backward_gaussians": fusion._backward_gaussians_kernel, "weight_grads": fusion._weight_grad_kernel}
@@ -31,7 +36,9 @@ KERNELS = {"forward": fusion._fusion_forward_kernel, "forward_saving": fusion._f
 
 def report(name: str, config: FusionConfig) -> str:
     kernel = KERNELS[name]
-    launch = launch_from_env(config, name)
+    # the default as on an sm_90 device (227 KB of shared memory a program), not this machine's
+    launch = (launch_from_env(config, name) if os.environ.get("LAUNCH_" + name.upper())
+              else fusion._default_launch(config, name, False, True))
     constexprs = dict(_constexprs(config, launch, "forward" if name == "forward_saving" else name))
     warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     max_registers = constexprs.pop("maxnreg", None)
@@ -42,8 +49,9 @@ def report(name: str, config: FusionConfig) -> str:
                           TMA_SAVE=saving or (save and os.environ.get("TMA", "1") == "1"))
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=False)
+    saved = "*bf16" if fusion.saved_dtype(config) == torch.bfloat16 else "*fp32"
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
-                 "*bf16" if a in BF16_POINTERS else "*fp32" for a in kernel.arg_names}
+                 saved if a in SAVED_POINTERS else "*fp32" for a in kernel.arg_names}
     # pointers 16-byte aligned and N a multiple of 16, as Triton specialises the benchmarks' calls
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(kernel.arg_names)
              if signature[a].startswith("*") or a == "N"}
@@ -60,11 +68,11 @@ def report(name: str, config: FusionConfig) -> str:
     field = lambda key: re.search(key + r":(\d+)", usage).group(1)  # noqa: E731
     return (f"{name} {launch} registers {field('REG')} stack {field('STACK')} instructions "
             f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')} "
-            f"LDGSTS {sass.count('LDGSTS')} "
-            f"shared {compiled.metadata.shared}")
+            f"LDGSTS {sass.count('LDGSTS')} shared {compiled.metadata.shared}")
 
 
 if __name__ == "__main__":
     config = FusionConfig(*map(int, os.environ["CONFIG"].split(","))) if os.environ.get("CONFIG") else FusionConfig()
+    config = dataclasses.replace(config, dot_operands=os.environ.get("DOT", config.dot_operands))
     for name in sys.argv[1:] or KERNELS:
         print(report(name, config), flush=True)
