@@ -10,7 +10,8 @@ Each kernel compiles at its default launch on an sm_90 device (227 KB of shared 
 this machine has. Environment: CONFIG=F,Hd[,colours] picks other widths, DOT=fp16 the fp16 tl.dot operands
 (float32 saved rows); LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
 replaces a kernel's launch; SAVE=0 compiles "forward" without saving activations (it saves by default, as
-"forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with delta.
+"forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with the delta output (and its
+gradient in the backward kernels).
 """
 import dataclasses
 import os
@@ -48,7 +49,7 @@ def report(name: str, config: FusionConfig) -> str:
         constexprs.update(RETURN_DELTA=os.environ.get("DELTA") == "1", SAVE=save,
                           TMA_SAVE=saving or (save and os.environ.get("TMA", "1") == "1"))
     if name in ("backward_rows", "weight_grads"):
-        constexprs.update(HAS_V_DELTA=False)
+        constexprs.update(HAS_V_DELTA=os.environ.get("DELTA") == "1")
     saved = "*bf16" if fusion.saved_dtype(config) == torch.bfloat16 else "*fp32"
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
                  saved if a in SAVED_POINTERS else "*fp32" for a in kernel.arg_names}

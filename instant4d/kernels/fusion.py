@@ -228,7 +228,7 @@ def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
     one program per multiprocessor, where the device gives a program the shared memory it takes). Larger
     tiles take the shapes that the compiler's report for sm_90 shows fitting with the fewest spills (not
     timed)."""
-    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program() >= 160 * 1024)
+    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program() >= 224 * 1024)
 
 
 @functools.lru_cache(maxsize=None)
@@ -271,8 +271,9 @@ def _default_launch(config: FusionConfig, kernel: str, interpreter: bool, large_
         # replayed from a CUDA graph 0.403 -> 0.388 ms, eight frames 2.445 -> 2.402 at 64 / 4 / 3 / 2 (the
         # flat loop at two stages: 0.405 / 2.472, at one: 0.416 / 2.926); then one 8-warp program a
         # multiprocessor (at most 223 registers, sm_90): 0.389 -> 0.384 at B = 1, and half the partial rows
-        # to sum (H100, 2026-11-26 23:18-23:35 UTC). It takes 140 KB of shared memory with bf16 operands
-        # (A100 and Hopper); float32 rows (fp16 operands) or a smaller device keep two 4-warp programs
+        # to sum (H100, 2026-11-26 23:18-23:35 UTC). With bf16 rows it takes up to 210 KB of shared memory
+        # (with the delta output's gradient; 140 KB without; sm_90), which Hopper's 227 KB a program holds;
+        # float32 rows (fp16 operands: 272 KB) or a device with less keep two 4-warp programs
         "weight_grads": FusionLaunch(128, 8, 3, 1) if small and large_shared and config.dot_operands == "bf16"
         else FusionLaunch(64, 4, 2, 2) if small else FusionLaunch(64, 8, 2, 1),
     }[kernel]
