@@ -91,6 +91,8 @@ def check_against_twin(config, n, b, dtype, seed):
 @example(n=0, b=2, feature_dim=48, hidden_dim=96, color_dim=3, dtype=torch.float32, dot_operands="fp16", seed=0)
 @example(n=1, b=1, feature_dim=48, hidden_dim=96, color_dim=3, dtype=torch.float32, dot_operands="fp16", seed=1)
 @example(n=40, b=1, feature_dim=48, hidden_dim=96, color_dim=3, dtype=torch.float32, dot_operands="bf16", seed=2)
+# several blocks per chunk of the weight-gradient kernel, each over three frames (its loop over (block, frame))
+@example(n=67, b=3, feature_dim=48, hidden_dim=96, color_dim=3, dtype=torch.float32, dot_operands="bf16", seed=3)
 def test_triton_matches_twin(interpret_triton, n, b, feature_dim, hidden_dim, color_dim, dtype, dot_operands, seed):
     config = FusionConfig(feature_dim=feature_dim, hidden_dim=hidden_dim, color_dim=color_dim,
                           dot_operands=dot_operands, offset_scale=0.2, max_scale=0.05)
