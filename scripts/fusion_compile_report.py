@@ -11,7 +11,7 @@ this machine has. Environment: CONFIG=F,Hd[,colours] picks other widths, DOT=fp1
 (float32 saved rows); LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
 replaces a kernel's launch; SAVE=0 compiles "forward" without saving activations (it saves by default, as
 "forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with the delta output (and its
-gradient in the backward kernels).
+gradient in the backward kernels), ONE_FRAME=1 the per-Gaussian kernel as one frame (B = 1) compiles it.
 """
 import dataclasses
 import os
@@ -50,6 +50,8 @@ def report(name: str, config: FusionConfig) -> str:
                           TMA_SAVE=saving or (save and os.environ.get("TMA", "1") == "1"))
     if name in ("backward_rows", "weight_grads"):
         constexprs.update(HAS_V_DELTA=os.environ.get("DELTA") == "1")
+    if name == "backward_gaussians":
+        constexprs.update(SUM_ANCHORS=os.environ.get("ONE_FRAME") != "1")
     saved = "*bf16" if fusion.saved_dtype(config) == torch.bfloat16 else "*fp32"
     signature = {a: "constexpr" if a in constexprs else "i32" if not a.endswith("_ptr") else
                  saved if a in SAVED_POINTERS else "*fp32" for a in kernel.arg_names}

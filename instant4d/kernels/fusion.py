@@ -604,7 +604,7 @@ if triton is not None:
     @triton.jit
     def _fusion_forward_kernel(
         features_ptr, motion_basis_ptr, anchors_ptr, scale_shift_ptr, weights_ptr,
-        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, ln_ptr, N, B,
+        means_ptr, quats_ptr, scales_ptr, opacities_ptr, colors_ptr, delta_ptr, saved_ptr, ln_ptr, rstd_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, D: tl.constexpr, O: tl.constexpr,
         FP: tl.constexpr, HA: tl.constexpr, HB: tl.constexpr, OP: tl.constexpr, DOT: tl.constexpr,
         OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, DELTA_SCALE: tl.constexpr, LN_EPS: tl.constexpr,
@@ -641,10 +641,15 @@ if triton is not None:
             row0 = tl.cast(b, tl.int64) * N + first
             # what the backward takes is stored as soon as it exists, so that no tile stays live
             # across the later layers for its store (saving, the forward is at the register limit)
-            ln, _ = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
+            ln, rstd = _layer_norm(_rows(motion_basis_ptr, rows, row_ok, F, FP, F), F, FP, LN_EPS)
             if SAVE:
                 if b == 0:
                     _store_rows(ln_ptr, ln, rows, row_ok, F, FP, F)
+                    # 1 / std from the threads of the tile's column 0, in the registers that hold it: a
+                    # row vector's tl.store had made the one-frame saving forward 3-5 us slower (H100)
+                    c = tl.arange(0, FP)[None, :]
+                    _store_in_place(rstd_ptr + rows[:, None] + c, tl.broadcast_to(rstd[:, None], (BLOCK_N, FP)),
+                                    row_ok[:, None] & (c == 0))
             x = ln * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :] + _vec(scale_shift_ptr + b * 2 * F + F, F, FP)[None, :]
             h = _mm(x, w_in, u_in, DOT) + _vec(b_in_ptr, F, FP)[None, :]
             a1a, a1b, y = _two_layer(h, w1a, u1a, w1b, u1b, b1_ptr, w2a, u2a, w2b, u2b, HD, HA, HB, DOT)
@@ -810,15 +815,17 @@ if triton is not None:
 
     @triton.jit
     def _backward_gaussians_kernel(
-        motion_basis_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
+        ln_ptr, rstd_ptr, scale_shift_ptr, weights_ptr, v_means_ptr, grads_ptr,
         v_motion_basis_ptr, v_anchors_ptr, N, B,
         F: tl.constexpr, HD: tl.constexpr, O: tl.constexpr, FP: tl.constexpr, GW: tl.constexpr,
-        DOT: tl.constexpr, LN_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+        DOT: tl.constexpr, SUM_ANCHORS: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         """Backward, part 2: the per-Gaussian gradients summed over the frames of a block:
-        v_motion_basis through the LayerNorm backward (linear: once on the frame sum) from part 1's
-        stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to), and v_anchors (v_features
-        comes from part 3's W2 program). Nothing is summed across the block's rows (v_scale_shift
+        v_motion_basis through the LayerNorm backward (linear: once on the frame sum, from the
+        forward's saved LayerNorm(m) and 1 / std, 100 bytes a row where m in float32 and its statistics
+        again took 192) from part 1's stored d/dh rows (bf16: the tl.dot operands part 1 rounds them to),
+        and with SUM_ANCHORS (B > 1; one frame's v_anchors is its v_means) v_anchors (v_features comes
+        from part 3's W2 program). Nothing is summed across the block's rows (v_scale_shift
         comes from part 3's per-frame sums): per-frame cross-warp sums and atomics had made this
         kernel spill and wait on L1 (Nsight Compute, B = 8)."""
         w_in_ptr, _, _, _, _, _, _, _, _, _ = _weight_ptrs(weights_ptr, F, HD, O)
@@ -833,14 +840,17 @@ if triton is not None:
                 row0 = tl.cast(b, tl.int64) * N + block * BLOCK_N  # the block's first row in frame b
                 v_x = _mm(_stored_rows(grad_h + row0 * GW, r, r_ok, F, FP, GW), w_in_t, u_in_t, DOT)
                 v_ln += v_x * _vec(scale_shift_ptr + b * 2 * F, F, FP)[None, :]
-                v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
-            m_ptr = motion_basis_ptr + block * BLOCK_N * F  # N * F < 2^31
-            ln, rstd = _layer_norm(_rows(m_ptr, r, r_ok, F, FP, F), F, FP, LN_EPS)
+                if SUM_ANCHORS:
+                    v_p += _rows(v_means_ptr + row0 * 3, r, r_ok, 3, 4, 3)
+            first = block * BLOCK_N  # N * F < 2^31
+            ln = _rows(ln_ptr + first * F, r, r_ok, F, FP, F)
+            rstd = tl.load(rstd_ptr + first + r, mask=r_ok, other=0.0)
             mean_v = tl.sum(v_ln, axis=1) / F
             mean_v_ln = tl.sum(v_ln * ln, axis=1) / F
             v_m = rstd[:, None] * (v_ln - mean_v[:, None] - ln * mean_v_ln[:, None])
-            _store_rows(v_motion_basis_ptr + block * BLOCK_N * F, v_m, r, r_ok, F, FP, F)
-            _store_rows(v_anchors_ptr + block * BLOCK_N * 3, v_p, r, r_ok, 3, 4, 3)
+            _store_rows(v_motion_basis_ptr + first * F, v_m, r, r_ok, F, FP, F)
+            if SUM_ANCHORS:
+                _store_rows(v_anchors_ptr + first * 3, v_p, r, r_ok, 3, 4, 3)
 
     @triton.jit
     def _with_ones_column(x, K, KP: tl.constexpr):
@@ -1069,8 +1079,7 @@ def _constexprs(config: FusionConfig, launch: FusionLaunch, kernel: str) -> dict
                             BLOCK_R=launch.block_n)
     if kernel == "backward_gaussians":
         del sizes["OP"], sizes["HP"]
-        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, LN_EPS=config.layer_norm_eps,
-                            BLOCK_N=launch.block_n)
+        return sizes | dict(GW=grad_width(config), DOT=config.dot_operands, BLOCK_N=launch.block_n)
     sizes |= dict(zip(("HA", "HB"), hidden_tiles(config.hidden_dim, sizes.pop("HP"))))
     sizes |= dict(DOT=config.dot_operands, BLOCK_N=launch.block_n)
     sizes |= dict(D=config.color_dim, OFFSET_SCALE=config.offset_scale, MAX_SCALE=config.max_scale,
@@ -1135,8 +1144,8 @@ def op_forward(
     launch: Optional[FusionLaunch] = None,
 ) -> tuple[tuple[Tensor, ...], Optional[tuple[Tensor, Tensor]]]:
     """Launch the forward kernel on contiguous inputs: ((means, quats, scales, opacities, colors[,
-    delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width],
-    LayerNorm(m) [N, F]) in saved_dtype, else None)."""
+    delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width] and
+    LayerNorm(m) [N, F] in saved_dtype, its 1 / std [N] float32), else None)."""
     n, b = features.shape[0], scale_shift.shape[0]
     tma_save = save and saves_by_descriptor(config, features.device)
     launch = launch or default_launch(config, "forward_saving" if tma_save else "forward")
@@ -1147,10 +1156,11 @@ def op_forward(
     saved = None
     if save:
         saved = (torch.empty(b, n, saved_width(config), device=features.device, dtype=saved_dtype(config)),
-                 torch.empty(n, config.feature_dim, device=features.device, dtype=saved_dtype(config)))
+                 torch.empty(n, config.feature_dim, device=features.device, dtype=saved_dtype(config)),
+                 torch.empty(n, device=features.device, dtype=torch.float32))
     # pointers the kernel does not touch (no delta, nothing saved) are bound to an output
     delta_arg = outputs[0] if delta is None else delta
-    saved_args = saved if save else (outputs[0], outputs[0])
+    saved_args = saved if save else (outputs[0], outputs[0], outputs[0])
     if tma_save and features.is_cuda:
         ensure_allocator()
     launch_kernel(_fusion_forward_kernel, _grid(n, features.device, launch),
@@ -1164,7 +1174,7 @@ def op_backward(
     motion_basis: Tensor,  # [N, F]
     scale_shift: Tensor,  # [B, 2F]
     weights: Tensor,  # [P] float32, FusionWeights.packed
-    saved: tuple[Tensor, Tensor],  # ([B, N, saved_width], LayerNorm(m) [N, F]) from op_forward
+    saved: tuple[Tensor, Tensor, Tensor],  # ([B, N, saved_width], LayerNorm(m) [N, F], 1 / std [N]) from op_forward
     config: FusionConfig,
     v_outputs: tuple[Tensor, ...],  # v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_colors [B,N,D][, v_delta [B,N,F]]
     launches: tuple[Optional[FusionLaunch], Optional[FusionLaunch], Optional[FusionLaunch]] = (None, None, None),
@@ -1182,7 +1192,7 @@ def op_backward(
     gaussians_grid = _grid(n, device, gaussians_launch)
     weights_grid = _grid(n, device, weights_launch, WEIGHT_GROUPS)
     new = dict(device=device, dtype=motion_basis.dtype)
-    v_features, v_motion_basis, v_anchors = torch.empty(n, f, **new), torch.empty(n, f, **new), torch.empty(n, 3, **new)
+    v_features, v_motion_basis = torch.empty(n, f, **new), torch.empty(n, f, **new)
     grads = torch.empty(b, n, grad_width(config), device=device, dtype=saved_dtype(config))
     chunks = weights_grid[0] // WEIGHT_GROUPS
     decoder_out = config.hidden_dim * config.out_dim + config.out_dim  # D2 and e2: the packed layout's tail
@@ -1192,7 +1202,9 @@ def op_backward(
     v_outputs = [v.contiguous() for v in v_outputs]
     has_v_delta = len(v_outputs) == 6
     v_delta = v_outputs[5] if has_v_delta else v_outputs[0]  # (bound to an unread pointer without it)
-    activations, ln = saved
+    activations, ln, rstd = saved
+    # one frame's v_anchors is its v_means (several: their sum over the frames, by the per-Gaussian kernel)
+    v_anchors = v_outputs[0][0] if b == 1 else torch.empty(n, 3, **new)
     launch_kernel(_backward_rows_kernel, rows_grid,
         activations, weights, *v_outputs[:5], v_delta, grads, d2_partials, n, b, HAS_V_DELTA=has_v_delta,
         **_constexprs(config, rows_launch, "backward_rows"),
@@ -1207,16 +1219,16 @@ def op_backward(
         activations, ln, grads, scale_shift, weights, v_delta, d2_partials, partials, v_features, n, b, rows_grid[0],
         HAS_V_DELTA=has_v_delta, **_constexprs(config, weights_launch, "weight_grads"),
     )
-    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-        launch_kernel(_backward_gaussians_kernel, gaussians_grid,
-            motion_basis, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
-            n, b, **_constexprs(config, gaussians_launch, "backward_gaussians"),
-        )
-    if side is not None:
-        main.wait_stream(side)  # before any later work on the main stream reads or frees these tensors
     totals = torch.empty(partials.shape[1], device=device, dtype=torch.float32)
     launch_kernel(_sum_partials_kernel, (cdiv(totals.numel(), SUM_COLUMNS),), partials, totals, chunks, totals.numel(),
                   BLOCK_C=SUM_COLUMNS, num_warps=4)
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        launch_kernel(_backward_gaussians_kernel, gaussians_grid,
+            ln, rstd, scale_shift, weights, v_outputs[0], grads, v_motion_basis, v_anchors,
+            n, b, SUM_ANCHORS=b > 1, **_constexprs(config, gaussians_launch, "backward_gaussians"),
+        )
+    if side is not None:
+        main.wait_stream(side)  # before any later work on the main stream reads or frees these tensors
     return v_features, v_motion_basis, v_anchors, totals[p:].view(b, 2 * f).to(scale_shift.dtype), totals[:p]
 
 
