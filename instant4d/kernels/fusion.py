@@ -39,7 +39,7 @@ d/dz2); the one weight gradient it forms itself is the decoder's last layer's (D
 [Hd, O] accumulator per program, into a row of [programs, Hd * O + O]), since it holds both factors and
 d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their gradients (v_p,
 v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward, linear, runs once
-per block on the frame sum), with no sum across rows; it runs on a second stream beside
+per block on the frame sum, from the forward's saved LayerNorm(m) and 1 / std), with no sum across rows; it runs on a second stream beside
 ``_weight_grad_kernel``, in the multiprocessors that the weight groups leave as they finish
 (op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100, 2026-11-26).
 ``_weight_grad_kernel`` forms the other weight gradients as X^T dY over all B * N rows (saved
@@ -1100,7 +1100,7 @@ def hidden_tiles(hidden_dim: int, hp: int) -> tuple[int, int]:
 
 def saved_width(config: FusionConfig) -> int:
     """Activations the forward saves per Gaussian and frame for the backward: f' and the softplus of
-    the fusion MLP's hidden layer (and LayerNorm(m) once per Gaussian, beside them)."""
+    the fusion MLP's hidden layer (and LayerNorm(m) and its 1 / std once per Gaussian, beside them)."""
     return config.feature_dim + config.hidden_dim
 
 
