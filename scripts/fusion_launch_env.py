@@ -7,9 +7,9 @@ from instant4d.kernels import fusion
 _default_launch = fusion.default_launch
 
 
-def launch_from_env(config: fusion.FusionConfig, kernel: str) -> fusion.FusionLaunch:
+def launch_from_env(config: fusion.FusionConfig, kernel: str, device=None) -> fusion.FusionLaunch:
     env = os.environ.get("LAUNCH_" + kernel.upper())
-    return fusion.FusionLaunch(*map(int, env.split(","))) if env else _default_launch(config, kernel)
+    return fusion.FusionLaunch(*map(int, env.split(","))) if env else _default_launch(config, kernel, device)
 
 
 def use_launches_from_env() -> None:

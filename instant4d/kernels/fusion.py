@@ -222,21 +222,30 @@ INTERPRETER_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, program
 INTERPRETER_WEIGHT_GRADS_LAUNCH = FusionLaunch(block_n=16, num_warps=4, num_stages=1, programs_per_sm=10)  # 2 chunks
 
 
-def default_launch(config: FusionConfig, kernel: str) -> FusionLaunch:
-    """The launch of each kernel (one of KERNELS) for this config: for F <= 64, Hd <= 128 the
-    fastest of the sweeps on an H100 (docs/benchmarks.md; the weight-gradient kernel's is one wave of
-    one program per multiprocessor, where the device gives a program the shared memory it takes). Larger
-    tiles take the shapes that the compiler's report for sm_90 shows fitting with the fewest spills (not
-    timed)."""
-    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program() >= 224 * 1024)
+def default_launch(config: FusionConfig, kernel: str, device: Optional[torch.device] = None) -> FusionLaunch:
+    """The launch of each kernel (one of KERNELS) for this config on ``device`` (default: the current
+    CUDA device): for F <= 64, Hd <= 128 the fastest of the sweeps on an H100 (docs/benchmarks.md; the
+    weight-gradient kernel's is one wave of one program per multiprocessor, where the device gives a program
+    the shared memory it takes). Larger tiles take the shapes that the compiler's report for sm_90 shows
+    fitting with the fewest spills (not timed)."""
+    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program(_cuda_index(device)) >= 224 * 1024)
+
+
+def _cuda_index(device: Optional[torch.device]) -> Optional[int]:
+    """The CUDA device index that ``device`` names (None: the current one), None off CUDA."""
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_available() else None
+    if device.type != "cuda":
+        return None
+    return torch.cuda.current_device() if device.index is None else device.index
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_memory_per_program() -> int:
-    """Bytes of shared memory one program may take on the current CUDA device (0 without one)."""
-    if triton is None or interpreting() or not torch.cuda.is_available():
+def _shared_memory_per_program(index: Optional[int]) -> int:
+    """Bytes of shared memory one program may take on CUDA device ``index`` (0 for None)."""
+    if triton is None or interpreting() or index is None:
         return 0
-    return triton.runtime.driver.active.utils.get_device_properties(torch.cuda.current_device())["max_shared_mem"]
+    return triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -1148,7 +1157,7 @@ def op_forward(
     LayerNorm(m) [N, F] in saved_dtype, its 1 / std [N] float32), else None)."""
     n, b = features.shape[0], scale_shift.shape[0]
     tma_save = save and saves_by_descriptor(config, features.device)
-    launch = launch or default_launch(config, "forward_saving" if tma_save else "forward")
+    launch = launch or default_launch(config, "forward_saving" if tma_save else "forward", features.device)
     new = dict(device=features.device, dtype=features.dtype)
     outputs = (torch.empty(b, n, 3, **new), torch.empty(b, n, 4, **new), torch.empty(b, n, 3, **new),
                torch.empty(b, n, **new), torch.empty(b, n, config.color_dim, **new))
@@ -1185,9 +1194,9 @@ def op_backward(
     in the packed layout)."""
     n, b, f = motion_basis.shape[0], scale_shift.shape[0], config.feature_dim
     device = motion_basis.device
-    rows_launch = launches[0] or default_launch(config, "backward_rows")
-    gaussians_launch = launches[1] or default_launch(config, "backward_gaussians")
-    weights_launch = launches[2] or default_launch(config, "weight_grads")
+    rows_launch = launches[0] or default_launch(config, "backward_rows", device)
+    gaussians_launch = launches[1] or default_launch(config, "backward_gaussians", device)
+    weights_launch = launches[2] or default_launch(config, "weight_grads", device)
     rows_grid = _grid(b * n, device, rows_launch)  # work items (block, frame): at most one program an item
     gaussians_grid = _grid(n, device, gaussians_launch)
     weights_grid = _grid(n, device, weights_launch, WEIGHT_GROUPS)
