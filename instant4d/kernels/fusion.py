@@ -39,9 +39,10 @@ d/dz2); the one weight gradient it forms itself is the decoder's last layer's (D
 [Hd, O] accumulator per program, into a row of [programs, Hd * O + O]), since it holds both factors and
 d/da is narrow. ``_backward_gaussians_kernel`` walks blocks of Gaussians and sums their gradients (v_p,
 v_m) over the frames from the stored d/dh rows and v_means (the LayerNorm backward, linear, runs once
-per block on the frame sum, from the forward's saved LayerNorm(m) and 1 / std), with no sum across rows; it runs on a second stream beside
-``_weight_grad_kernel``, in the multiprocessors that the weight groups leave as they finish
-(op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100, 2026-11-26).
+per block on the frame sum, from the forward's saved LayerNorm(m) and 1 / std), with no sum across rows;
+it runs on a second stream beside ``_weight_grad_kernel``, in the multiprocessors that the weight groups
+leave as they finish (op_backward at 200k, B = 8: 2.004 against 1.952 ms one after the other; H100,
+2026-11-26).
 ``_weight_grad_kernel`` forms the other weight gradients as X^T dY over all B * N rows (saved
 activations X, stored gradients dY; biases as column sums of dY, from the same tl.dot through a column
 of ones in X's padding), one weight per program and chunks of Gaussians per weight (every frame of them,
@@ -228,7 +229,8 @@ def default_launch(config: FusionConfig, kernel: str, device: Optional[torch.dev
     weight-gradient kernel's is one wave of one program per multiprocessor, where the device gives a program
     the shared memory it takes). Larger tiles take the shapes that the compiler's report for sm_90 shows
     fitting with the fewest spills (not timed)."""
-    return _default_launch(config, kernel, interpreting(), _shared_memory_per_program(_cuda_index(device)) >= 224 * 1024)
+    large_shared = _shared_memory_per_program(_cuda_index(device)) >= 224 * 1024
+    return _default_launch(config, kernel, interpreting(), large_shared)
 
 
 def _cuda_index(device: Optional[torch.device]) -> Optional[int]:
@@ -1151,7 +1153,7 @@ def op_forward(
     return_delta: bool,
     save: bool = False,
     launch: Optional[FusionLaunch] = None,
-) -> tuple[tuple[Tensor, ...], Optional[tuple[Tensor, Tensor]]]:
+) -> tuple[tuple[Tensor, ...], Optional[tuple[Tensor, Tensor, Tensor]]]:
     """Launch the forward kernel on contiguous inputs: ((means, quats, scales, opacities, colors[,
     delta]), when ``save`` what the backward takes: (the saved activations [B, N, saved_width] and
     LayerNorm(m) [N, F] in saved_dtype, its 1 / std [N] float32), else None)."""
