@@ -6,13 +6,20 @@ error of the same twin run in float32, plus rtol 1e-4 / atol 1e-6 of rounding no
 the quantity's largest magnitude for gradients). Expected depth divides by alpha and the 2D covariance
 inverse can be ill-conditioned, so a fixed absolute bound would be either loose or flaky; the float32
 twin measures what float32 itself costs on each drawn scene. Radii are integers and must be equal.
+Gradients get 10x instead of 3x: the compositing backward walks each tile back to front (as gsplat's
+does), recovering the transmittance by division and "everything behind" by a running sum, so its float32
+error follows the terms that dL/dalpha = T u - R / (1 - alpha) cancels, not the result, which the
+front-to-back twin does not share. Over 120 random scenes of this test's strategy (2026-11-27, CPU,
+interpreter) the largest gradient error was 7.1x the float32 twin's (quaternions, RGB+ED, antialiased:
+the expected-depth channel's 1 / alpha makes those terms large; the example below), the next 2.2x; a
+200-example run of this test had found 3.7x (the other example). A wrong gradient is off by far more.
 """
 
 import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import instant4d
 from instant4d.gaussians import random_scene
@@ -47,6 +54,10 @@ def render_with_grads(scene, backend, dtype, **kwargs):
     with_background=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+@example(n=9, width=24, height=13, n_cameras=1, color_mode="features5", render_mode="RGB+ED",
+         rasterize_mode="antialiased", packed=False, with_background=False, seed=27097)
+@example(n=40, width=28, height=29, n_cameras=1, color_mode="sh1", render_mode="RGB+ED",
+         rasterize_mode="antialiased", packed=False, with_background=False, seed=1)
 def test_triton_matches_twin(interpret_triton, n, width, height, n_cameras, color_mode, render_mode, rasterize_mode,
                              packed, with_background, seed):
     sh_degree = int(color_mode[2:]) if color_mode.startswith("sh") else None
@@ -64,7 +75,8 @@ def test_triton_matches_twin(interpret_triton, n, width, height, n_cameras, colo
     for key in LEAVES:
         e = expected[3][key]
         scale = float(e.abs().max()) if e.numel() else 1.0
-        assert_close_to_twin(actual[3][key], e, twin32[3][key], f"grad {key}", atol=1e-6 * max(scale, 1e-6))
+        assert_close_to_twin(actual[3][key], e, twin32[3][key], f"grad {key}", factor=10.0,
+                             atol=1e-6 * max(scale, 1e-6))
 
 
 def test_meta_matches_gsplat_surface():
