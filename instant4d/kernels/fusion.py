@@ -229,25 +229,18 @@ def default_launch(config: FusionConfig, kernel: str, device: Optional[torch.dev
     weight-gradient kernel's is one wave of one program per multiprocessor, where the device gives a program
     the shared memory it takes). Larger tiles take the shapes that the compiler's report for sm_90 shows
     fitting with the fewest spills (not timed)."""
-    large_shared = _shared_memory_per_program(_cuda_index(device)) >= 224 * 1024
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    large_shared = _shared_memory_per_program(device) >= 224 * 1024
     return _default_launch(config, kernel, interpreting(), large_shared)
 
 
-def _cuda_index(device: Optional[torch.device]) -> Optional[int]:
-    """The CUDA device index that ``device`` names (None: the current one), None off CUDA."""
-    if device is None:
-        return torch.cuda.current_device() if torch.cuda.is_available() else None
-    if device.type != "cuda":
-        return None
-    return torch.cuda.current_device() if device.index is None else device.index
-
-
 @functools.lru_cache(maxsize=None)
-def _shared_memory_per_program(index: Optional[int]) -> int:
-    """Bytes of shared memory one program may take on CUDA device ``index`` (0 for None)."""
-    if triton is None or interpreting() or index is None:
+def _shared_memory_per_program(device: torch.device) -> int:
+    """Bytes of shared memory one program may take on a CUDA device (its opt-in limit; 0 elsewhere)."""
+    if interpreting() or device.type != "cuda":
         return 0
-    return triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
 @functools.lru_cache(maxsize=None)
