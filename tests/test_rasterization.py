@@ -10,9 +10,10 @@ Gradients get 10x instead of 3x: the compositing backward walks each tile back t
 does), recovering the transmittance by division and "everything behind" by a running sum, so its float32
 error follows the terms that dL/dalpha = T u - R / (1 - alpha) cancels, not the result, which the
 front-to-back twin does not share. Over 120 random scenes drawn like this test's (9 or 40 Gaussians,
-unpacked, no background; 2026-11-27, CPU, interpreter) the largest gradient error was 7.1x the float32 twin's (quaternions, RGB+ED, antialiased:
-the expected-depth channel's 1 / alpha makes those terms large; the example below), the next 2.2x; a
-200-example run of this test had found 3.7x (the other example). A wrong gradient is off by far more.
+unpacked, no background; 2026-11-27, CPU, interpreter) the largest gradient error was 7.1x the float32
+twin's (quaternions, RGB+ED, antialiased: the expected-depth channel's 1 / alpha makes those terms large;
+the first example below), the next 2.2x; a 200-example run of this test had found 3.7x (the second
+example). A wrong gradient is off by far more.
 """
 
 import math
