@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from . import shapes
-from .kernels.composite import rasterize_to_pixels
-from .kernels.intersect import intersect_tiles
-from .kernels.projection import fully_fused_projection
+from .backend import resolve_backend
+from .kernels.composite import composite_checked
+from .kernels.intersect import intersect_checked
+from .kernels.projection import project_checked
 from .kernels.spherical_harmonics import spherical_harmonics
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
@@ -134,22 +135,24 @@ def rasterization(
 
     if not isinstance(means, Tensor) or means.dim() < 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be a tensor of shape [..., N, 3], got {getattr(means, 'shape', means)!r}")
-    shapes.check_tensor("means", means, tuple(means.shape))
+    # one dtype, float32 or float64 (the projection's rule)
+    shapes.check_tensor("means", means, tuple(means.shape), dtypes=(torch.float32, torch.float64))
     device = means.device
+    same = dict(dtypes=(means.dtype,), device=device)
     batch_dims = tuple(means.shape[:-2])
     n = means.shape[-2]
-    shapes.check_tensor("viewmats", viewmats, batch_dims + (None, 4, 4), device=device)
+    shapes.check_tensor("viewmats", viewmats, batch_dims + (None, 4, 4), **same)
     n_cameras = viewmats.shape[-3]
-    shapes.check_tensor("Ks", Ks, batch_dims + (n_cameras, 3, 3), device=device)
-    shapes.check_tensor("opacities", opacities, batch_dims + (n,), device=device)
+    shapes.check_tensor("Ks", Ks, batch_dims + (n_cameras, 3, 3), **same)
+    shapes.check_tensor("opacities", opacities, batch_dims + (n,), **same)
     if covars is None:
         if quats is None or scales is None:
             raise ValueError("quats and scales are required unless covars is given")
-        shapes.check_tensor("quats", quats, batch_dims + (n, 4), device=device)
-        shapes.check_tensor("scales", scales, batch_dims + (n, 3), device=device)
+        shapes.check_tensor("quats", quats, batch_dims + (n, 4), **same)
+        shapes.check_tensor("scales", scales, batch_dims + (n, 3), **same)
         covars_upper = None
     else:
-        shapes.check_tensor("covars", covars, batch_dims + (n, 3, 3), device=device)
+        shapes.check_tensor("covars", covars, batch_dims + (n, 3, 3), **same)
         quats = scales = None
         covars_upper = covars[..., [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]  # [..., N, 6]
     n_batch = len(batch_dims)
@@ -175,13 +178,12 @@ def rasterization(
         channels_expected = channels_in if render_mode.startswith("RGB") else None
         shapes.check_tensor("backgrounds", backgrounds, batch_dims + (n_cameras, channels_expected), device=device)
 
+    # the stages' own checks are those above, so they are called unchecked, with one backend for all
+    backend = resolve_backend(backend, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
     n_batches = math.prod(batch_dims)
     n_images = n_batches * n_cameras
-    proj = fully_fused_projection(
-        means, covars_upper, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
-        far_plane=far_plane, radius_clip=radius_clip, packed=packed, calc_compensations=rasterize_mode == "antialiased",
-        opacities=opacities, backend=backend,
-    )
+    proj = project_checked(means, covars_upper, quats, scales, viewmats, Ks, width, height, eps2d, near_plane,
+                           far_plane, radius_clip, packed, rasterize_mode == "antialiased", opacities, backend)
     meta: dict[str, Any] = {}
     if packed:
         batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations = proj
@@ -189,7 +191,7 @@ def rasterization(
         image_ids = batch_ids * n_cameras + camera_ids
     else:
         radii, means2d, depths, conics, compensations = proj
-        opacities = torch.broadcast_to(opacities[..., None, :], batch_dims + (n_cameras, n))  # [..., C, N]
+        opacities = _per_camera(opacities, -2, n_cameras)  # [..., C, N]
         batch_ids = camera_ids = gaussian_ids = image_ids = None
     if compensations is not None:
         opacities = opacities * compensations
@@ -209,26 +211,27 @@ def rasterization(
 
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
-    tiles_per_gauss, isect_ids, flatten_ids, isect_offsets, n_isects = intersect_tiles(
-        means2d, radii, depths, tile_size, tile_width, tile_height, packed=packed, n_images=n_images,
-        image_ids=image_ids, gaussian_ids=gaussian_ids, max_intersections=max_intersections, conics=conics,
-        opacities=opacities, backend=backend,
-    )
+    tiles_per_gauss, isect_ids, flatten_ids, isect_offsets, n_isects = intersect_checked(
+        means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids, gaussian_ids,
+        max_intersections, conics, opacities, backend)
     n_isects = None if max_intersections is None else n_isects
-    isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
+    if batch_dims:  # [I, TH, TW] -> [..., C, TH, TW]
+        isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
     meta.update(tile_width=tile_width, tile_height=tile_height, tiles_per_gauss=tiles_per_gauss,
                 isect_ids=isect_ids, flatten_ids=flatten_ids, isect_offsets=isect_offsets, width=width,
                 height=height, tile_size=tile_size, n_batches=n_batches, n_cameras=n_cameras, n_isects=n_isects)
 
     def composite(chunk: slice) -> tuple[Tensor, Tensor]:
-        return rasterize_to_pixels(
-            means2d, conics, colors[..., chunk], opacities, width, height, tile_size, isect_offsets, flatten_ids,
-            backgrounds=None if backgrounds is None else backgrounds[..., chunk], packed=packed,
-            absgrad=absgrad, n_isects=n_isects, deterministic=deterministic, backend=backend)
+        whole = chunk == slice(None)  # (no slicing op: each costs the host a few us)
+        return composite_checked(
+            means2d, conics, colors if whole else colors[..., chunk], opacities, width, height, tile_size,
+            isect_offsets, flatten_ids, backgrounds if backgrounds is None or whole else backgrounds[..., chunk],
+            None, packed, absgrad, n_isects, deterministic, backend)
 
     # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
     # every chunk walks the same intersections, so only the first chunk's alphas are kept.
-    chunks = [slice(i, i + channel_chunk) for i in range(0, colors.shape[-1], channel_chunk)]
+    chunks = ([slice(None)] if colors.shape[-1] <= channel_chunk else
+              [slice(i, i + channel_chunk) for i in range(0, colors.shape[-1], channel_chunk)])
     results = [composite(chunk) for chunk in chunks]
     render_colors = results[0][0] if len(results) == 1 else torch.cat([r[0] for r in results], dim=-1)
     render_alphas = results[0][1]
@@ -236,6 +239,17 @@ def rasterization(
         render_colors = torch.cat(
             [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1)
     return render_colors, render_alphas, meta
+
+
+def _per_camera(x: Tensor, dim: int, n_cameras: int) -> Tensor:
+    """x with a camera axis inserted at dim (negative), broadcast to n_cameras: for one camera only the
+    view, so that the backward has no broadcast to sum over."""
+    x = x.unsqueeze(dim)
+    if n_cameras == 1:
+        return x
+    shape = list(x.shape)
+    shape[dim] = n_cameras
+    return x.expand(shape)
 
 
 def _colors_per_image(colors, means, viewmats, radii, sh_degree, packed, batch_dims, n_cameras, batch_ids,
@@ -252,8 +266,7 @@ def _colors_per_image(colors, means, viewmats, radii, sh_degree, packed, batch_d
             colors = colors.reshape((n_batches, n) + colors.shape[-(1 if sh_degree is None else 2):])
             colors = colors[batch_ids, gaussian_ids]
     elif not per_camera:
-        colors = torch.broadcast_to(colors[..., None, :, :] if sh_degree is None else colors[..., None, :, :, :],
-                                    batch_dims + (n_cameras,) + colors.shape[len(batch_dims):])
+        colors = _per_camera(colors, -3 if sh_degree is None else -4, n_cameras)
     if sh_degree is None:
         return colors
     camera_centres = torch.linalg.inv(viewmats)[..., :3, 3]  # [..., C, 3]

@@ -1,7 +1,10 @@
 """GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process, plus a
 sweep of the compositing kernel's launch configurations.
 
-    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only] [--kernels-only]
+    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only] [--kernels-only] [--host-only]
+
+``--host-only``: where the host time of an eager call goes (cProfile, torch.profiler's CPU ops), at
+20k and 100k Gaussians, 512², 1 camera.
 
 Prints a table per scene and writes $OUT/profile.json.
 """
@@ -171,20 +174,22 @@ def python_hotspots(scene, calls: int = 200) -> str:
     torch.cuda.synchronize()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(35)
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
     return "\n".join(lines) + "\n" + text.getvalue()
 
 
-def host_profile(scene) -> str:
-    """torch.profiler table of one forward+backward of instant4d.rasterization: host time per op."""
+def host_profile(scene, backward: bool = True) -> str:
+    """torch.profiler table of one forward(+backward) of instant4d.rasterization: host time per op."""
     from torch.profiler import ProfilerActivity, profile
 
-    grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
-                                                            scene.opacities, scene.colors)]
+    grads = [t.detach().clone().requires_grad_(backward) for t in (scene.means, scene.quats, scene.scales,
+                                                                    scene.opacities, scene.colors)]
 
     def step():
         colors, _, _ = instant4d.rasterization(*grads, scene.viewmats, scene.Ks, scene.width, scene.height,
                                                packed=False)
-        colors.sum().backward()
+        if backward:
+            colors.sum().backward()
 
     for _ in range(3):
         step()
@@ -238,6 +243,17 @@ def main():
         text = "\n\n".join(tables)
         print(text, flush=True)
         with open(os.path.join(OUT, "kernels.md"), "w") as f:
+            f.write(text)
+        return
+    if "--host-only" in sys.argv:
+        tables = []
+        for n in (20_000, 100_000):
+            scene = head_like_scene(n, 512, 512).to("cuda")
+            tables += [f"### {n} Gaussians, 512x512, 1 camera", python_hotspots(scene),
+                       "forward:\n" + host_profile(scene, backward=False), "forward+backward:\n" + host_profile(scene)]
+        text = "\n\n".join(tables)
+        print(text, flush=True)
+        with open(os.path.join(OUT, "host.md"), "w") as f:
             f.write(text)
         return
     if "--sweep-only" in sys.argv:

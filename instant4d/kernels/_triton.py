@@ -26,6 +26,13 @@ def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
+def float32_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernels read it, float32 and contiguous, with no torch call when it already is:
+    every torch call costs the host 3-15 us on the H100 machine (scripts/gpu_host.py), which decides
+    the time of small frames."""
+    return t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous()
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for grids on the host (triton.cdiv is a jitted function: ~5 us a call from Python)."""
     return -(-a // b)

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import cdiv, launch_kernel, next_power_of_2, triton, tl
+from ._triton import cdiv, float32_contiguous, launch_kernel, next_power_of_2, triton, tl
 from . import reference
 
 
@@ -208,8 +208,8 @@ if triton is not None:
         v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr, records_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
-        BLOCK_G: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr, USE_DOT: tl.constexpr,
-        ABSGRAD: tl.constexpr, DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
+        BLOCK_G: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr, HAS_V_ALPHAS: tl.constexpr,
+        USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr, DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
     ):
         # a record per intersection (deterministic mode): dL/d(mean x, mean y, conic a, b, c, opacity),
         # then dL/dcolour, then |dL/dmean| (absgrad)
@@ -223,10 +223,11 @@ if triton is not None:
         pix_ch = pixel[None, :] * CHANNELS + ch[:, None]
         pix_ch_ok = inside[None, :] & ch_ok[:, None]
         g_col = tl.load(v_out_colors_ptr + pix_ch, mask=pix_ch_ok, other=0.0)  # [CHANNELS_PAD, P]
-        g_alpha = tl.load(v_out_alphas_ptr + pixel, mask=inside, other=0.0)
         final_t = 1.0 - tl.load(out_alphas_ptr + pixel, mask=inside, other=0.0)
         last = tl.load(last_ids_ptr + pixel, mask=inside, other=-1)
-        g_final = g_alpha * final_t
+        g_final = tl.zeros([TILE_PAD * TILE_PAD], tl.float32)
+        if HAS_V_ALPHAS:
+            g_final = tl.load(v_out_alphas_ptr + pixel, mask=inside, other=0.0) * final_t
         # walking back from the last composited Gaussian: the transmittance after the blocks walked so
         # far, and "rest", the gradient's dot product with everything composited behind them
         transmittance = final_t
@@ -388,13 +389,14 @@ class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
                 isect_offsets, flatten_ids, n_isects, absgrad_target, deterministic):
-        n_images = math.prod(isect_offsets.shape[:-2])
+        image_dims = isect_offsets.shape[:-2]
+        n_images = math.prod(image_dims)
         tile_height, tile_width = isect_offsets.shape[-2:]
         channels = colors.shape[-1]
         device = means2d.device
-        out_colors = torch.empty(n_images, height, width, channels, device=device, dtype=torch.float32)
-        out_alphas = torch.empty(n_images, height, width, 1, device=device, dtype=torch.float32)
-        last_ids = torch.empty(n_images, height, width, device=device, dtype=torch.int32)
+        out_colors = torch.empty((*image_dims, height, width, channels), device=device, dtype=torch.float32)
+        out_alphas = torch.empty((*image_dims, height, width, 1), device=device, dtype=torch.float32)
+        last_ids = torch.empty((*image_dims, height, width), device=device, dtype=torch.int32)
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
         if n_flat_tiles > 0:
@@ -417,6 +419,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         ctx.absgrad_target, ctx.size, ctx.deterministic = absgrad_target, (width, height), deterministic
         ctx.background_shape = backgrounds.shape if backgrounds is not None else None
         ctx.mark_non_differentiable(last_ids)
+        # an output the loss does not use gets no gradient tensor (None), not one of zeros to read
+        ctx.set_materialize_grads(False)
         return out_colors, out_alphas
 
     @staticmethod
@@ -426,6 +430,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         width, height = ctx.size
         absgrad = ctx.absgrad_target is not None
         channels = ctx.channels
+        if v_out_colors is None:  # a loss of the alphas alone
+            v_out_colors = out_alphas.new_zeros((*out_alphas.shape[:-1], channels))
         if ctx.deterministic:  # a record per intersection, summed per Gaussian afterwards (no atomics)
             record_width = 6 + channels + (2 if absgrad else 0)
             records = torch.zeros(flatten_ids.numel(), record_width, device=means2d.device, dtype=torch.float32)
@@ -445,10 +451,11 @@ class _RasterizeToPixels(torch.autograd.Function):
             launch_kernel(_composite_backward_kernel, (n_flat_tiles,),
                 means2d, conics, colors, opacities, backgrounds if backgrounds is not None else out_alphas,
                 masks if masks is not None else isect_offsets, isect_offsets, flatten_ids, out_alphas, last_ids,
-                v_out_colors.contiguous(), v_out_alphas.contiguous(),
+                v_out_colors.contiguous(), v_out_alphas.contiguous() if v_out_alphas is not None else out_alphas,
                 v_means2d, v_absgrad, v_conics, v_colors, v_opacities, records,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
-                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None, ABSGRAD=absgrad,
+                HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None,
+                HAS_V_ALPHAS=v_out_alphas is not None, ABSGRAD=absgrad,
                 DETERMINISTIC=ctx.deterministic,
                 RECORD_WIDTH=record_width, **config,
             )
@@ -464,7 +471,7 @@ class _RasterizeToPixels(torch.autograd.Function):
             target.absgrad = v_absgrad.reshape(target.shape).to(target.dtype)
         v_backgrounds = None
         if ctx.needs_input_grad[4]:  # False when there is no background
-            v_backgrounds = (v_out_colors * (1.0 - out_alphas)).sum(dim=(1, 2))
+            v_backgrounds = (v_out_colors * (1.0 - out_alphas)).sum(dim=(-3, -2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
         return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 9)
 
@@ -533,17 +540,29 @@ def rasterize_to_pixels(
     if n_isects is not None:
         shapes.check_tensor("n_isects", n_isects, (1,), dtypes=(torch.int32, torch.int64), device=device)
 
-    if resolve_backend(backend, means2d, conics, colors, opacities, backgrounds) == "torch":
+    return composite_checked(means2d, conics, colors, opacities, image_width, image_height, tile_size, offsets,
+                             flatten_ids, backgrounds, masks, packed, absgrad, n_isects, deterministic,
+                             resolve_backend(backend, means2d, conics, colors, opacities, backgrounds))
+
+
+def composite_checked(means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
+                      flatten_ids, backgrounds, masks, packed, absgrad, n_isects, deterministic,
+                      backend: str) -> tuple[Tensor, Tensor]:
+    """rasterize_to_pixels on checked inputs with the backend resolved: what rasterization() calls
+    after its own checks."""
+    if backend == "torch":
         return reference.rasterize_to_pixels(
             means2d, conics, colors, opacities, image_width, image_height, tile_size, isect_offsets,
             flatten_ids, backgrounds=backgrounds, masks=masks, packed=packed, absgrad=absgrad, n_isects=n_isects,
             deterministic=deterministic)
-    dtype = means2d.dtype
-    f32 = [t.float().contiguous() if t is not None else None
-           for t in (means2d, conics, colors, opacities, backgrounds)]
     # kernels index the inputs as flat contiguous arrays, whatever their leading dims
     render_colors, render_alphas = _RasterizeToPixels.apply(
-        *f32, None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
-        offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None, bool(deterministic))
-    out_shape = image_dims + (image_height, image_width)
-    return render_colors.reshape(out_shape + (channels,)).to(dtype), render_alphas.reshape(out_shape + (1,)).to(dtype)
+        float32_contiguous(means2d), float32_contiguous(conics), float32_contiguous(colors),
+        float32_contiguous(opacities), None if backgrounds is None else float32_contiguous(backgrounds),
+        None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
+        isect_offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None,
+        bool(deterministic))
+    dtype = means2d.dtype
+    if dtype != torch.float32:
+        render_colors, render_alphas = render_colors.to(dtype), render_alphas.to(dtype)
+    return render_colors, render_alphas

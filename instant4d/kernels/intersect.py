@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import cdiv, launch_kernel, triton, tl
+from ._triton import cdiv, float32_contiguous, launch_kernel, triton, tl
 from . import reference
 
 # Gaussians per program of the count, emit and bucketing kernels. A program walks its lanes' tile
@@ -297,13 +297,14 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     n = means2d.numel() // 2
     n_per_image = 1 if packed else max(1, means2d.shape[-2])
     device = means2d.device
-    means2d = means2d.detach().float().contiguous()
+    # (no autograd: the kernels only read these)
+    means2d = float32_contiguous(means2d)
     radii = radii.contiguous()
-    depths = depths.detach().float().contiguous()
+    depths = float32_contiguous(depths)
     reach = conics is not None
     if reach:
-        conics = conics.detach().float().contiguous()
-        opacities = opacities.detach().float().contiguous()
+        conics = float32_contiguous(conics)
+        opacities = float32_contiguous(opacities)
     else:  # unused by the kernels
         conics = opacities = means2d
     counts = torch.empty(radii.shape[:-1], device=device, dtype=torch.int32)
@@ -313,7 +314,8 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
                       tile_width, tile_height, REACH=reach, BLOCK=BLOCK)
     slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
     bounded = max_intersections is not None
-    n_slots = max_intersections if bounded else (int(slots_end[-1]) if n > 0 else 0)  # the one host sync
+    n_isects = slots_end[-1:] if n > 0 else None  # [1]: the real count, on the device
+    n_slots = max_intersections if bounded else (int(n_isects) if n > 0 else 0)  # the one host sync
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
     n_buckets = n_images * tile_width * tile_height
@@ -341,11 +343,9 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     # by-products intersect_tiles uses when they exist: the buckets' starts (the per-tile offsets) and
     # the count
     offsets = cursors if bucket and n > 0 and n_slots > 0 else None
-    n_isects = slots_end[-1:] if n > 0 else None
     return counts, isect_ids, flatten_ids, offsets, n_isects
 
 
-@torch.no_grad()
 def isect_tiles(
     means2d: Tensor,  # [..., N, 2] or [nnz, 2]
     radii: Tensor,  # [..., N, 2] or [nnz, 2] int32
@@ -383,8 +383,11 @@ def isect_tiles(
     fewer intersections to sort and composite. Without them every tile of the rectangle counts, as in
     gsplat.
     """
-    return _checked_isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
-                                image_ids, gaussian_ids, max_intersections, conics, opacities, backend)[1:4]
+    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
+                             image_ids, gaussian_ids, max_intersections, conics, opacities)
+    return _isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
+                        image_ids, gaussian_ids, max_intersections, conics, opacities,
+                        resolve_backend(backend, means2d, radii, depths))[:3]
 
 
 class TileIntersections(NamedTuple):
@@ -395,7 +398,6 @@ class TileIntersections(NamedTuple):
     n_isects: Tensor  # [1] int64: the real intersections (more than M when max_intersections was too small)
 
 
-@torch.no_grad()
 def intersect_tiles(
     means2d: Tensor,  # [..., N, 2] or [nnz, 2]
     radii: Tensor,  # [..., N, 2] or [nnz, 2] int32
@@ -416,7 +418,18 @@ def intersect_tiles(
     """``isect_tiles`` (sorted), ``isect_offset_encode`` of its keys and the real count, as
     ``rasterization`` needs them. Where the bucket sort ran, the offsets are its buckets' starts and
     the count the last of its cumsum: no kernels of their own."""
-    n_images, counts, isect_ids, flatten_ids, offsets, n_isects = _checked_isect_tiles(
+    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
+                             image_ids, gaussian_ids, max_intersections, conics, opacities)
+    return intersect_checked(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids,
+                             gaussian_ids, max_intersections, conics, opacities,
+                             resolve_backend(backend, means2d, radii, depths))
+
+
+def intersect_checked(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids,
+                      gaussian_ids, max_intersections, conics, opacities, backend: str) -> TileIntersections:
+    """intersect_tiles on checked inputs (n_images given) with the backend resolved: what
+    rasterization() calls after its own checks."""
+    counts, isect_ids, flatten_ids, offsets, n_isects = _isect_tiles(
         means2d, radii, depths, tile_size, tile_width, tile_height, True, packed, n_images, image_ids, gaussian_ids,
         max_intersections, conics, opacities, backend)
     if offsets is None:
@@ -427,21 +440,20 @@ def intersect_tiles(
                              n_isects)
 
 
-def _checked_isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
-                         image_ids, gaussian_ids, max_intersections, conics, opacities, backend):
-    """The inputs checked, then the backend's isect_tiles: (n_images, tiles_per_gauss, isect_ids,
-    flatten_ids, the per-tile offsets or None, the count [1] or None; the Triton path gives the last
-    two where it has them for free)."""
-    n_images = _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images,
-                             image_ids, gaussian_ids, max_intersections, conics, opacities)
-    if resolve_backend(backend, means2d, radii, depths) == "torch":
-        outputs = reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
-                                        packed=packed, n_images=n_images, image_ids=image_ids,
-                                        gaussian_ids=gaussian_ids, max_intersections=max_intersections,
-                                        conics=conics, opacities=opacities)
-        return (n_images, *outputs, None, None)
-    return (n_images, *_isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
-                                           n_images, image_ids, max_intersections, conics, opacities))
+def _isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images, image_ids,
+                 gaussian_ids, max_intersections, conics, opacities, backend):
+    """The backend's isect_tiles on checked inputs: (tiles_per_gauss, isect_ids, flatten_ids, the
+    per-tile offsets or None, the count [1] or None; the Triton path gives the last two where it has
+    them for free). Nothing here is differentiable."""
+    if backend == "torch":
+        with torch.no_grad():
+            outputs = reference.isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, sort=sort,
+                                            packed=packed, n_images=n_images, image_ids=image_ids,
+                                            gaussian_ids=gaussian_ids, max_intersections=max_intersections,
+                                            conics=conics, opacities=opacities)
+        return (*outputs, None, None)
+    return _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed, n_images,
+                               image_ids, max_intersections, conics, opacities)
 
 
 def _check_inputs(means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids,

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .. import shapes
 from ..backend import resolve_backend
-from ._triton import cdiv, launch_kernel, tl, triton
+from ._triton import cdiv, float32_contiguous, launch_kernel, tl, triton
 from . import reference
 
 BLOCK_N = 128  # Gaussians per program (4 warps): the backward needs 124 registers a lane, no spills (sm_90)
@@ -240,8 +240,8 @@ if triton is not None:
         v_means2d_ptr, v_depths_ptr, v_conics_ptr, v_compensations_ptr,
         v_means_ptr, v_covars_ptr, v_quats_ptr, v_scales_ptr, v_viewmats_ptr,
         C, N, width, height, eps2d,
-        USE_COVARS: tl.constexpr, HAS_V_COMPENSATIONS: tl.constexpr, VIEWMATS_GRAD: tl.constexpr,
-        BLOCK_N: tl.constexpr,
+        USE_COVARS: tl.constexpr, HAS_V_DEPTHS: tl.constexpr, HAS_V_COMPENSATIONS: tl.constexpr,
+        VIEWMATS_GRAD: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         batch, n, in_range, g, mx, my, mz, s00, s01, s02, s11, s12, s22 = _gaussians(
             means_ptr, covars_ptr, quats_ptr, scales_ptr, N, USE_COVARS, BLOCK_N)
@@ -316,7 +316,10 @@ if triton is not None:
             rz2 = rz * rz
             v_x = fx * rz * v_px + tl.where(u_inside, -fx * rz2 * v_j02, 0.0)
             v_y = fy * rz * v_py + tl.where(v_inside, -fy * rz2 * v_j12, 0.0)
-            v_z = (tl.load(v_depths_ptr + out, mask=visible, other=0.0)
+            v_depth = zero
+            if HAS_V_DEPTHS:
+                v_depth = tl.load(v_depths_ptr + out, mask=visible, other=0.0)
+            v_z = (v_depth
                    - (fx * x * v_px + fy * y * v_py) * rz2
                    - (fx * v_j00 + fy * v_j11) * rz2
                    + fx * u * rz2 * v_j02 * tl.where(u_inside, 2.0, 1.0)
@@ -398,18 +401,18 @@ if triton is not None:
 
 
 class _FullyFusedProjection(torch.autograd.Function):
-    """Unpacked projection on float32 contiguous tensors with flattened batch dims."""
+    """Unpacked projection on float32 contiguous tensors (B = the product of the batch dims)."""
 
     @staticmethod
     def forward(
         ctx,
-        means: Tensor,  # [B, N, 3]
-        covars: Optional[Tensor],  # [B, N, 6] or None
-        quats: Optional[Tensor],  # [B, N, 4] or None (when covars is given)
-        scales: Optional[Tensor],  # [B, N, 3] or None (when covars is given)
-        viewmats: Tensor,  # [B, C, 4, 4]
-        Ks: Tensor,  # [B, C, 3, 3]
-        opacities: Optional[Tensor],  # [B, N] or None
+        means: Tensor,  # [..., N, 3]
+        covars: Optional[Tensor],  # [..., N, 6] or None
+        quats: Optional[Tensor],  # [..., N, 4] or None (when covars is given)
+        scales: Optional[Tensor],  # [..., N, 3] or None (when covars is given)
+        viewmats: Tensor,  # [..., C, 4, 4]
+        Ks: Tensor,  # [..., C, 3, 3]
+        opacities: Optional[Tensor],  # [..., N] or None
         width: int,
         height: int,
         eps2d: float,
@@ -418,15 +421,15 @@ class _FullyFusedProjection(torch.autograd.Function):
         radius_clip: float,
         calc_compensations: bool,
     ):
-        n_batch, n, n_cameras = means.shape[0], means.shape[1], viewmats.shape[1]
+        batch, n, n_cameras = means.shape[:-2], means.shape[-2], viewmats.shape[-3]
 
-        def per_pair(*tail: int, dtype: torch.dtype = torch.float32) -> Tensor:  # [B, C, N, *tail]
-            return torch.empty((n_batch, n_cameras, n, *tail), device=means.device, dtype=dtype)
+        def per_pair(*tail: int, dtype: torch.dtype = torch.float32) -> Tensor:  # [..., C, N, *tail]
+            return torch.empty((*batch, n_cameras, n, *tail), device=means.device, dtype=dtype)
 
         radii, means2d, depths, conics = per_pair(2, dtype=torch.int32), per_pair(2), per_pair(), per_pair(3)
         compensations = per_pair() if calc_compensations else None
         if radii.numel() > 0:
-            launch_kernel(_projection_fwd_kernel, (cdiv(n, BLOCK_N), n_batch),
+            launch_kernel(_projection_fwd_kernel, (cdiv(n, BLOCK_N), math.prod(batch)),
                 means, covars if covars is not None else means, quats if quats is not None else means,
                 scales if scales is not None else means, opacities if opacities is not None else means,
                 viewmats, Ks, radii, means2d, depths, conics,
@@ -437,6 +440,8 @@ class _FullyFusedProjection(torch.autograd.Function):
             )
         ctx.save_for_backward(means, covars, quats, scales, viewmats, Ks, radii)
         ctx.mark_non_differentiable(radii)
+        # an output the loss does not use gets no gradient tensor (None), not one of zeros to read
+        ctx.set_materialize_grads(False)
         ctx.image_size = (width, height)
         ctx.eps2d = eps2d
         return radii, means2d, depths, conics, compensations
@@ -444,7 +449,7 @@ class _FullyFusedProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_radii, v_means2d, v_depths, v_conics, v_compensations):
         means, covars, quats, scales, viewmats, Ks, radii = ctx.saved_tensors
-        n_batch, n, n_cameras = means.shape[0], means.shape[1], viewmats.shape[1]
+        batch, n, n_cameras = means.shape[:-2], means.shape[-2], viewmats.shape[-3]
         use_covars = covars is not None
         viewmats_grad = ctx.needs_input_grad[4]
         n_blocks = cdiv(n, BLOCK_N)
@@ -454,24 +459,28 @@ class _FullyFusedProjection(torch.autograd.Function):
         v_covars = like(covars) if use_covars else None
         v_quats = None if use_covars else like(quats)
         v_scales = None if use_covars else like(scales)
-        partials = torch.empty((n_batch, n_cameras, n_blocks if viewmats_grad else 0, 3, 4),
-                               device=means.device, dtype=torch.float32)
+        partials = (torch.empty((*batch, n_cameras, n_blocks, 3, 4), device=means.device, dtype=torch.float32)
+                    if viewmats_grad else v_means)  # (bound to a pointer the kernel does not use)
         if launch:
-            launch_kernel(_projection_bwd_kernel, (n_blocks, n_batch),
+            # means2d and conics feed every later stage, so their gradients are there but for a loss of
+            # depths or radii alone
+            v_means2d = v_means2d.contiguous() if v_means2d is not None else torch.zeros_like(radii, dtype=torch.float32)
+            v_conics = v_conics.contiguous() if v_conics is not None else means.new_zeros((*batch, n_cameras, n, 3))
+            launch_kernel(_projection_bwd_kernel, (n_blocks, math.prod(batch)),
                 means, covars if use_covars else means, quats if quats is not None else means,
                 scales if scales is not None else means, viewmats, Ks, radii,
-                v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(),
-                v_compensations.contiguous() if v_compensations is not None else v_depths,
+                v_means2d, v_depths.contiguous() if v_depths is not None else v_means2d, v_conics,
+                v_compensations.contiguous() if v_compensations is not None else v_means2d,
                 v_means, v_covars if use_covars else v_means, v_quats if not use_covars else v_means,
                 v_scales if not use_covars else v_means, partials,
                 n_cameras, n, *ctx.image_size, ctx.eps2d,
-                USE_COVARS=use_covars, HAS_V_COMPENSATIONS=v_compensations is not None,
-                VIEWMATS_GRAD=viewmats_grad, BLOCK_N=BLOCK_N,
+                USE_COVARS=use_covars, HAS_V_DEPTHS=v_depths is not None,
+                HAS_V_COMPENSATIONS=v_compensations is not None, VIEWMATS_GRAD=viewmats_grad, BLOCK_N=BLOCK_N,
             )
         v_viewmats = None
         if viewmats_grad:
             v_viewmats = torch.zeros_like(viewmats)
-            v_viewmats[..., :3, :] = partials.sum(dim=2)
+            v_viewmats[..., :3, :] = partials.sum(dim=-3)
         return v_means, v_covars, v_quats, v_scales, v_viewmats, *([None] * 9)
 
 
@@ -535,25 +544,27 @@ def fully_fused_projection(
     _check_inputs(means, covars, quats, scales, viewmats, Ks, opacities, width, height, camera_model, sparse_grad)
     if covars is not None:
         quats = scales = None
-    if resolve_backend(backend, means, covars, quats, scales, viewmats, Ks, opacities) == "torch":
+    return project_checked(means, covars, quats, scales, viewmats, Ks, width, height, eps2d, near_plane,
+                           far_plane, radius_clip, packed, calc_compensations, opacities,
+                           resolve_backend(backend, means, covars, quats, scales, viewmats, Ks, opacities))
+
+
+def project_checked(means, covars, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
+                    radius_clip, packed, calc_compensations, opacities, backend: str):
+    """fully_fused_projection on checked inputs (covars, or quats and scales, not both) with the backend
+    resolved: what rasterization() calls after its own checks."""
+    if backend == "torch":
         return reference.fully_fused_projection(
             means, covars, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
-            radius_clip, packed, sparse_grad, calc_compensations, camera_model, opacities)
-
-    batch, n, n_cameras = means.shape[:-2], means.shape[-2], viewmats.shape[-3]
-    n_batch = math.prod(batch)
-
-    def flat(t: Optional[Tensor], *tail: int) -> Optional[Tensor]:
-        return None if t is None else t.float().reshape(n_batch, *tail).contiguous()
-
+            radius_clip, packed, False, calc_compensations, "pinhole", opacities)
     radii, *floats = _FullyFusedProjection.apply(
-        flat(means, n, 3), flat(covars, n, 6), flat(quats, n, 4), flat(scales, n, 3),
-        flat(viewmats, n_cameras, 4, 4), flat(Ks.detach(), n_cameras, 3, 3),
-        flat(None if opacities is None else opacities.detach(), n),
+        float32_contiguous(means), None if covars is None else float32_contiguous(covars),
+        None if quats is None else float32_contiguous(quats), None if scales is None else float32_contiguous(scales),
+        float32_contiguous(viewmats), float32_contiguous(Ks),
+        None if opacities is None else float32_contiguous(opacities),
         width, height, float(eps2d), float(near_plane), float(far_plane), float(radius_clip),
         bool(calc_compensations),
     )
-    outputs = [radii.reshape(*batch, n_cameras, n, 2)] + [
-        None if t is None else t.to(means.dtype).reshape(*batch, n_cameras, n, *t.shape[3:]) for t in floats
-    ]
-    return reference.pack_projection(*outputs) if packed else tuple(outputs)
+    dtype = means.dtype
+    outputs = (radii, *(t if t is None or t.dtype == dtype else t.to(dtype) for t in floats))
+    return reference.pack_projection(*outputs) if packed else outputs
