@@ -165,3 +165,19 @@ def test_bad_input_names_the_argument(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         rasterize_to_pixels(**args)
+
+
+@pytest.mark.parametrize("output", ["colors", "alphas"])
+def test_loss_of_one_output_matches_twin(interpret_triton, output):
+    """A loss of the colours or the alphas alone: autograd hands the backward no gradient (None) for the
+    other, and the kernel reads none for the alphas or zeros for the colours; gradients as the twin's."""
+    s = random_splats(1, 33, 24, 20, 3, 5, 16)
+    grads = []
+    for dtype, backend in ((torch.float32, "triton"), (torch.float64, "torch")):
+        inputs = [s[k].to(dtype).clone().requires_grad_() for k in ("means2d", "conics", "colors", "opacities")]
+        colors, alphas = rasterize_to_pixels(*inputs, 24, 20, 16, s["isect_offsets"], s["flatten_ids"],
+                                             backend=backend)
+        ((colors if output == "colors" else alphas) ** 2).sum().backward()
+        grads.append([t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs])
+    for name, a, e in zip(NAMES[2:6], *grads):
+        assert_close(a, e, f"{name} ({output} alone)", atol=1e-4 * max(float(e.abs().max()), 1.0))

@@ -371,3 +371,20 @@ def test_bad_inputs_name_the_argument(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         fully_fused_projection(**args)
+
+
+@pytest.mark.parametrize("output", ["means2d", "depths", "conics", "compensations"])
+def test_loss_of_one_output_matches_twin(interpret_triton, output):
+    """A loss of one output alone: autograd hands the kernel no gradient (None) for the others, and the
+    kernel reads none for them (depths, compensations) or zeros (means2d, conics); gradients as the twin's."""
+    scene = projection_scene(3, (), 41, 2, 40, 30, False)
+    index = FLOAT_OUTPUTS.index(output)
+    runs = [project(scene, dtype, backend, ("means", "quats", "scales", "viewmats"), width=40, height=30,
+                    calc_compensations=True)
+            for dtype, backend in ((torch.float32, "triton"), (torch.float32, "torch"), (torch.float64, "torch"))]
+    for out, _ in runs:
+        out[1 + index].sum().backward()
+    for name in ("means", "quats", "scales", "viewmats"):
+        a, t, e = [leaves[name].grad if leaves[name].grad is not None else torch.zeros_like(leaves[name])
+                   for _, leaves in runs]  # (the twin leaves the inputs an output does not depend on without one)
+        within_float32_error(a, e, t, f"v_{name} ({output} alone)", factor=3, floor=1e-4)
