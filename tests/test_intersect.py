@@ -101,6 +101,7 @@ def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run
         patch.setattr(intersect, "SORT_BLOCK", 16)
         patch.setattr(intersect, "SORT_RUN", run or 16)
         patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE", 1 << 30 if run else 0)
+        patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE_FEW_KEYS", 0)
         actual = isect_tiles(means2d, radii, depths, 16, *args, backend="triton", **kwargs)
     expected = reference.isect_tiles(means2d, radii, depths, 16, *args, **kwargs)
     for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
@@ -126,6 +127,7 @@ def test_intersect_tiles_offsets_and_count_match_the_stage_functions(interpret_t
     for backend in ("triton", "torch"):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE", 1 << 30 if bucket else 0)
+            patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE_FEW_KEYS", 0)
             out = intersect_tiles(*args, backend=backend, **kwargs)
         assert torch.equal(out.isect_offsets, isect_offset_encode(out.isect_ids, 2, *args[4:])), backend
         assert out.n_isects.shape == (1,) and int(out.n_isects) == int(out.tiles_per_gauss.sum()), backend

@@ -12,7 +12,8 @@ lockstep (tile k of every lane per step, up to the block's largest rectangle) wr
 flat id per slot, and pads bounded buffers. Then the sort, one of two ways:
 
 - bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average, as in avatar
-  frames): the emit kernel also counts each (image, tile) bucket's intersections, a cumsum gives the
+  frames, or ``SORT_BUCKET_MAX_AVERAGE_FEW_KEYS`` in calls of up to ``SORT_BUCKET_FEW_KEYS``
+  intersections): the emit kernel also counts each (image, tile) bucket's intersections, a cumsum gives the
   buckets' ends, ``_bucket_kernel`` moves every intersection into its bucket (atomic cursors), and
   ``_sort_tiles_kernel`` (a program per bucket) ranks the bucket's (depth, flat id) keys and writes
   gsplat's keys and the flat ids in order: a memset, a cumsum and two kernels where ``torch.sort``
@@ -52,7 +53,14 @@ SORT_BLOCK = 128  # keys of a tile ranked together
 SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SORT_CHUNK] tile)
 SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
 SORT_WARPS = 8
-SORT_BUCKET_MAX_AVERAGE = 256  # more intersections a tile on average: one radix sort of all keys is faster
+# More intersections a tile on average: one radix sort of all keys is faster. Up to SORT_BUCKET_FEW_KEYS keys
+# in all, tiles of up to SORT_BUCKET_MAX_AVERAGE_FEW_KEYS still sort faster (or as fast) in buckets, and the
+# radix sort's buffers made those calls' peak memory 1.4x gsplat's (H100, 2026-11-27: 250k / 512², 463 a
+# tile, 474k keys: forward+backward 2.33 / 2.22 -> 2.09 / 1.81 ms, peak 35.4 -> 23.3 MB; 1M / 1024², 462 a tile,
+# 1.9M keys: same time, 137.2 -> 89.5 MB; 8 cameras of the 250k scene, 3.8M keys: 4% slower in buckets)
+SORT_BUCKET_MAX_AVERAGE = 256
+SORT_BUCKET_MAX_AVERAGE_FEW_KEYS = 512
+SORT_BUCKET_FEW_KEYS = 1 << 21
 
 if triton is not None:
     _ALPHA_THRESHOLD = tl.constexpr(shapes.ALPHA_THRESHOLD)
@@ -319,7 +327,8 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
     n_buckets = n_images * tile_width * tile_height
-    bucket = sort and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
+    bucket = sort and (n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets or (
+        n_slots <= SORT_BUCKET_FEW_KEYS and n_slots <= SORT_BUCKET_MAX_AVERAGE_FEW_KEYS * n_buckets))
     if n > 0 and n_slots > 0:
         tile_counts = torch.zeros(n_buckets if bucket else 1, device=device, dtype=torch.int32)
         launch_kernel(_emit_intersections_kernel, grid,
