@@ -221,17 +221,17 @@ def rasterization(
                 isect_ids=isect_ids, flatten_ids=flatten_ids, isect_offsets=isect_offsets, width=width,
                 height=height, tile_size=tile_size, n_batches=n_batches, n_cameras=n_cameras, n_isects=n_isects)
 
+    # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
+    # every chunk walks the same intersections, so only the first chunk's alphas are kept.
+    chunks = [slice(i, i + channel_chunk) for i in range(0, colors.shape[-1], channel_chunk)]
+
     def composite(chunk: slice) -> tuple[Tensor, Tensor]:
-        whole = chunk == slice(None)  # (no slicing op: each costs the host a few us)
+        whole = len(chunks) == 1  # (then no slicing op: each costs the host a few us)
         return composite_checked(
             means2d, conics, colors if whole else colors[..., chunk], opacities, width, height, tile_size,
             isect_offsets, flatten_ids, backgrounds if backgrounds is None or whole else backgrounds[..., chunk],
             None, packed, absgrad, n_isects, deterministic, backend)
 
-    # Channels beyond channel_chunk are composited in chunks to bound the per-program register tile;
-    # every chunk walks the same intersections, so only the first chunk's alphas are kept.
-    chunks = ([slice(None)] if colors.shape[-1] <= channel_chunk else
-              [slice(i, i + channel_chunk) for i in range(0, colors.shape[-1], channel_chunk)])
     results = [composite(chunk) for chunk in chunks]
     render_colors = results[0][0] if len(results) == 1 else torch.cat([r[0] for r in results], dim=-1)
     render_alphas = results[0][1]

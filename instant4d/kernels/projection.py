@@ -464,7 +464,7 @@ class _FullyFusedProjection(torch.autograd.Function):
         if launch:
             # means2d and conics feed every later stage, so their gradients are there but for a loss of
             # depths or radii alone
-            v_means2d = v_means2d.contiguous() if v_means2d is not None else torch.zeros_like(radii, dtype=torch.float32)
+            v_means2d = v_means2d.contiguous() if v_means2d is not None else means.new_zeros((*batch, n_cameras, n, 2))
             v_conics = v_conics.contiguous() if v_conics is not None else means.new_zeros((*batch, n_cameras, n, 3))
             launch_kernel(_projection_bwd_kernel, (n_blocks, math.prod(batch)),
                 means, covars if use_covars else means, quats if quats is not None else means,
