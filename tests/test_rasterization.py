@@ -269,3 +269,22 @@ def test_deterministic_needs_unpacked():
     with pytest.raises(ValueError, match="deterministic=True needs packed=False"):
         instant4d.rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
                                 scene.viewmats, scene.Ks, 16, 16, packed=True, deterministic=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_channel_chunks_composite_as_one(interpret_triton, backend):
+    """Channels composited in chunks of channel_chunk (each chunk sliced out of colours and backgrounds)
+    give the images and gradients of one pass over all channels."""
+    s = random_scene(30, 24, 16, seed=2)
+    colors = torch.rand(30, 5, generator=torch.Generator().manual_seed(3))
+    backgrounds = torch.rand(1, 5, generator=torch.Generator().manual_seed(4))
+    runs = []
+    for chunk in (32, 2):
+        leaves = [t.clone().requires_grad_() for t in (s.means, colors, backgrounds)]
+        image, alphas, _ = instant4d.rasterization(leaves[0], s.quats, s.scales, s.opacities, leaves[1], s.viewmats,
+                                                   s.Ks, 24, 16, backgrounds=leaves[2], channel_chunk=chunk,
+                                                   packed=False, backend=backend)
+        (image * torch.linspace(0.5, 1.5, image.numel()).reshape(image.shape)).sum().backward()
+        runs.append([image, alphas] + [t.grad for t in leaves])
+    for name, a, e in zip(("colors", "alphas", "v_means", "v_colors", "v_backgrounds"), runs[1], runs[0]):
+        assert_close(a, e, f"{name} (chunks of 2)", atol=1e-6)
