@@ -1,7 +1,9 @@
-"""GPU: host time of one eager ``rasterization()`` call, forward and forward+backward (unpacked, 512²,
-1 camera, 20k and 100k Gaussians), measured with the device idle before each call (a sync before
-it): the Python and launch work of a call, plus, unbounded, its one wait on the device; and the
-eager calls' do_bench times. Also what single host-side operations cost on this machine.
+"""GPU: host time of one eager ``rasterization()`` call, forward and forward+backward (unpacked),
+measured with the device idle before each call (a sync before it): the Python and launch work of a
+call, plus, unbounded, its one wait on the device; the eager calls' do_bench times, and each call's
+peak memory (the rise of max_memory_allocated over one call). Also what single host-side operations
+cost on this machine. Scenes: head-like at 512², 1 camera, 20k and 100k Gaussians, or those of
+SCENES=kind:N:pixels:cameras,... (kind head or uniform, gpu_compare's scene makers).
 
     PYTHONPATH=.:scripts python scripts/gpu_host.py [PACKAGE ...]
 
@@ -14,6 +16,7 @@ up to 2x between minutes, which rounds see alike.
 from __future__ import annotations
 
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -37,9 +40,31 @@ def host_us(fn, calls: int = 40) -> float:
     return 1e6 * statistics.median(times)
 
 
-def calls(lib, n: int) -> dict:
-    """The timed calls of one package on the n-Gaussian scene: name -> function."""
-    s = lib.gaussians.head_like_scene(n, 512, 512).to("cuda")
+def peak_mb(fn) -> float:
+    """The rise of max_memory_allocated over one call, MB."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 1e6
+
+
+def scenes_from_env(default: str) -> list[tuple[str, int, int, int]]:
+    """(kind, N, pixels, cameras) of each scene of SCENES=kind:N:pixels:cameras,... (or of ``default``)."""
+    return [(kind, int(n), int(px), int(cams)) for kind, n, px, cams in
+            (item.split(":") for item in os.environ.get("SCENES", default).split(","))]
+
+
+def make_scene(lib, kind: str, n: int, pixels: int, cameras: int):
+    """gpu_compare's head-like or uniform scene, from ``lib``'s own scene makers, on the GPU."""
+    make = lib.gaussians.head_like_scene if kind == "head" else lib.gaussians.random_scene
+    return make(n, pixels, pixels, n_cameras=cameras, seed=0).to("cuda")
+
+
+def calls(lib, kind: str, n: int, pixels: int, cameras: int) -> dict:
+    """The timed calls of one package on a scene: name -> function."""
+    s = make_scene(lib, kind, n, pixels, cameras)
     args = (s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks, s.width, s.height)
     leaves = [t.detach().clone().requires_grad_() for t in args[:5]]
 
@@ -65,8 +90,8 @@ def main():
              "torch.cumsum int32 -> int64": lambda: torch.cumsum(x, 0),
              "a view": lambda: x.view(1, -1)}
     print(", ".join(f"{name} {host_us(fn, 300):.1f} us" for name, fn in units.items()))
-    for n in (20_000, 100_000):
-        fns = {lib.__name__: calls(lib, n) for lib in libs}
+    for scene in scenes_from_env("head:20000:512:1,head:100000:512:1"):
+        fns = {lib.__name__: calls(lib, *scene) for lib in libs}
         for per_lib in fns.values():
             for fn in per_lib.values():
                 for _ in range(5):
@@ -77,11 +102,13 @@ def main():
                 for name, fn in per_lib.items():
                     samples[(lib, name, "host us")].append(host_us(fn))
                     samples[(lib, name, "do_bench ms")].append(bench_ms(fn))
-        print(f"\n{n} Gaussians, 512², 1 camera\n\n| package | call | host us | do_bench ms |\n| --- | --- | --- | --- |")
+        kind, n, px, cams = scene
+        print(f"\n{kind} {n} Gaussians, {px}², {cams} camera(s)\n\n| package | call | host us | do_bench ms | peak MB |\n"
+              "| --- | --- | --- | --- | --- |")
         for lib, per_lib in fns.items():
-            for name in per_lib:
+            for name, fn in per_lib.items():
                 print(f"| {lib} | {name} | {statistics.median(samples[(lib, name, 'host us')]):.1f} | "
-                      f"{statistics.median(samples[(lib, name, 'do_bench ms')]):.3f} |", flush=True)
+                      f"{statistics.median(samples[(lib, name, 'do_bench ms')]):.3f} | {peak_mb(fn):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ sweep of the compositing kernel's launch configurations.
 
     PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only] [--kernels-only] [--host-only]
 
+``--kernels-only``: device time per kernel of an eager forward+backward, gsplat's and instant4d's (or,
+with ``--libs=A,B``, those packages', e.g. a renamed copy of an older instant4d on PYTHONPATH), on the
+scenes of SCENES (gpu_host.py's format; default head 100k, 512², 1 and 8 cameras).
+
 ``--host-only``: where the host time of an eager call goes (cProfile, torch.profiler's CPU ops), at
 20k and 100k Gaussians, 512², 1 camera.
 
@@ -11,6 +15,7 @@ Prints a table per scene and writes $OUT/profile.json.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -23,6 +28,7 @@ import instant4d
 from instant4d.gaussians import head_like_scene
 from instant4d.kernels import composite
 from gpu_compare import bench_ms as ms  # one timing protocol for every GPU table
+from gpu_host import make_scene, scenes_from_env
 
 OUT = os.environ.get("OUT", "gpu-results")
 
@@ -206,7 +212,7 @@ def kernel_table(lib, scene, steps: int = 10) -> str:
     device time per kernel and per step, the kernels that make up a step."""
     from torch.profiler import ProfilerActivity, profile
 
-    rasterization = instant4d.rasterization if lib == "instant4d" else __import__("gsplat").rasterization
+    rasterization = importlib.import_module(lib).rasterization
     grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
                                                             scene.opacities, scene.colors)]
 
@@ -232,14 +238,14 @@ def kernel_table(lib, scene, steps: int = 10) -> str:
 
 def main():
     libs = ("instant4d",) if "--no-gsplat" in sys.argv else ("gsplat", "instant4d")
+    libs = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--libs=")), libs)
     os.makedirs(OUT, exist_ok=True)
     results = {}
     if "--kernels-only" in sys.argv:
         tables = []
-        for name, scene in (("100k 512x512 1cam", head_like_scene(100_000, 512, 512)),
-                            ("100k 512x512 8cam", head_like_scene(100_000, 512, 512, n_cameras=8))):
-            scene = scene.to("cuda")
-            tables += [f"### {name}"] + [kernel_table(lib, scene) for lib in libs]
+        for kind, n, px, cams in scenes_from_env("head:100000:512:1,head:100000:512:8"):
+            scene = make_scene(instant4d, kind, n, px, cams)
+            tables += [f"### {kind} {n}, {px}x{px}, {cams} camera(s)"] + [kernel_table(lib, scene) for lib in libs]
         text = "\n\n".join(tables)
         print(text, flush=True)
         with open(os.path.join(OUT, "kernels.md"), "w") as f:

@@ -6,21 +6,20 @@ so one integer sort orders intersections by image, then tile, then depth (front 
 
 Work split: ``_count_tiles_kernel`` gives each Gaussian its number of tiles (one lane per (image,
 Gaussian)): its tile rectangle's size, or with conics and opacities the tiles of it that its alpha
-can reach (walking rectangles of up to ``reference.REACH_MAX_TILES`` tiles); an exclusive cumsum
-gives each Gaussian its slots; ``_emit_intersections_kernel`` walks each block's rectangles in
-lockstep (tile k of every lane per step, up to the block's largest rectangle) writing a key and a
-flat id per slot, and pads bounded buffers. Then the sort, one of two ways:
+can reach (walking rectangles of up to ``reference.REACH_MAX_TILES`` tiles); for a sorted call it walks
+every rectangle and also counts each (image, tile) bucket's intersections (relaxed atomics), whose
+cumsum gives the real count. ``_emit_intersections_kernel`` walks each block's rectangles in lockstep
+(tile k of every lane per step, up to the block's largest rectangle) writing the intersections, and
+pads bounded buffers. Then the sort, one of two ways:
 
-- bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average, as in avatar
-  frames, or ``SORT_BUCKET_MAX_AVERAGE_FEW_KEYS`` in calls of up to ``SORT_BUCKET_FEW_KEYS``
-  intersections): the emit kernel also counts each (image, tile) bucket's intersections, a cumsum gives the
-  buckets' ends, ``_bucket_kernel`` moves every intersection into its bucket (atomic cursors), and
-  ``_sort_tiles_kernel`` (a program per bucket) ranks the bucket's (depth, flat id) keys and writes
-  gsplat's keys and the flat ids in order: a memset, a cumsum and two kernels where ``torch.sort``
-  makes about twenty launches (its host time was a quarter of a small frame's), and the buckets'
-  starts are ``isect_offset_encode``'s offsets for free (``intersect_tiles``).
-- one stable ``torch.sort`` of the 64-bit keys otherwise (long tiles: a radix sort's passes beat
-  ranking there, measured in docs/benchmarks.md).
+- bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average: every scene of
+  the benchmark matrix and the avatar's frames): the buckets' cumsum gives their ends, the emit kernel writes each intersection's
+  (depth, flat id) key straight into its bucket (atomic cursors), and ``_sort_tiles_kernel`` (a program
+  per bucket) ranks the bucket's keys and writes gsplat's keys, the flat ids in order and the bucket's
+  start (``isect_offset_encode``'s offsets for free, ``intersect_tiles``): no cumsum over the Gaussians,
+  where ``torch.sort`` makes about twenty launches (its host time was a quarter of a small frame's).
+- one stable ``torch.sort`` of the 64-bit keys otherwise (longer tiles, where one program would rank
+  each), the emit kernel writing each Gaussian's keys at its slots (a cumsum of the counts).
 
 Both give the same order (stable by flat id among equal depths): the keys and ids come out bit for
 bit the same as the twin's. The tile bounds are computed in float32 exactly as the twin does, so
@@ -29,7 +28,9 @@ integer outputs agree bit for bit.
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
 host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
 for the GPU (so the call can be captured in a CUDA graph), the buffers have that length, and the slots
-past the true count hold ``reference.PADDING_KEY``, which sorts after every real key.
+past the true count hold ``reference.PADDING_KEY``, which sorts after every real key. Buffers too small
+for the true count hold some of the real intersections, sorted: which ones depends on the sort (and on
+the atomics' order in the bucket sort); the count tells the overflow.
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ SORT_BLOCK = 128  # keys of a tile ranked together
 SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SORT_CHUNK] tile)
 SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
 SORT_WARPS = 8
-# More intersections a tile on average: one radix sort of all keys is faster. Up to SORT_BUCKET_FEW_KEYS keys
-# in all, tiles of up to SORT_BUCKET_MAX_AVERAGE_FEW_KEYS still sort faster (or as fast) in buckets, and the
-# radix sort's buffers made those calls' peak memory 1.4x gsplat's (H100, 2026-11-27: 250k / 512², 463 a
-# tile, 474k keys: forward+backward 2.33 / 2.22 -> 2.09 / 1.81 ms, peak 35.4 -> 23.3 MB; 1M / 1024², 462 a tile,
-# 1.9M keys: same time, 137.2 -> 89.5 MB; 8 cameras of the 250k scene, 3.8M keys: 4% slower in buckets)
-SORT_BUCKET_MAX_AVERAGE = 256
-SORT_BUCKET_MAX_AVERAGE_FEW_KEYS = 512
-SORT_BUCKET_FEW_KEYS = 1 << 21
+# More intersections a tile on average: one radix sort of all keys (a single program ranks a tile, so very
+# long tiles would serialise). Since the intersections go straight into their buckets (no pass of their own,
+# no cumsum over the Gaussians), the buckets were as fast or faster than the radix sort's path in every call
+# measured, up to 1436 a tile on average (longest 4102), and took less memory (H100, 2026-11-27, same process:
+# uniform 100k / 512², 859 a tile: forward 0.863 -> 0.633 ms, peak 49.5 -> 20.7 MB; 1M / 512² / 8 cameras: forward
+# 8.31 -> 8.35 ms, forward+backward 30.64 -> 30.54, forward peak 1002 -> 602 MB; docs/benchmarks.md)
+SORT_BUCKET_MAX_AVERAGE = 1536
+# Counters a bucket is split into (a Gaussian counts into the one of its flat index modulo this): a long
+# tile's atomics wait on each other at one address (count kernel at 100k / 512² / 8 cameras: 120 us with one
+# counter, 37 with 8; 16 or 32 no faster); a bucket's counters' slots are consecutive, so the tile sort sees
+# one bucket
+SUB_BUCKETS = 8
 
 if triton is not None:
     _ALPHA_THRESHOLD = tl.constexpr(shapes.ALPHA_THRESHOLD)
@@ -128,73 +133,103 @@ if triton is not None:
         return ca, cb, cc, tl.log(opacity / _ALPHA_THRESHOLD)
 
     @triton.jit
-    def _count_tiles_kernel(means2d_ptr, radii_ptr, conics_ptr, opacities_ptr, counts_ptr, n, tile_size,
-                            tile_width, tile_height, REACH: tl.constexpr, BLOCK: tl.constexpr):
+    def _image_of(image_ids_ptr, i, valid, n_per_image, PACKED: tl.constexpr):
+        if PACKED:
+            image = tl.load(image_ids_ptr + i, mask=valid, other=0)
+        else:
+            image = i // n_per_image
+        return image.to(tl.int32)
+
+    @triton.jit
+    def _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested, tile_size,
+                   tile_width, REACH: tl.constexpr):
+        """Tile k of each lane's rectangle (row by row): whether the lane has it, and with REACH whether its
+        alpha can reach it (rectangles of more than REACH_MAX_TILES tiles untested), and its tile id."""
+        tile_x = x0 + k % rect_width
+        tile_y = y0 + k // rect_width
+        hit = k < rect_count
+        if REACH:
+            if k < _REACH_MAX_TILES:  # past it, every lane still walking is untested
+                hit = hit & (untested | _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size))
+        return hit, tile_y * tile_width + tile_x
+
+    @triton.jit
+    def _count_tiles_kernel(means2d_ptr, radii_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr,
+                            tile_counts_ptr, n, n_per_image, tile_size, tile_width, tile_height,
+                            REACH: tl.constexpr, PACKED: tl.constexpr, BUCKETS: tl.constexpr, SUB: tl.constexpr,
+                            BLOCK: tl.constexpr):
+        """Each Gaussian's number of tiles; with BUCKETS also each (image, tile) bucket's number of
+        intersections, added up in tile_counts [buckets * SUB] (walking every rectangle as the emit kernel
+        will; SUB counters a bucket, see SUB_BUCKETS)."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
                                                        tile_height)
-        if REACH:  # walk the rectangle as the emit kernel will and count the tiles reached
+        if REACH:
             ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
-            tested = count <= _REACH_MAX_TILES
-            reached = tl.zeros([BLOCK], tl.int32)
-            for k in range(0, tl.max(tl.where(tested, count, 0), axis=0)):
-                hit = (k < count) & _reaches_tile(mx, my, ca, cb, cc, threshold, x0 + k % rect_width,
-                                                  y0 + k // rect_width, tile_size)
-                reached += hit.to(tl.int32)
-            count = tl.where(tested, reached, count)
-        tl.store(counts_ptr + i, count, mask=valid)
+        else:  # (unread)
+            ca, cb, cc, threshold = mx, mx, mx, mx
+        untested = count > _REACH_MAX_TILES
+        if BUCKETS:
+            bucket_base = _image_of(image_ids_ptr, i, valid, n_per_image, PACKED) * tile_width * tile_height
+            sub = i % SUB
+            walked = count
+        else:  # only rectangles whose tiles are tested need walking
+            walked = tl.where(untested, 0, count) if REACH else tl.zeros([BLOCK], tl.int32)
+        reached = tl.zeros([BLOCK], tl.int32)
+        for k in range(0, tl.max(walked, axis=0)):
+            hit, tile_id = _walk_step(k, x0, y0, rect_width, walked, mx, my, ca, cb, cc, threshold, untested,
+                                      tile_size, tile_width, REACH)
+            if BUCKETS:
+                tl.atomic_add(tile_counts_ptr + (bucket_base + tile_id) * SUB + sub, 1, mask=hit, sem="relaxed")
+            reached += hit.to(tl.int32)
+        tl.store(counts_ptr + i, tl.where(walked == count, reached, count), mask=valid)
 
     @triton.jit
     def _emit_intersections_kernel(
         means2d_ptr, radii_ptr, depths_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr, slots_end_ptr,
-        isect_ids_ptr, flatten_ids_ptr, tile_counts_ptr, n, n_per_image, tile_size, tile_width, tile_height,
-        tile_bits, n_slots, PACKED: tl.constexpr, REACH: tl.constexpr, BOUNDED: tl.constexpr,
-        BUCKET: tl.constexpr, BLOCK: tl.constexpr,
+        cursors_ptr, bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, n_isects_ptr, n, n_per_image, tile_size,
+        tile_width, tile_height, tile_bits, n_slots, PACKED: tl.constexpr, REACH: tl.constexpr,
+        BOUNDED: tl.constexpr, BUCKET: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        """Writes each Gaussian's intersections at its slots: gsplat's keys and the flat ids, or with
-        BUCKET (a bucket sort follows) the depth-and-id keys of ``_depth_id_key`` and the (image, tile)
-        bucket of each, counting the bucket's intersections in tile_counts."""
+        """Writes each Gaussian's intersections: gsplat's keys and the flat ids at its slots (from the
+        cumsum of the counts), or with BUCKET (a bucket sort follows) the depth-and-id keys of
+        ``_depth_id_key`` into their (image, tile) buckets of ``bucketed``: cursors [buckets * SUB] hold each
+        bucket's counters' ends and are decremented, so that they end at their starts (the order within a
+        bucket is arbitrary; the tile sort makes it exact). Slots past n_slots are dropped (bounded buffers);
+        with BOUNDED the programs pad isect_ids and flatten_ids from the real count (n_isects) on."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
                                                             tile_width, tile_height)
-        if PACKED:
-            image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int64)
-        else:
-            image = (i // n_per_image).to(tl.int64)
+        image = _image_of(image_ids_ptr, i, valid, n_per_image, PACKED)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         if BUCKET:
             key_base = _depth_id_key(depth_bits, i)
-            bucket_base = (image * tile_width * tile_height).to(tl.int32)
+            bucket_base = image * tile_width * tile_height
+            sub = i % SUB
         else:
-            key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
-        # exclusive cumsum from the inclusive one, no extra launch
-        slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
+            key_base = (image.to(tl.int64) << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
+            # exclusive cumsum from the inclusive one, no extra launch
+            slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
         if REACH:
             ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
-            untested = rect_count > _REACH_MAX_TILES
+        else:  # (unread)
+            ca, cb, cc, threshold = mx, mx, mx, mx
+        untested = rect_count > _REACH_MAX_TILES
         for k in range(0, tl.max(rect_count, axis=0)):
-            tile_x = x0 + k % rect_width
-            tile_y = y0 + k // rect_width
-            hit = k < rect_count
-            if REACH:
-                if k < _REACH_MAX_TILES:  # past it, every lane still walking is untested
-                    hit = hit & (untested | _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y,
-                                                          tile_size))
-            active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
-            tile_id = tile_y * tile_width + tile_x
+            hit, tile_id = _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested,
+                                      tile_size, tile_width, REACH)
             if BUCKET:
-                tl.store(isect_ids_ptr + slot, key_base, mask=active)
-                tl.store(flatten_ids_ptr + slot, bucket_base + tile_id, mask=active)
-                tl.atomic_add(tile_counts_ptr + bucket_base + tile_id, 1, mask=active, sem="relaxed")
+                slot = tl.atomic_add(cursors_ptr + (bucket_base + tile_id) * SUB + sub, -1, mask=hit, sem="relaxed") - 1
+                tl.store(bucketed_ptr + slot, key_base, mask=hit & (slot < n_slots))
             else:
+                active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
                 tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
                 tl.store(flatten_ids_ptr + slot, i, mask=active)
-            slot += hit.to(tl.int64)
+                slot += hit.to(tl.int64)
         if BOUNDED:  # the programs pad the slots past the real intersections between them
-            total = tl.load(slots_end_ptr + n - 1, mask=n > 0, other=0)
-            first_pad = tl.minimum(total, n_slots).to(tl.int32)
+            first_pad = tl.minimum(tl.load(n_isects_ptr), n_slots).to(tl.int32)
             for start in range(first_pad + tl.program_id(0) * BLOCK, n_slots, tl.num_programs(0) * BLOCK):
                 j = start + tl.arange(0, BLOCK)
                 tl.store(isect_ids_ptr + j, tl.full([BLOCK], _PADDING_KEY, tl.int64), mask=j < n_slots)
@@ -206,20 +241,6 @@ if triton is not None:
         """int64 keys whose signed order is that of (depth's unsigned bits, flat id), the order of the
         twin's stable sort within one tile: the depth's top bit flipped into the sign bit."""
         return (((depth_bits.to(tl.int64) & 0xFFFFFFFF) ^ 0x80000000) << 32) | flat_id.to(tl.int64)
-
-    @triton.jit
-    def _bucket_kernel(depth_id_keys_ptr, buckets_ptr, slots_end_ptr, n, n_slots, cursors_ptr, bucketed_ptr,
-                       BLOCK: tl.constexpr):
-        """Moves each stored intersection into its (image, tile) bucket: cursors hold each bucket's
-        end and are decremented, so that they end at its start (the order within a bucket is
-        arbitrary; the tile sort makes it exact)."""
-        j = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        kept = tl.minimum(tl.load(slots_end_ptr + n - 1), n_slots)
-        ok = j < kept
-        key = tl.load(depth_id_keys_ptr + j, mask=ok)
-        bucket = tl.load(buckets_ptr + j, mask=ok, other=0)
-        slot = tl.atomic_add(cursors_ptr + bucket, -1, mask=ok, sem="relaxed") - 1
-        tl.store(bucketed_ptr + slot, key, mask=ok)
 
     @triton.jit
     def _store_tile_keys(key, isect_ids_ptr, flatten_ids_ptr, start, index, ok, key_hi):
@@ -241,17 +262,24 @@ if triton is not None:
         return tl.where(ok, rank, 0)
 
     @triton.jit
-    def _sort_tiles_kernel(bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, starts_ptr, counts_ptr, n_tiles, tile_bits,
-                           BLOCK: tl.constexpr, CHUNK: tl.constexpr, RUN: tl.constexpr):
+    def _sort_tiles_kernel(bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, starts_ptr, offsets_ptr,
+                           n_tiles, tile_bits, n_slots, SUB: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+                           RUN: tl.constexpr):
         """One program per (image, tile) bucket: sorts its depth-and-id keys and writes gsplat's keys
-        and the flat ids. Up to RUN keys: each key goes straight to its rank among them, counted by
-        comparing it with every key of the bucket (BLOCK keys against CHUNK at a time: no data
-        exchange between threads, and a bucket's work grows with its length). Longer buckets: runs
-        of RUN ranked the same way into isect_ids (free by then), then merged pairwise (each key's
-        place in the other run by binary search), ping-ponging with bucketed."""
+        and the flat ids, and its start as an int32 offset. Up to RUN keys: each key goes straight to
+        its rank among them, counted by comparing it with every key of the bucket (BLOCK keys against
+        CHUNK at a time: no data exchange between threads, and a bucket's work grows with its length).
+        Longer buckets: runs of RUN ranked the same way into isect_ids (free by then), then merged
+        pairwise (each key's place in the other run by binary search), ping-ponging with bucketed.
+        A bucket is SUB consecutive counters, whose starts are at starts_ptr [buckets * SUB + 1] (the last:
+        the real count): the bucket ends where the next one starts. Bounded buffers too small (the real
+        count over n_slots): only the keys that fit are sorted, and the offsets stop at n_slots (the
+        compositing reads the ids between them)."""
         bucket = tl.program_id(0)
-        start = tl.load(starts_ptr + bucket).to(tl.int64)
-        count = tl.load(counts_ptr + bucket)
+        start = tl.minimum(tl.load(starts_ptr + bucket * SUB).to(tl.int64), n_slots)
+        tl.store(offsets_ptr + bucket, start.to(tl.int32))
+        end = tl.minimum(tl.load(starts_ptr + (bucket + 1) * SUB).to(tl.int64), n_slots)
+        count = (end - start).to(tl.int32)
         key_hi = ((bucket // n_tiles).to(tl.int64) << (32 + tile_bits)) | ((bucket % n_tiles).to(tl.int64) << 32)
         index = tl.arange(0, BLOCK)
         if count <= RUN:
@@ -317,32 +345,38 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         conics = opacities = means2d
     counts = torch.empty(radii.shape[:-1], device=device, dtype=torch.int32)
     grid = (cdiv(n, BLOCK),)
+    n_buckets = n_images * tile_width * tile_height
+    image_ids = image_ids if packed else counts  # (unread without packing)
+    # a sorted call counts each (image, tile) bucket's intersections as it counts each Gaussian's: their
+    # cumsum gives the real count (and, should the bucket sort run, the buckets' ends) with no cumsum over
+    # the Gaussians; the last bucket is a spare one, never counted into, so that the count stays apart
+    tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int32) if sort else counts  # (unread)
     if n > 0:
-        launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, counts, n, float(tile_size),
-                      tile_width, tile_height, REACH=reach, BLOCK=BLOCK)
-    slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64)
+        launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, image_ids, counts, tile_counts, n,
+                      n_per_image, float(tile_size), tile_width, tile_height, REACH=reach, PACKED=packed,
+                      BUCKETS=sort, SUB=SUB_BUCKETS, BLOCK=BLOCK)
+    ends = torch.cumsum(tile_counts if sort else counts.reshape(-1), 0, dtype=torch.int64)
     bounded = max_intersections is not None
-    n_isects = slots_end[-1:] if n > 0 else None  # [1]: the real count, on the device
+    n_isects = ends[-1:] if n > 0 else None  # [1]: the real count, on the device
     n_slots = max_intersections if bounded else (int(n_isects) if n > 0 else 0)  # the one host sync
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
-    n_buckets = n_images * tile_width * tile_height
-    bucket = sort and (n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets or (
-        n_slots <= SORT_BUCKET_FEW_KEYS and n_slots <= SORT_BUCKET_MAX_AVERAGE_FEW_KEYS * n_buckets))
+    bucket = sort and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
+    offsets = None
     if n > 0 and n_slots > 0:
-        tile_counts = torch.zeros(n_buckets if bucket else 1, device=device, dtype=torch.int32)
+        # each Gaussian's slots: the cumsum of the counts (the buckets' cursors instead: unread)
+        slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64) if sort and not bucket else ends
+        bucketed = torch.empty_like(isect_ids) if bucket else isect_ids  # (unread without buckets)
         launch_kernel(_emit_intersections_kernel, grid,
-            means2d, radii, depths, conics, opacities, image_ids if packed else counts, counts, slots_end,
-            isect_ids, flatten_ids, tile_counts, n, n_per_image, float(tile_size), tile_width, tile_height,
-            tile_bits, n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BUCKET=bucket, BLOCK=BLOCK)
-        if bucket:
-            cursors = torch.cumsum(tile_counts, 0, dtype=torch.int32)  # each bucket's end, then its start
-            bucketed = torch.empty_like(isect_ids)
-            launch_kernel(_bucket_kernel, (cdiv(n_slots, BLOCK),), isect_ids, flatten_ids, slots_end, n, n_slots,
-                          cursors, bucketed, BLOCK=BLOCK)
-            launch_kernel(_sort_tiles_kernel, (n_buckets,), bucketed, isect_ids, flatten_ids, cursors, tile_counts,
-                          tile_width * tile_height, tile_bits, BLOCK=SORT_BLOCK, CHUNK=SORT_CHUNK, RUN=SORT_RUN,
-                          num_warps=SORT_WARPS)
+            means2d, radii, depths, conics, opacities, image_ids, counts, slots_end, ends, bucketed, isect_ids,
+            flatten_ids, n_isects, n, n_per_image, float(tile_size), tile_width, tile_height,
+            tile_bits, n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BUCKET=bucket, SUB=SUB_BUCKETS,
+            BLOCK=BLOCK)
+        if bucket:  # the cursors (ends but its last) hold the buckets' counters' starts now
+            offsets = torch.empty(n_buckets, device=device, dtype=torch.int32)
+            launch_kernel(_sort_tiles_kernel, (n_buckets,), bucketed, isect_ids, flatten_ids, ends, offsets,
+                          tile_width * tile_height, tile_bits, n_slots, SUB=SUB_BUCKETS, BLOCK=SORT_BLOCK,
+                          CHUNK=SORT_CHUNK, RUN=SORT_RUN, num_warps=SORT_WARPS)
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
@@ -351,7 +385,6 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         flatten_ids = flatten_ids[order]
     # by-products intersect_tiles uses when they exist: the buckets' starts (the per-tile offsets) and
     # the count
-    offsets = cursors if bucket and n > 0 and n_slots > 0 else None
     return counts, isect_ids, flatten_ids, offsets, n_isects
 
 
@@ -382,8 +415,9 @@ def isect_tiles(
 
     ``max_intersections`` bounds M without a host sync: both outputs then have that length, the
     ``tiles_per_gauss.sum()`` real intersections come first and the rest is ``reference.PADDING_KEY`` / 0;
-    intersections beyond the bound are dropped (``rasterize_to_pixels`` with ``n_isects`` turns that
-    into NaN images, never a silently incomplete one).
+    beyond the bound some intersections are dropped, which ones not specified (the twin keeps the first
+    in unsorted order, the kernels' bucket sort those that fall into the buffers); ``rasterize_to_pixels``
+    with ``n_isects`` turns that into NaN images, never a silently incomplete one.
 
     ``conics`` and ``opacities`` (those the compositing will use; instant4d.rasterization passes them)
     keep only the tiles of each Gaussian's rectangle where its alpha can reach 1/255 at a pixel centre

@@ -296,7 +296,9 @@ def isect_tiles(
     image_id << (32 + tile_bits) | tile_id << 32 | float32 bits of depth, and ``flatten_ids``
     int32 [M], the index of the Gaussian in the flattened [I * N] (or [nnz]) inputs. Sorting is
     stable, so equal depths keep the Gaussians' order. With ``max_intersections`` both have that
-    length: the first ones in unsorted order that fit, then padding (key ``PADDING_KEY``, id 0).
+    length: the real intersections, then padding (key ``PADDING_KEY``, id 0); a bound below the real
+    count keeps some of them (here the first ones in unsorted order; which ones is not part of the
+    contract, the kernels' bucket sort keeps others).
     A Gaussian overlaps the tiles of its radii's rectangle (gsplat's rule); given ``conics`` and
     ``opacities`` (those the compositing uses), only those of them it can reach (``tile_reachable``),
     in rectangles of at most ``REACH_MAX_TILES`` tiles.
