@@ -350,7 +350,8 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     # a sorted call counts each (image, tile) bucket's intersections as it counts each Gaussian's: their
     # cumsum gives the real count (and, should the bucket sort run, the buckets' ends) with no cumsum over
     # the Gaussians; the last bucket is a spare one, never counted into, so that the count stays apart
-    tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int32) if sort else counts  # (unread)
+    # (int64: the cumsum then converts nothing, one op and one copy fewer a call)
+    tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int64) if sort else counts
     if n > 0:
         launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, image_ids, counts, tile_counts, n,
                       n_per_image, float(tile_size), tile_width, tile_height, REACH=reach, PACKED=packed,
