@@ -293,6 +293,21 @@ def test_bad_input_names_the_argument(kwargs, match):
         isect_tiles(**args)
 
 
+def test_too_many_bucket_counters_take_the_radix_sort(interpret_triton):
+    """The kernels index the buckets' counters in int32: a call that would need 2^31 of them (here by a
+    patched SUB_BUCKETS) counts no buckets and sorts by radix, with the same outputs."""
+    s = random_splats(2, 40, 48, 40, 3, 7, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    kwargs = dict(conics=s["conics"].float(), opacities=s["opacities"].float())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "SUB_BUCKETS", 1 << 31)
+        out = intersect_tiles(*args, backend="triton", **kwargs)
+    expected = reference.isect_tiles(*args, **kwargs)
+    assert_matches_twin(out[:3], expected)
+    assert torch.equal(out.isect_offsets, isect_offset_encode(expected[1], 2, *args[4:]))
+    assert int(out.n_isects) == expected[1].numel() > 0
+
+
 def test_too_many_key_bits_is_an_error():
     with pytest.raises(ValueError, match="do not fit"):
         reference.isect_offset_encode(torch.zeros(0, dtype=torch.int64), 2**20, 2**7, 2**7)

@@ -350,23 +350,25 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     # a sorted call counts each (image, tile) bucket's intersections as it counts each Gaussian's: their
     # cumsum gives the real count (and, should the bucket sort run, the buckets' ends) with no cumsum over
     # the Gaussians; the last bucket is a spare one, never counted into, so that the count stays apart
-    # (int64: the cumsum then converts nothing, one op and one copy fewer a call)
-    tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int64) if sort else counts
+    # (int64: the cumsum then converts nothing, one op and one copy fewer a call). The kernels index the
+    # counters in int32: more than 2^31 of them (2^28 tiles in all) take the radix sort instead
+    buckets = sort and n_buckets * SUB_BUCKETS < 2**31
+    tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int64) if buckets else counts
     if n > 0:
         launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, image_ids, counts, tile_counts, n,
                       n_per_image, float(tile_size), tile_width, tile_height, REACH=reach, PACKED=packed,
-                      BUCKETS=sort, SUB=SUB_BUCKETS, BLOCK=BLOCK)
-    ends = torch.cumsum(tile_counts if sort else counts.reshape(-1), 0, dtype=torch.int64)
+                      BUCKETS=buckets, SUB=SUB_BUCKETS, BLOCK=BLOCK)
+    ends = torch.cumsum(tile_counts if buckets else counts.reshape(-1), 0, dtype=torch.int64)
     bounded = max_intersections is not None
     n_isects = ends[-1:] if n > 0 else None  # [1]: the real count, on the device
     n_slots = max_intersections if bounded else (int(n_isects) if n > 0 else 0)  # the one host sync
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
-    bucket = sort and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
+    bucket = buckets and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
     offsets = None
     if n > 0 and n_slots > 0:
-        # each Gaussian's slots: the cumsum of the counts (the buckets' cursors instead: unread)
-        slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64) if sort and not bucket else ends
+        # each Gaussian's slots: the cumsum of the counts (with buckets: their cursors, the slots unread)
+        slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64) if buckets and not bucket else ends
         bucketed = torch.empty_like(isect_ids) if bucket else isect_ids  # (unread without buckets)
         launch_kernel(_emit_intersections_kernel, grid,
             means2d, radii, depths, conics, opacities, image_ids, counts, slots_end, ends, bucketed, isect_ids,
