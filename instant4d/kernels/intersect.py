@@ -13,11 +13,12 @@ cumsum gives the real count. ``_emit_intersections_kernel`` walks each block's r
 pads bounded buffers. Then the sort, one of two ways:
 
 - bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average: every scene of
-  the benchmark matrix and the avatar's frames): the buckets' cumsum gives their ends, the emit kernel writes each intersection's
-  (depth, flat id) key straight into its bucket (atomic cursors), and ``_sort_tiles_kernel`` (a program
-  per bucket) ranks the bucket's keys and writes gsplat's keys, the flat ids in order and the bucket's
-  start (``isect_offset_encode``'s offsets for free, ``intersect_tiles``): no cumsum over the Gaussians,
-  where ``torch.sort`` makes about twenty launches (its host time was a quarter of a small frame's).
+  the benchmark matrix and the avatar's frames): the buckets' cumsum gives their ends, the emit kernel
+  writes each intersection's (depth, flat id) key straight into its bucket (atomic cursors), and
+  ``_sort_tiles_kernel`` (a program per bucket) ranks the bucket's keys and writes gsplat's keys, the flat
+  ids in order and the bucket's start (``isect_offset_encode``'s offsets for free, ``intersect_tiles``): no
+  cumsum over the Gaussians, where ``torch.sort`` makes about twenty launches (its host time was a quarter
+  of a small frame's).
 - one stable ``torch.sort`` of the 64-bit keys otherwise (longer tiles, where one program would rank
   each), the emit kernel writing each Gaussian's keys at its slots (a cumsum of the counts).
 
@@ -221,7 +222,8 @@ if triton is not None:
             hit, tile_id = _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested,
                                       tile_size, tile_width, REACH)
             if BUCKET:
-                slot = tl.atomic_add(cursors_ptr + (bucket_base + tile_id) * SUB + sub, -1, mask=hit, sem="relaxed") - 1
+                cursor = cursors_ptr + (bucket_base + tile_id) * SUB + sub
+                slot = tl.atomic_add(cursor, -1, mask=hit, sem="relaxed") - 1
                 tl.store(bucketed_ptr + slot, key_base, mask=hit & (slot < n_slots))
             else:
                 active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
