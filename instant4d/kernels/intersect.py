@@ -126,20 +126,29 @@ if triton is not None:
         return improper | inside | (best <= threshold + (_REACH_SLACK_ABS + _REACH_SLACK_REL * size))
 
     @triton.jit
-    def _load_ellipse(conics_ptr, opacities_ptr, i, valid):
-        ca = tl.load(conics_ptr + i * 3, mask=valid, other=1.0)
-        cb = tl.load(conics_ptr + i * 3 + 1, mask=valid, other=0.0)
-        cc = tl.load(conics_ptr + i * 3 + 2, mask=valid, other=1.0)
-        opacity = tl.load(opacities_ptr + i, mask=valid, other=1.0)
-        return ca, cb, cc, tl.log(opacity / _ALPHA_THRESHOLD)
+    def _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH: tl.constexpr):
+        """Each lane's conic (a, b, c) and log(opacity / alpha threshold), what _reaches_tile takes; without
+        REACH (no conics given) placeholders that nothing reads."""
+        if REACH:
+            ca = tl.load(conics_ptr + i * 3, mask=valid, other=1.0)
+            cb = tl.load(conics_ptr + i * 3 + 1, mask=valid, other=0.0)
+            cc = tl.load(conics_ptr + i * 3 + 2, mask=valid, other=1.0)
+            threshold = tl.log(tl.load(opacities_ptr + i, mask=valid, other=1.0) / _ALPHA_THRESHOLD)
+        else:
+            zero = tl.zeros(i.shape, tl.float32)
+            ca, cb, cc, threshold = zero, zero, zero, zero
+        return ca, cb, cc, threshold
 
     @triton.jit
-    def _image_of(image_ids_ptr, i, valid, n_per_image, PACKED: tl.constexpr):
+    def _counter_base(image_ids_ptr, i, valid, n_per_image, tile_width, tile_height, SUB: tl.constexpr,
+                      PACKED: tl.constexpr):
+        """Lane i's intersection with tile t counts in counter base + t * SUB: its (image, tile) bucket,
+        then SUB counters a bucket (the lane's flat index modulo SUB); the count and emit kernels must agree."""
         if PACKED:
-            image = tl.load(image_ids_ptr + i, mask=valid, other=0)
+            image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int32)
         else:
             image = i // n_per_image
-        return image.to(tl.int32)
+        return image * tile_width * tile_height * SUB + i % SUB
 
     @triton.jit
     def _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested, tile_size,
@@ -166,14 +175,10 @@ if triton is not None:
         valid = i < n
         mx, my, x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
                                                        tile_height)
-        if REACH:
-            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
-        else:  # (unread)
-            ca, cb, cc, threshold = mx, mx, mx, mx
+        ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH)
         untested = count > _REACH_MAX_TILES
         if BUCKETS:
-            bucket_base = _image_of(image_ids_ptr, i, valid, n_per_image, PACKED) * tile_width * tile_height
-            sub = i % SUB
+            counter_base = _counter_base(image_ids_ptr, i, valid, n_per_image, tile_width, tile_height, SUB, PACKED)
             walked = count
         else:  # only rectangles whose tiles are tested need walking
             walked = tl.where(untested, 0, count) if REACH else tl.zeros([BLOCK], tl.int32)
@@ -182,7 +187,7 @@ if triton is not None:
             hit, tile_id = _walk_step(k, x0, y0, rect_width, walked, mx, my, ca, cb, cc, threshold, untested,
                                       tile_size, tile_width, REACH)
             if BUCKETS:
-                tl.atomic_add(tile_counts_ptr + (bucket_base + tile_id) * SUB + sub, 1, mask=hit, sem="relaxed")
+                tl.atomic_add(tile_counts_ptr + counter_base + tile_id * SUB, 1, mask=hit, sem="relaxed")
             reached += hit.to(tl.int32)
         tl.store(counts_ptr + i, tl.where(walked == count, reached, count), mask=valid)
 
@@ -203,27 +208,25 @@ if triton is not None:
         valid = i < n
         mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
                                                             tile_width, tile_height)
-        image = _image_of(image_ids_ptr, i, valid, n_per_image, PACKED)
         depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         if BUCKET:
             key_base = _depth_id_key(depth_bits, i)
-            bucket_base = image * tile_width * tile_height
-            sub = i % SUB
+            counter_base = _counter_base(image_ids_ptr, i, valid, n_per_image, tile_width, tile_height, SUB, PACKED)
         else:
-            key_base = (image.to(tl.int64) << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
+            if PACKED:
+                image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int64)
+            else:
+                image = (i // n_per_image).to(tl.int64)
+            key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
             # exclusive cumsum from the inclusive one, no extra launch
             slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
-        if REACH:
-            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid)
-        else:  # (unread)
-            ca, cb, cc, threshold = mx, mx, mx, mx
+        ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH)
         untested = rect_count > _REACH_MAX_TILES
         for k in range(0, tl.max(rect_count, axis=0)):
             hit, tile_id = _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested,
                                       tile_size, tile_width, REACH)
             if BUCKET:
-                cursor = cursors_ptr + (bucket_base + tile_id) * SUB + sub
-                slot = tl.atomic_add(cursor, -1, mask=hit, sem="relaxed") - 1
+                slot = tl.atomic_add(cursors_ptr + counter_base + tile_id * SUB, -1, mask=hit, sem="relaxed") - 1
                 tl.store(bucketed_ptr + slot, key_base, mask=hit & (slot < n_slots))
             else:
                 active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
