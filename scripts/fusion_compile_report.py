@@ -11,7 +11,8 @@ this machine has. Environment: CONFIG=F,Hd[,colours] picks other widths, DOT=fp1
 (float32 saved rows); LAUNCH_<KERNEL>=block_n,warps,stages,programs_per_sm[,max_registers]
 replaces a kernel's launch; SAVE=0 compiles "forward" without saving activations (it saves by default, as
 "forward_saving" always does, through descriptors unless TMA=0), DELTA=1 with the delta output (and its
-gradient in the backward kernels), ONE_FRAME=1 the per-Gaussian kernel as one frame (B = 1) compiles it.
+gradient in the backward kernels), ONE_FRAME=1 the per-Gaussian kernel as one frame (B = 1) compiles it; SASS=folder writes each kernel's
+SASS there (NAME.sass), to count its instructions by opcode.
 """
 import dataclasses
 import os
@@ -68,6 +69,9 @@ def report(name: str, config: FusionConfig) -> str:
     usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
     sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     os.remove(f.name)
+    if os.environ.get("SASS"):
+        with open(os.path.join(os.environ["SASS"], name + ".sass"), "w") as out:
+            out.write(sass)
     field = lambda key: re.search(key + r":(\d+)", usage).group(1)  # noqa: E731
     return (f"{name} {launch} registers {field('REG')} stack {field('STACK')} instructions "
             f"{len(re.findall(r'/[*][0-9a-f]{4,5}[*]/', sass))} LDL {sass.count('LDL')} STL {sass.count('STL')} "

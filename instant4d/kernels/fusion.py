@@ -59,8 +59,8 @@ MLP's softplus derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-s
 decoder's from the recomputed one (float32).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
-approximations (ex2/lg2/rcp.approx, relative error ~2^-22), since libdevice's logf and IEEE
-division had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
+approximations (ex2.approx.ftz/lg2/rcp.approx, relative error ~2^-22; results below 2^-126 flushed to 0),
+since libdevice's logf, IEEE division and ex2's subnormal handling had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
 "bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
 largest magnitude 2^14, weights scaled per tensor; slower). Weight gradients (sums over the
 Gaussians) always come from bf16 operands. The saved activations and the stored per-row gradients
@@ -301,6 +301,16 @@ if triton is not None:
         return y
 
     @triton.jit
+    def _exp(x):
+        """e^x through tl.exp2, which compiles to ex2.approx.ftz (sm_90, Triton 3.6): tl.exp compiles to
+        ex2.approx.f32, whose handling of subnormal results costs three more instructions a call (a
+        compare and two predicated multiplies): 12% of the per-row backward kernel's instructions and 10%
+        of the forward's, and the one-frame step replayed from a CUDA graph took 0.370 -> 0.336 ms (H100,
+        docs/benchmarks.md). Results below 2^-126 become 0, which no caller tells apart (each adds them
+        to 1 or scales a gradient by them; the gradients came out bit-identical)."""
+        return tl.exp2(x * 1.4426950408889634)
+
+    @triton.jit
     def _rcp(x):
         """1 / x by rcp.approx (tl.sigmoid and "/" compile to a full-precision division)."""
         if _INTERPRET:
@@ -312,11 +322,11 @@ if triton is not None:
 
     @triton.jit
     def _sigmoid(z):
-        return _rcp(1.0 + tl.exp(-z))
+        return _rcp(1.0 + _exp(-z))
 
     @triton.jit
     def _softplus(z):
-        return tl.maximum(z, 0.0) + _log(1.0 + tl.exp(-tl.abs(z)))
+        return tl.maximum(z, 0.0) + _log(1.0 + _exp(-tl.abs(z)))
 
     @triton.jit
     def _bf16(x):
@@ -443,33 +453,32 @@ if triton is not None:
         return ptr + items[:, None] * WIDTH + (col - START)[None, :], row_ok[:, None] & inside[None, :]
 
     @triton.jit
-    def _store_heads(out, items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
-                     D: tl.constexpr, OP: tl.constexpr):
-        """Columns of the head tile out [BLOCK_N, OP] into their five tensors, each element from the
-        thread that holds it (one pointer tile picks the tensor per column)."""
+    def _head_pointers(items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
+                       D: tl.constexpr, OP: tl.constexpr):
+        """Pointers and mask placing each column of a head tile [BLOCK_N, OP] (rows ``items``) in its
+        tensor: one pointer tile picks the tensor per column, so a tile moves in one load or store."""
         col = tl.arange(0, OP)[None, :]
         ptrs, _ = _head_slice(colors_ptr, items, row_ok, 11, D, OP)
         ptrs = tl.where(col == 10, _head_slice(opacities_ptr, items, row_ok, 10, 1, OP)[0], ptrs)
         ptrs = tl.where(col < 10, _head_slice(quats_ptr, items, row_ok, 6, 4, OP)[0], ptrs)
         ptrs = tl.where(col < 6, _head_slice(scales_ptr, items, row_ok, 3, 3, OP)[0], ptrs)
         ptrs = tl.where(col < 3, _head_slice(means_ptr, items, row_ok, 0, 3, OP)[0], ptrs)
-        _store_in_place(ptrs, out, row_ok[:, None] & (col < 11 + D))
+        return ptrs, row_ok[:, None] & (col < 11 + D)
+
+    @triton.jit
+    def _store_heads(out, items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
+                     D: tl.constexpr, OP: tl.constexpr):
+        """Columns of the head tile out [BLOCK_N, OP] into their five tensors, each element from the
+        thread that holds it."""
+        ptrs, mask = _head_pointers(items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
+        _store_in_place(ptrs, out, mask)
 
     @triton.jit
     def _load_heads(items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr,
                     D: tl.constexpr, OP: tl.constexpr):
         """The five per-head tensors at rows ``items`` gathered into one float32 [BLOCK_N, OP] tile."""
-        ptrs, ok = _head_slice(means_ptr, items, row_ok, 0, 3, OP)
-        out = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
-        ptrs, ok = _head_slice(scales_ptr, items, row_ok, 3, 3, OP)
-        out += tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
-        ptrs, ok = _head_slice(quats_ptr, items, row_ok, 6, 4, OP)
-        out += tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
-        ptrs, ok = _head_slice(opacities_ptr, items, row_ok, 10, 1, OP)
-        out += tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
-        ptrs, ok = _head_slice(colors_ptr, items, row_ok, 11, D, OP)
-        out += tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
-        return out
+        ptrs, mask = _head_pointers(items, row_ok, means_ptr, scales_ptr, quats_ptr, opacities_ptr, colors_ptr, D, OP)
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
     def _layer_norm(m, F: tl.constexpr, FP: tl.constexpr, eps):
@@ -514,7 +523,7 @@ if triton is not None:
     def _softplus_grad(a):
         """softplus'(z) = sigmoid(z) = 1 - exp(-a) from a = softplus(z) >= 0; a series below 2^-6,
         where 1 - exp(-a) would cancel."""
-        return tl.where(a < 0.015625, a * (1.0 - a * (0.5 - a * (1.0 / 6.0))), 1.0 - tl.exp(-a))
+        return tl.where(a < 0.015625, a * (1.0 - a * (0.5 - a * (1.0 / 6.0))), 1.0 - _exp(-a))
 
     @triton.jit
     def _two_layer_weights(first_ptr, second_ptr, K, KP: tl.constexpr, M, MP: tl.constexpr, HD: tl.constexpr,
@@ -575,35 +584,33 @@ if triton is not None:
 
     @triton.jit
     def _head_terms(a, OP: tl.constexpr):
-        """What the heads take from the decoder outputs a [BLOCK_N, OP], for every column (each
-        column then keeps the term of its head): the column index, the rotation columns, sigmoid(a),
-        tanh(a), the opacity sigmoid(a - 1), the quaternion norm per row and a / max(norm, eps)."""
+        """What the heads take from the decoder outputs a [BLOCK_N, OP], for every column: the column
+        index, the rotation columns, each column's one sigmoid (of 2a for the mean offsets, whose
+        tanh(a) = 2 sigmoid(2a) - 1; of a - 1 for the opacity; of a elsewhere), the quaternion norm per
+        row and a / max(norm, eps)."""
         col = tl.arange(0, OP)[None, :]
         is_rot = (col >= 6) & (col < 10)
         norm = tl.sqrt(tl.sum(tl.where(is_rot, a * a, 0.0), axis=1))
         inv_norm = _rcp(tl.maximum(norm, _QUAT_EPS))
-        return (col, is_rot, _sigmoid(a), 2.0 * _sigmoid(2.0 * a) - 1.0, _sigmoid(a - 1.0), norm, inv_norm,
-                a * inv_norm[:, None])
+        sig = _sigmoid(tl.where(col < 3, 2.0 * a, tl.where(col == 10, a - 1.0, a)))
+        return col, is_rot, sig, norm, inv_norm, a * inv_norm[:, None]
 
     @triton.jit
     def _heads(a, anchors, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, OP: tl.constexpr):
         """Decoder outputs a [BLOCK_N, OP] -> attributes, column by column (anchors in columns 0-2)."""
-        col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
-        out = tl.where(col < 3, anchors + OFFSET_SCALE * tanh, MAX_SCALE * sig)
-        out = tl.where(is_rot, quat, out)
-        out = tl.where(col == 10, opacity, out)
-        return tl.where(col >= 11, sig, out)
+        col, is_rot, sig, norm, inv_norm, quat = _head_terms(a, OP)
+        out = tl.where(col < 3, anchors + OFFSET_SCALE * (2.0 * sig - 1.0), tl.where(col < 6, MAX_SCALE * sig, sig))
+        return tl.where(is_rot, quat, out)
 
     @triton.jit
     def _heads_backward(a, g, OFFSET_SCALE: tl.constexpr, MAX_SCALE: tl.constexpr, OP: tl.constexpr):
-        """d loss / d a from the gradients g of the attributes (same column layout)."""
-        col, is_rot, sig, tanh, opacity, norm, inv_norm, quat = _head_terms(a, OP)
+        """d loss / d a from the gradients g of the attributes (same column layout): every column but
+        the rotation's is a constant times a sigmoid (1 - tanh(a)^2 = 4 s (1 - s) for s = sigmoid(2a))."""
+        col, is_rot, sig, norm, inv_norm, quat = _head_terms(a, OP)
         radial = tl.where(norm > _QUAT_EPS, tl.sum(tl.where(is_rot, quat * g, 0.0), axis=1), 0.0)
         v_rot = (g - quat * radial[:, None]) * inv_norm[:, None]
-        v_a = tl.where(col < 3, g * OFFSET_SCALE * (1.0 - tanh * tanh), g * MAX_SCALE * sig * (1.0 - sig))
-        v_a = tl.where(is_rot, v_rot, v_a)
-        v_a = tl.where(col == 10, g * opacity * (1.0 - opacity), v_a)
-        return tl.where(col >= 11, g * sig * (1.0 - sig), v_a)
+        factor = tl.where(col < 3, 4.0 * OFFSET_SCALE, tl.where(col < 6, MAX_SCALE, 1.0))
+        return tl.where(is_rot, v_rot, g * factor * sig * (1.0 - sig))
 
     @triton.jit
     def _fusion_forward_kernel(
