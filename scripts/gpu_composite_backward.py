@@ -81,7 +81,7 @@ def old_backward_kernel(
     # no count needed here in bounded mode: every pixel stops at its last composited Gaussian
     image, pixel, inside, fx, fy, start, end = _tile_setup(
         offsets_ptr, tile_mask_ptr, n_isects, n_flat_tiles, n_tiles, tile_width, image_width,
-        image_height, TILE, TILE_PAD, HAS_MASK)
+        image_height, TILE, TILE_PAD, HAS_MASK, TILE_PAD * TILE_PAD)  # one program a tile
     ch = tl.arange(0, CHANNELS_PAD)
     ch_ok = ch < CHANNELS
     pix_ch = pixel[None, :] * CHANNELS + ch[:, None]
@@ -201,8 +201,10 @@ def with_outputs(args: tuple) -> tuple[tuple, list]:
 
 def variants(kwargs: dict, sweep: bool) -> list:
     """(label, launch(grid, args)) for each kernel, given the package's keyword arguments."""
-    def old(grid, args):
-        launch_kernel(old_backward_kernel, grid, *args, **(kwargs | dict(BLOCK_G=16)))
+    def old(grid, args):  # one 4-warp program a tile, where the package's kernel has a warp a part of one
+        pixels = kwargs["TILE_PAD"] ** 2
+        old_kwargs = {k: v for k, v in kwargs.items() if k != "PIXELS"} | dict(BLOCK_G=16, num_warps=pixels // 64)
+        launch_kernel(old_backward_kernel, (grid[0] // (pixels // kwargs["PIXELS"]),), *args, **old_kwargs)
 
     def package_at(block_g, warps):
         launch_args = kwargs | dict(BLOCK_G=block_g, num_warps=warps)

@@ -110,8 +110,8 @@ def sweep_composite(scene) -> list[dict]:
     variants = [dict(fwd=(block, unroll), bwd=bwd_block) for block, unroll, bwd_block in (
         (8, 1, 16), (4, 1, 16), (16, 1, 16), (8, 2, 16), (8, 1, 8))]
     for variant in variants:
-        def config(channels, tile_size, backward=False):
-            c = original(channels, tile_size, backward)
+        def config(channels, tile_size, backward=False, deterministic=False):
+            c = original(channels, tile_size, backward, deterministic)
             if backward:
                 c["BLOCK_G"] = variant["bwd"]
             else:
