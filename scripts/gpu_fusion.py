@@ -389,6 +389,21 @@ def sweep(results, budget) -> None:
                 torch.cuda.empty_cache()
 
 
+def host_us(call, repeats: int, warmup: int) -> float:
+    """Host microseconds a call over ``repeats`` back-to-back calls after ``warmup`` ones (the GPU's
+    work is queued, not waited for: at small N the loop runs at the host's pace; synchronised before and
+    after)."""
+    for _ in range(warmup):
+        call()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    host = (time.perf_counter() - start) / repeats * 1e6
+    synchronize()
+    return host
+
+
 def host_times(results) -> None:
     """Host microseconds per call at N = 1024, B = 1 (the GPU's work is a few microseconds, so the
     loop runs at the host's pace; synchronised once at the end), and do_bench of the same calls."""
@@ -410,15 +425,7 @@ def host_times(results) -> None:
     rows = results.setdefault("host", [])
     repeats = 2 if SMOKE else 500
     for name, call in calls.items():
-        for _ in range(2 if SMOKE else 20):
-            call()
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            call()
-        host_us = (time.perf_counter() - start) / repeats * 1e6
-        synchronize()
-        rows.append(dict(call=name, host_us=host_us, do_bench_us=1e3 * ms(call)))
+        rows.append(dict(call=name, host_us=host_us(call, repeats, 2 if SMOKE else 20), do_bench_us=1e3 * ms(call)))
         print(rows[-1], flush=True)
     # where the host time of a fwd+bwd goes: cProfile of repeated calls, by own time
     profiler = cProfile.Profile()

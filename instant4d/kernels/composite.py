@@ -133,9 +133,9 @@ if triton is not None:
         gives the inclusive and the exclusive running products of x."""
         return through_a * through_b, through_a * before_b
 
-    # Tensors are [BLOCK_G, P] with the pixel axis last and one warp per 32 pixels, so each thread
-    # owns a pixel and walks the block's Gaussians in registers: the transmittance scan and the
-    # colour sums never leave the thread. Only per-Gaussian gradients reduce across the tile.
+    # Tensors are [BLOCK_G, P] with the pixel axis last, P the program's pixels (PIXELS, 32 a warp), so each
+    # thread owns its pixels and walks the block's Gaussians in registers: the transmittance scan and the
+    # colour sums never leave the thread. Only per-Gaussian gradients reduce across the program's pixels.
 
     @triton.jit
     def _composite_forward_kernel(
@@ -167,7 +167,7 @@ if triton is not None:
         n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
             means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, j < end)
         while (b < end) & (alive > 0):
-            # UNROLL blocks between the tile-wide early-exit checks (each check is a barrier)
+            # UNROLL blocks between the early-exit checks (each a reduction over the program's pixels)
             for u in tl.static_range(UNROLL):
                 j = b + u * BLOCK_G + tl.arange(0, BLOCK_G)
                 in_range = j < end
@@ -369,9 +369,9 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False, determ
     use_dot = channels_pad > 8
     tile_pad = next_power_of_2(tile_size)
     # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py and
-    # the compiled kernels' register reports): 2 pixels per thread beat 1 and 4. Forward: the next
-    # block prefetched, an early-exit check after each; 16 Gaussians per block for up to 3 channels in
-    # tiles of up to 16 px (since the transmittance scan lost its division: avatar 128.6 -> 106.8 us,
+    # the compiled kernels' register reports), then with one 4-warp program a tile: 2 pixels per thread
+    # beat 1 and 4. Forward: the next block prefetched, an early-exit check after each; 16 Gaussians per
+    # block for up to 3 channels in tiles of up to 16 px (since the transmittance scan lost its division: avatar 128.6 -> 106.8 us,
     # 100k / 512x512 187.6 -> 177.9 us against 8, scripts/gpu_composite_ab.py; sm_90, 3 channels: 166
     # registers), else 8 (4-8 channels took 203-215 registers at 16, 32 px tiles spilled).
     # Backward: 8 per block with the next block prefetched (with relaxed atomics, the kernel alone at
@@ -401,9 +401,9 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False, determ
     return config
 
 
-def _programs(n_flat_tiles: int, tile_size: int, config: dict) -> int:
+def _programs(n_flat_tiles: int, config: dict) -> int:
     """The grid: a program for each part of PIXELS pixels of each (image, tile)."""
-    return n_flat_tiles * (next_power_of_2(tile_size) ** 2 // config["PIXELS"])
+    return n_flat_tiles * (config["TILE_PAD"] ** 2 // config["PIXELS"])
 
 
 class _RasterizeToPixels(torch.autograd.Function):
@@ -421,7 +421,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
         if n_flat_tiles > 0:
-            launch_kernel(_composite_forward_kernel, (_programs(n_flat_tiles, tile_size, config),),
+            launch_kernel(_composite_forward_kernel, (_programs(n_flat_tiles, config),),
                 means2d, conics, colors, opacities,
                 backgrounds if backgrounds is not None else out_colors,
                 masks if masks is not None else isect_offsets,
@@ -469,7 +469,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         n_flat_tiles = math.prod(isect_offsets.shape)
         config = _launch_config(channels, ctx.tile_size, backward=True, deterministic=ctx.deterministic)
         if n_flat_tiles > 0:
-            launch_kernel(_composite_backward_kernel, (_programs(n_flat_tiles, ctx.tile_size, config),),
+            launch_kernel(_composite_backward_kernel, (_programs(n_flat_tiles, config),),
                 means2d, conics, colors, opacities, backgrounds if backgrounds is not None else out_alphas,
                 masks if masks is not None else isect_offsets, isect_offsets, flatten_ids, out_alphas, last_ids,
                 v_out_colors.contiguous(), v_out_alphas.contiguous() if v_out_alphas is not None else out_alphas,

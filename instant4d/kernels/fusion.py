@@ -59,15 +59,15 @@ MLP's softplus derivative comes from the saved softplus: sigmoid(z) = 1 - exp(-s
 decoder's from the recomputed one (float32).
 
 Precision: elementwise maths and all accumulation in float32; exp, log and 1/x are the hardware's
-approximations (ex2.approx.ftz/lg2/rcp.approx, relative error ~2^-22; results below 2^-126 flushed to 0),
-since libdevice's logf, IEEE division and ex2's subnormal handling had made up most of the instructions. ``config.dot_operands`` picks the tl.dot operands:
-"bf16" (default; 8 significant bits) or "fp16" (11 bits, like tf32: each activation row scaled to
-largest magnitude 2^14, weights scaled per tensor; slower). Weight gradients (sums over the
-Gaussians) always come from bf16 operands. The saved activations and the stored per-row gradients
-are bf16 with bf16 operands (the backward's softplus derivatives and the bias sums then carry
-their 2^-9 relative rounding) and float32 with fp16 operands. Measured errors against the float64
-twin are in docs/benchmarks.md. Outputs and input gradients come in the inputs' dtype,
-weight gradients in the weights' dtype.
+approximations (ex2.approx.ftz/lg2/rcp.approx, relative error ~2^-22; results below 2^-126 flushed to
+0), since libdevice's logf, IEEE division and ex2's subnormal handling had made up most of the
+instructions. ``config.dot_operands`` picks the tl.dot operands: "bf16" (default; 8 significant bits) or
+"fp16" (11 bits, like tf32: each activation row scaled to largest magnitude 2^14, weights scaled per
+tensor; slower). Weight gradients (sums over the Gaussians) always come from bf16 operands. The saved
+activations and the stored per-row gradients are bf16 with bf16 operands (the backward's softplus
+derivatives and the bias sums then carry their 2^-9 relative rounding) and float32 with fp16 operands.
+Measured errors against the float64 twin are in docs/benchmarks.md. Outputs and input gradients come in
+the inputs' dtype, weight gradients in the weights' dtype.
 
 Limits: inputs, scale_shift and weights share one dtype (float32 or bfloat16; the twin also takes
 float64); 11 + color_dim <= 64; the padded fp16 weights held by a kernel must fit in 180 KB of shared
