@@ -32,6 +32,7 @@ def load(path: str, index: int):
 
 def main():
     variants = {path: load(path, i) for i, path in enumerate(sys.argv[1:])}
+    deterministic = bool(os.environ.get("DETERMINISTIC"))
     scenes = os.environ.get("SCENES", "head:100000:512:1,head:100000:512:8,uniform:100000:512:1,head:1000000:1024:1")
     print(torch.cuda.get_device_name(), flush=True)
     for item in scenes.split(","):
@@ -61,7 +62,7 @@ def main():
                 leaves = [t.detach().clone().requires_grad_() for t in (means2d, conics, colors, opacities)]
 
                 def step():
-                    out = module.rasterize_to_pixels(*leaves, px, px, 16, offsets, flatten_ids)
+                    out = module.rasterize_to_pixels(*leaves, px, px, 16, offsets, flatten_ids, deterministic=deterministic)
                     return torch.autograd.grad(out, leaves, (v_colors, v_alphas))
                 step()
                 grads = step()

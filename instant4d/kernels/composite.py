@@ -7,7 +7,7 @@ Math (per pixel centre x, Gaussians g in front-to-back order, d = mean2d_g - x):
 and compositing stops before the Gaussian that would bring T to 1e-4 or below.
 
 Work split: one program (one warp) per part of an (image, tile), 64 pixels (four rows of a 16-px tile),
-each thread holding its pixels; the tile's Gaussians are walked in blocks of BLOCK_G as the leading
+each thread holding its pixels. Forward: the tile's Gaussians are walked in blocks of BLOCK_G as the leading
 tensor axis, so a block's transmittances come from one ``tl.cumprod`` along that axis, inside each
 thread. Because T never rises, "before the stop" is exactly "inclusive T above 1e-4", which keeps the
 block vectorised; the loop ends as soon as every pixel of the part is done (early exit per part).
@@ -16,13 +16,14 @@ Backward walks each tile back to front, as gsplat's does, from the final transmi
 (so it keeps the alphas, not the colours): T before each Gaussian is T after it / (1 - alpha_j), and
 with g the pixel's output gradient, u_j = g . c_j and the rest R_j = g . (T background) + sum_{k>j}
 w_k u_k (everything composited after j), dL/dalpha_j = T_j u_j - R_j / (1 - alpha_j) + gA T / (1 - alpha_j).
-Each backward program is one warp over a part of a tile (32 pixels, two rows of a 16-px tile; the whole
-tile in deterministic mode). Gradients are reduced over the part's pixels inside the warp (six moments of
-dL/dsigma, and for RGB the three colour sums with them, in one ``tl.reduce``) before one atomic add
-(relaxed: no memory fences) per Gaussian per part. The
-backward keeps the alphas and the index of the last composited Gaussian per pixel. Both passes load
-the next block of Gaussians one iteration ahead: the loop is bound by the latency of each block's
-loads, not by arithmetic.
+Each backward program (the whole tile in deterministic mode) loads the Gaussians in batches of 32, one a
+lane, and walks them one at a time, each broadcast to the pixels by a warp shuffle (``tl.gather``): one
+vote skips a Gaussian that none of the part's pixels composites (most of them, where splats are small
+next to a tile), as gsplat's warps do. The others' gradients are reduced over the part's pixels inside
+the warp (six moments of dL/dsigma and the colour sums) into the Gaussian's lane, and each batch ends with
+one atomic add (relaxed: no memory fences) per gradient of each Gaussian that some pixel composited. The
+backward keeps the alphas and the index of the last composited Gaussian per pixel. Both passes load the
+next block or batch of Gaussians one iteration ahead, so that their loads' latency overlaps the work.
 
 With a padded, bounded ``flatten_ids`` (``n_isects`` given), the forward reads the real count from the
 device and writes NaN images when it exceeds the buffer.
@@ -99,33 +100,21 @@ if triton is not None:
         return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4, a5 + b5
 
     @triton.jit
-    def _add9(a0, a1, a2, a3, a4, a5, a6, a7, a8, b0, b1, b2, b3, b4, b5, b6, b7, b8):
-        return a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4, a5 + b5, a6 + b6, a7 + b7, a8 + b8
-
-    @triton.jit
-    def _channel(g_col, ch, c):
-        """Row c of a [CHANNELS_PAD, P] tile, inside each thread."""
-        return tl.sum(tl.where(ch[:, None] == c, g_col, 0.0), axis=0)
-
-    @triton.jit
-    def _alphas(mx, my, ca, cb, cc, opacity, fx, fy):
-        """[BLOCK_G, P] offsets, unclamped and clamped alpha, and which pairs count.
-
-        alpha = o exp(-sigma) = 2^(power + log2 o) with power = -sigma log2(e) = dx (qa dx + qb dy) +
-        qc dy^2: the constants folded into per-Gaussian coefficients, so that a (Gaussian, pixel)
-        pair costs fewer instructions (the kernels issue instructions about 70% of cycles). Blocks'
-        padding lanes load opacity 0: log2 0 = -inf, alpha 0, never valid."""
+    def _exponent_coefficients(ca, cb, cc, opacity):
+        """alpha = o exp(-sigma) = 2^(power + log2 o) with power = -sigma log2(e) = dx (qa dx + qb dy) +
+        qc dy^2: the constants folded into per-Gaussian coefficients (qa, qb, qc, log2 o), so that a
+        (Gaussian, pixel) pair costs fewer instructions. Padding lanes load opacity 0: log2 0 = -inf,
+        alpha 0, never valid."""
         LOG2E: tl.constexpr = 1.4426950408889634
-        qa = (-0.5 * LOG2E) * ca[:, None]
-        qb = -LOG2E * cb[:, None]
-        qc = (-0.5 * LOG2E) * cc[:, None]
-        dx = mx[:, None] - fx[None, :]
-        dy = my[:, None] - fy[None, :]
+        return (-0.5 * LOG2E) * ca, -LOG2E * cb, (-0.5 * LOG2E) * cc, tl.log2(opacity)
+
+    @triton.jit
+    def _alpha(dx, dy, qa, qb, qc, log2_opacity):
+        """Unclamped alpha of (Gaussian, pixel) pairs at offsets dx = mean - pixel centre (any
+        broadcastable shapes), and which pairs count (sigma >= 0 and alpha >= 1/255)."""
         power = dx * (qa * dx + qb * dy) + qc * dy * dy
-        raw = tl.exp2(power + tl.log2(opacity)[:, None])
-        alpha = tl.minimum(raw, 0.999)
-        valid = (power <= 0) & (alpha >= 1.0 / 255.0)
-        return dx, dy, raw, tl.where(valid, alpha, 0.0), valid
+        raw = tl.exp2(power + log2_opacity)
+        return raw, (power <= 0) & (raw >= 1.0 / 255.0)
 
     @triton.jit
     def _products_through_and_before(through_a, before_a, through_b, before_b):
@@ -133,9 +122,9 @@ if triton is not None:
         gives the inclusive and the exclusive running products of x."""
         return through_a * through_b, through_a * before_b
 
-    # Tensors are [BLOCK_G, P] with the pixel axis last, P the program's pixels (PIXELS, 32 a warp), so each
-    # thread owns its pixels and walks the block's Gaussians in registers: the transmittance scan and the
-    # colour sums never leave the thread. Only per-Gaussian gradients reduce across the program's pixels.
+    # Forward tensors are [BLOCK_G, P] with the pixel axis last, P the program's pixels (PIXELS, 64 a warp),
+    # so each thread owns its pixels and walks the block's Gaussians in registers: the transmittance scan
+    # and the colour sums never leave the thread.
 
     @triton.jit
     def _composite_forward_kernel(
@@ -175,7 +164,10 @@ if triton is not None:
                 ids, mx, my, ca, cb, cc, opacity = n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity
                 n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
                     means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j + BLOCK_G, j + BLOCK_G < end)
-                dx, dy, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy)
+                qa, qb, qc, log2_opacity = _exponent_coefficients(ca, cb, cc, opacity)
+                raw, valid = _alpha(mx[:, None] - fx[None, :], my[:, None] - fy[None, :], qa[:, None], qb[:, None],
+                                    qc[:, None], log2_opacity[:, None])
+                alpha = tl.where(valid, tl.minimum(raw, 0.999), 0.0)
                 # products of (1 - alpha) up to and up to before each Gaussian: one scan, no division
                 through, before = tl.associative_scan((1.0 - alpha, tl.full(alpha.shape, 1.0, tl.float32)), 0,
                                                       _products_through_and_before)
@@ -213,8 +205,8 @@ if triton is not None:
         v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr, records_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
-        BLOCK_G: tl.constexpr, PIXELS: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr, HAS_V_ALPHAS: tl.constexpr,
-        USE_DOT: tl.constexpr, ABSGRAD: tl.constexpr, DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
+        BATCH: tl.constexpr, PIXELS: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
+        HAS_V_ALPHAS: tl.constexpr, ABSGRAD: tl.constexpr, DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
     ):
         # a record per intersection (deterministic mode): dL/d(mean x, mean y, conic a, b, c, opacity),
         # then dL/dcolour, then |dL/dmean| (absgrad)
@@ -225,106 +217,102 @@ if triton is not None:
             image_height, TILE, TILE_PAD, HAS_MASK, PIXELS)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
-        pix_ch = pixel[None, :] * CHANNELS + ch[:, None]
-        pix_ch_ok = inside[None, :] & ch_ok[:, None]
-        g_col = tl.load(v_out_colors_ptr + pix_ch, mask=pix_ch_ok, other=0.0)  # [CHANNELS_PAD, P]
+        g_col = tl.load(v_out_colors_ptr + pixel[None, :] * CHANNELS + ch[:, None],
+                        mask=inside[None, :] & ch_ok[:, None], other=0.0)  # [CHANNELS_PAD, P]
         final_t = 1.0 - tl.load(out_alphas_ptr + pixel, mask=inside, other=0.0)
         last = tl.load(last_ids_ptr + pixel, mask=inside, other=-1)
         g_final = tl.zeros([PIXELS], tl.float32)
         if HAS_V_ALPHAS:
             g_final = tl.load(v_out_alphas_ptr + pixel, mask=inside, other=0.0) * final_t
-        # walking back from the last composited Gaussian: the transmittance after the blocks walked so
-        # far, and "rest", the gradient's dot product with everything composited behind them
+        # walking back from the last composited Gaussian: the transmittance before the Gaussian walked
+        # last, and "rest", the gradient's dot product with everything composited behind it
         transmittance = final_t
         rest = tl.zeros([PIXELS], tl.float32)
         if HAS_BACKGROUND:
             bg = tl.load(backgrounds_ptr + image * CHANNELS + ch, mask=ch_ok, other=0.0)
             rest = final_t * tl.sum(g_col * bg[:, None], axis=0)
         end = tl.minimum(end, tl.max(last, axis=0) + 1)
-        b = start + (tl.cdiv(tl.maximum(end - start, 0), BLOCK_G) - 1) * BLOCK_G  # the last block (none: below start)
-        # the previous block is loaded one iteration ahead, so that the loads' latency (ids, then the
-        # Gaussians they point to) overlaps this block's arithmetic: 10-16% faster on an H100
-        j = b + tl.arange(0, BLOCK_G)
+        lane = tl.arange(0, BATCH)
+        top = end - 1  # the batch's first Gaussian (walking back): lane k holds Gaussian top - k
+        j = top - lane
+        # the next batch is loaded one batch ahead, so that the loads' latency (ids, then the Gaussians
+        # they point to) overlaps this batch's work
         n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
-            means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, (j >= start) & (j < end))
-        while b >= start:
-            j = b + tl.arange(0, BLOCK_G)
-            in_range = j < end
+            means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, j >= start)
+        while top >= start:
+            j = top - lane
+            in_range = j >= start
             ids, mx, my, ca, cb, cc, opacity = n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity
             n_ids, n_mx, n_my, n_ca, n_cb, n_cc, n_opacity = _load_block(
-                means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j - BLOCK_G, j - BLOCK_G >= start)
-            record = records_ptr + j.to(tl.int64) * RECORD_WIDTH  # [BLOCK_G] (deterministic mode)
-            dx, dy, raw, alpha, valid = _alphas(mx, my, ca, cb, cc, opacity, fx, fy)
-            included = (j[:, None] <= last[None, :]) & inside[None, :]
-            alpha = tl.where(included, alpha, 0.0)  # what a pixel did not composite leaves its T alone
-            inv_one_minus = tl.fdiv(1.0, 1.0 - alpha)  # alpha <= 0.999: the approximate reciprocal is exact enough
-            # T before each Gaussian: T before the block (T after it over the block's product of 1 - alpha,
-            # at least 0.001^BLOCK_G) times the product before the Gaussian; forward scans only (the
-            # reverse scans compiled to 18% more instructions)
-            through, before = tl.associative_scan((1.0 - alpha, tl.full(alpha.shape, 1.0, tl.float32)), 0,
-                                                  _products_through_and_before)
-            t_start = tl.fdiv(transmittance, tl.min(through, axis=0))
-            t_before = t_start[None, :] * before
-            weight = alpha * t_before
-            if USE_DOT:
-                col = tl.load(colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
-                              mask=in_range[:, None] & ch_ok[None, :], other=0.0)  # [BLOCK_G, CHANNELS_PAD]
-                u = tl.dot(col, g_col, input_precision="ieee")  # [BLOCK_G, P]
-                v_col = tl.dot(weight, tl.trans(g_col), input_precision="ieee")  # [BLOCK_G, CHANNELS_PAD]
-                _add_gradient(v_colors_ptr + ids[:, None] * CHANNELS + ch[None, :],
-                              record[:, None] + RECORD_COLORS + ch[None, :], v_col,
-                              in_range[:, None] & ch_ok[None, :], DETERMINISTIC)
-            else:
-                u = tl.zeros([BLOCK_G, PIXELS], tl.float32)
-                for c in tl.static_range(CHANNELS):
-                    g_c = _channel(g_col, ch, c)
-                    col_c = tl.load(colors_ptr + ids * CHANNELS + c, mask=in_range, other=0.0)
-                    u += col_c[:, None] * g_c[None, :]
-                    if CHANNELS != 3:  # (3 channels: summed with the moments below)
-                        _add_gradient(v_colors_ptr + ids * CHANNELS + c, record + RECORD_COLORS + c,
-                                      tl.sum(weight * g_c[None, :], axis=1), in_range, DETERMINISTIC)
-            wu = weight * u
-            behind = rest[None, :] + (tl.sum(wu, axis=0)[None, :] - tl.cumsum(wu, axis=0))  # composited after j, dot g
-            # T_j u_j - (rest after j) / (1 - alpha_j) + dL/dalpha_out * T_final / (1 - alpha_j)
-            v_alpha = t_before * u + (g_final[None, :] - behind) * inv_one_minus
-            v_alpha = tl.where(included & valid & (raw <= 0.999), v_alpha, 0.0)
-            # With v = dL/dsigma = -alpha dL/dalpha, the means and conics need only the moments of v over
-            # the pixels: dL/dmean = [[a, b], [b, c]] sum(v d), dL/dconic = sum(v (dx^2/2, dx dy, dy^2/2)),
-            # and dL/dopacity = sum(exp(-sigma) dL/dalpha) = -sum(v) / opacity (alpha = o exp(-sigma) there).
-            v_sigma = -alpha * v_alpha
-            v_dx = v_sigma * dx
-            v_dy = v_sigma * dy
-            if USE_DOT or CHANNELS != 3:
-                s_dx, s_dy, s_dxdx, s_dxdy, s_dydy, s_v = tl.reduce(
-                    (v_dx, v_dy, v_dx * dx, v_dx * dy, v_dy * dy, v_sigma), 1, _add6)
-            else:
-                # RGB: the colour sums join the moments in one reduction over the tile's pixels, one
-                # exchange between warps a block instead of four (H100, 100k / 512²: compositing
-                # forward+backward 1034 -> 913 us, scripts/gpu_composite_ab.py)
-                s_dx, s_dy, s_dxdx, s_dxdy, s_dydy, s_v, s_c0, s_c1, s_c2 = tl.reduce(
-                    (v_dx, v_dy, v_dx * dx, v_dx * dy, v_dy * dy, v_sigma, weight * _channel(g_col, ch, 0)[None, :],
-                     weight * _channel(g_col, ch, 1)[None, :], weight * _channel(g_col, ch, 2)[None, :]), 1, _add9)
-                _add_gradient(v_colors_ptr + ids * 3, record + RECORD_COLORS, s_c0, in_range, DETERMINISTIC)
-                _add_gradient(v_colors_ptr + ids * 3 + 1, record + RECORD_COLORS + 1, s_c1, in_range, DETERMINISTIC)
-                _add_gradient(v_colors_ptr + ids * 3 + 2, record + RECORD_COLORS + 2, s_c2, in_range, DETERMINISTIC)
-            _add_gradient(v_means2d_ptr + ids * 2, record, ca * s_dx + cb * s_dy, in_range, DETERMINISTIC)
-            _add_gradient(v_means2d_ptr + ids * 2 + 1, record + 1, cb * s_dx + cc * s_dy, in_range, DETERMINISTIC)
-            _add_gradient(v_conics_ptr + ids * 3, record + 2, 0.5 * s_dxdx, in_range, DETERMINISTIC)
-            _add_gradient(v_conics_ptr + ids * 3 + 1, record + 3, s_dxdy, in_range, DETERMINISTIC)
-            _add_gradient(v_conics_ptr + ids * 3 + 2, record + 4, 0.5 * s_dydy, in_range, DETERMINISTIC)
-            _add_gradient(v_opacities_ptr + ids, record + 5, -s_v / tl.where(opacity > 0, opacity, 1.0), in_range,
+                means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j - BATCH, j - BATCH >= start)
+            col = tl.load(colors_ptr + ids[None, :] * CHANNELS + ch[:, None], mask=ch_ok[:, None] & in_range[None, :],
+                          other=0.0)  # [CHANNELS_PAD, BATCH]
+            qa, qb, qc, log2_opacity = _exponent_coefficients(ca, cb, cc, opacity)
+            # each Gaussian's sums over the part's pixels, in its lane: dL/dsigma's six moments, the colour sums
+            zero = tl.zeros([BATCH], tl.float32)
+            s_dx, s_dy, s_dxdx, s_dxdy, s_dydy, s_v, s_abs_x, s_abs_y = zero, zero, zero, zero, zero, zero, zero, zero
+            s_col = tl.zeros([CHANNELS_PAD, BATCH], tl.float32)
+            touched = lane < 0
+            for k in range(0, tl.minimum(BATCH, top - start + 1)):
+                sel = tl.full([PIXELS], k, tl.int32)  # lane k's values to every pixel (a warp shuffle)
+                dx = tl.gather(mx, sel, 0) - fx
+                dy = tl.gather(my, sel, 0) - fy
+                raw, valid = _alpha(dx, dy, tl.gather(qa, sel, 0), tl.gather(qb, sel, 0), tl.gather(qc, sel, 0),
+                                    tl.gather(log2_opacity, sel, 0))
+                valid = valid & (top - k <= last) & inside
+                # a Gaussian that no pixel of the part composites changes nothing here: skipped after one vote
+                # (with 64 px a part, 50-68% of the Gaussians walked in the benchmark's head scenes)
+                if tl.max(valid.to(tl.int32), axis=0) > 0:
+                    alpha = tl.where(valid, tl.minimum(raw, 0.999), 0.0)
+                    inv_one_minus = tl.fdiv(1.0, 1.0 - alpha)  # alpha <= 0.999: the approximate reciprocal is exact enough
+                    t_before = transmittance * inv_one_minus
+                    weight = alpha * t_before
+                    u = tl.sum(g_col * tl.gather(col, tl.full([CHANNELS_PAD, PIXELS], k, tl.int32), 1), axis=0)
+                    # T_j u_j - (rest after j) / (1 - alpha_j) + dL/dalpha_out * T_final / (1 - alpha_j)
+                    v_alpha = t_before * u + (g_final - rest) * inv_one_minus
+                    # With v = dL/dsigma = -alpha dL/dalpha, the means and conics need only the moments of v over
+                    # the pixels: dL/dmean = [[a, b], [b, c]] sum(v d), dL/dconic = sum(v (dx^2/2, dx dy, dy^2/2)),
+                    # and dL/dopacity = sum(exp(-sigma) dL/dalpha) = -sum(v) / opacity (alpha = o exp(-sigma) there).
+                    v_sigma = tl.where(valid & (raw <= 0.999), -alpha * v_alpha, 0.0)
+                    v_dx = v_sigma * dx
+                    v_dy = v_sigma * dy
+                    m_dx, m_dy, m_dxdx, m_dxdy, m_dydy, m_v = tl.reduce(
+                        (v_dx, v_dy, v_dx * dx, v_dx * dy, v_dy * dy, v_sigma), 0, _add6)
+                    here = lane == k
+                    s_dx = tl.where(here, m_dx, s_dx)
+                    s_dy = tl.where(here, m_dy, s_dy)
+                    s_dxdx = tl.where(here, m_dxdx, s_dxdx)
+                    s_dxdy = tl.where(here, m_dxdy, s_dxdy)
+                    s_dydy = tl.where(here, m_dydy, s_dydy)
+                    s_v = tl.where(here, m_v, s_v)
+                    s_col = tl.where(here[None, :], tl.sum(g_col * weight[None, :], axis=1)[:, None], s_col)
+                    touched = touched | here
+                    if ABSGRAD:
+                        g_ca = tl.gather(ca, sel, 0)
+                        g_cb = tl.gather(cb, sel, 0)
+                        g_cc = tl.gather(cc, sel, 0)
+                        s_abs_x = tl.where(here, tl.sum(tl.abs(g_ca * v_dx + g_cb * v_dy), axis=0), s_abs_x)
+                        s_abs_y = tl.where(here, tl.sum(tl.abs(g_cb * v_dx + g_cc * v_dy), axis=0), s_abs_y)
+                    transmittance = t_before
+                    rest += weight * u
+            # the batch's gradients, one lane a Gaussian: only those of Gaussians some pixel composited
+            ok = in_range & touched
+            record = records_ptr + j.to(tl.int64) * RECORD_WIDTH  # [BATCH] (deterministic mode)
+            _add_gradient(v_means2d_ptr + ids * 2, record, ca * s_dx + cb * s_dy, ok, DETERMINISTIC)
+            _add_gradient(v_means2d_ptr + ids * 2 + 1, record + 1, cb * s_dx + cc * s_dy, ok, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3, record + 2, 0.5 * s_dxdx, ok, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3 + 1, record + 3, s_dxdy, ok, DETERMINISTIC)
+            _add_gradient(v_conics_ptr + ids * 3 + 2, record + 4, 0.5 * s_dydy, ok, DETERMINISTIC)
+            _add_gradient(v_opacities_ptr + ids, record + 5, -s_v / tl.where(opacity > 0, opacity, 1.0), ok,
+                          DETERMINISTIC)
+            _add_gradient(v_colors_ptr + ids[None, :] * CHANNELS + ch[:, None],
+                          record[None, :] + RECORD_COLORS + ch[:, None], s_col, ok[None, :] & ch_ok[:, None],
                           DETERMINISTIC)
             if ABSGRAD:
-                v_mx = ca[:, None] * v_dx + cb[:, None] * v_dy
-                v_my = cb[:, None] * v_dx + cc[:, None] * v_dy
-                _add_gradient(v_absgrad_ptr + ids * 2, record + RECORD_COLORS + CHANNELS,
-                              tl.sum(tl.abs(v_mx), axis=1), in_range, DETERMINISTIC)
-                _add_gradient(v_absgrad_ptr + ids * 2 + 1, record + RECORD_COLORS + CHANNELS + 1,
-                              tl.sum(tl.abs(v_my), axis=1), in_range, DETERMINISTIC)
-            transmittance = t_start
-            rest += tl.sum(wu, axis=0)
-            b -= BLOCK_G
-
+                _add_gradient(v_absgrad_ptr + ids * 2, record + RECORD_COLORS + CHANNELS, s_abs_x, ok, DETERMINISTIC)
+                _add_gradient(v_absgrad_ptr + ids * 2 + 1, record + RECORD_COLORS + CHANNELS + 1, s_abs_y, ok,
+                              DETERMINISTIC)
+            top -= BATCH
 
     @triton.jit
     def _sum_records_kernel(records_ptr, order_ptr, starts_ptr, counts_ptr, out_ptr, n_rows,
@@ -365,40 +353,30 @@ def _sum_records(records: Tensor, flatten_ids: Tensor, n_rows: int) -> Tensor:
 
 def _launch_config(channels: int, tile_size: int, backward: bool = False, deterministic: bool = False) -> dict:
     channels_pad = next_power_of_2(channels)
-    # up to 8 channels are walked one by one inside each thread; more go through tl.dot (>= 16 wide)
-    use_dot = channels_pad > 8
     tile_pad = next_power_of_2(tile_size)
-    # Measured on an H100 at 100k Gaussians / 512x512 and 250k / 1024x1024 (scripts/gpu_profile.py and
-    # the compiled kernels' register reports), then with one 4-warp program a tile: 2 pixels per thread
-    # beat 1 and 4. Forward: the next block prefetched, an early-exit check after each; 16 Gaussians per
-    # block for up to 3 channels in tiles of up to 16 px (since the transmittance scan lost its division: avatar 128.6 -> 106.8 us,
-    # 100k / 512x512 187.6 -> 177.9 us against 8, scripts/gpu_composite_ab.py; sm_90, 3 channels: 166
-    # registers), else 8 (4-8 channels took 203-215 registers at 16, 32 px tiles spilled).
-    # Backward: 8 per block with the next block prefetched (with relaxed atomics, the kernel alone at
-    # 100k / 512x512: 1.005 ms, against 1.342 at 16 per block and 11.5 at 32, which spills; 4 warps
-    # beat 8; scripts/gpu_composite_backward.py --sweep, also at 1M / 1024x1024 and 8 cameras). Walking
-    # back to front, 8 still wins: compositing fwd+bwd at 100k / 512x512 0.82 ms, 0.96 at 16, 0.99 at 4.
-    # Then one warp a program, over 32 of the tile's pixels (PIXELS; 8 programs a 16-px tile): its sums
-    # over the pixels stay inside the warp (no exchange through shared memory, no barrier) and each part
-    # walks back only from its own pixels' last Gaussian. The backward kernel alone (torch.profiler, H100,
-    # 2026-11-27): 100k / 512x512 591 -> 514 us, 8 cameras 3745 -> 3309, uniform 368 -> 307, 1M /
-    # 1024x1024 3789 -> 3312, against one 4-warp program a tile; 64 px a warp 517 / 3287 / 312 / 3347,
-    # 128 px on 2 warps 591 / 3675 / 354 / 3654; 4 or 16 Gaussians a block, skipping blocks that touch
-    # none of the part's pixels, or masking the atomics that add 0, slower. The deterministic mode keeps
-    # one program a tile, because each intersection's record has one writer. The forward likewise takes
-    # one warp over 64 pixels (its early-exit check then needs no barrier): 159 -> 147 us at 100k /
-    # 512x512, 955 -> 875 at 8 cameras, uniform 101 -> 87, 1M / 1024x1024 1003 -> 946 (32 px: 175 /
-    # 1213 / 103 / 1290).
-    config = dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
-                  CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad,
-                  BLOCK_G=16 if use_dot else 8, USE_DOT=use_dot)
+    # Measured on an H100 (device time of each kernel, scripts/gpu_composite_variants.py; history in
+    # docs/benchmarks.md). Forward: one warp over 64 of a tile's pixels (its early-exit check needs no
+    # barrier; 159 -> 147 us at 100k / 512x512 against one 4-warp program a tile, 32 px 175), the next
+    # block prefetched; 16 Gaussians a block for up to 3 channels in tiles of up to 16 px (avatar 128.6 ->
+    # 106.8 us, 100k / 512x512 187.6 -> 177.9 against 8; sm_90, 3 channels: 166 registers), else 8 (4-8
+    # channels took 203-215 registers at 16, 32 px tiles spilled); up to 8 channels walked one by one in
+    # each thread, more through tl.dot (>= 16 wide).
     if not backward:
-        config["UNROLL"] = 1
-        if channels <= 3 and tile_pad <= 16:
-            config["BLOCK_G"] = 16
-    pixels = tile_pad * tile_pad if backward and deterministic else min(tile_pad * tile_pad, 32 if backward else 64)
-    config.update(PIXELS=pixels, num_warps=max(1, min(32, pixels // 64)))
-    return config
+        use_dot = channels_pad > 8
+        block_g = 16 if channels <= 3 and tile_pad <= 16 else 8
+        pixels = min(tile_pad * tile_pad, 64)
+        return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
+                    CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad, BLOCK_G=16 if use_dot else block_g,
+                    USE_DOT=use_dot, UNROLL=1, PIXELS=pixels, num_warps=1)
+    # Backward: one warp over 64 pixels, walking the Gaussians one at a time in batches of 32 (one a
+    # lane) so that a Gaussian none of the part's pixels composites is skipped (2026-11-27, kernel alone,
+    # 100k / 512x512: 514 -> 330 us against blocks of 8 Gaussians over 32 px; 8 cameras 3311 -> 1900,
+    # 1M / 512x512 3006 -> 1349; 32 px a warp 410 / 2579 / 1565, 128 px 421 / 2008 / 1856). The
+    # deterministic mode takes a whole tile a program (one writer per intersection record), on one warp
+    # up to 16-px tiles (sums across warps cost a barrier per Gaussian).
+    pixels = tile_pad * tile_pad if deterministic else min(tile_pad * tile_pad, 64)
+    return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels, CHANNELS_PAD=channels_pad, BATCH=32,
+                PIXELS=pixels, num_warps=max(1, pixels // 256))
 
 
 def _programs(n_flat_tiles: int, config: dict) -> int:
