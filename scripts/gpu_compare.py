@@ -1,5 +1,6 @@
 """GPU: instant4d vs gsplat 1.5.3 in one process: equivalence (images, alphas, depths, radii, tile
-counts, gradients), Triton vs twin, and the timing matrix of docs/benchmarks.md.
+counts, gradients), Triton vs twin, and the timing matrix of docs/benchmarks.md (each cell: the median of
+ROUNDS interleaved rounds of do_bench medians, see ROUNDS).
 
     PYTHONPATH=. python scripts/gpu_compare.py [--part equivalence|timing|all] [--quick]
 
@@ -13,6 +14,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,8 +133,14 @@ def equivalence(quick: bool) -> list[dict]:
     return rows
 
 
-def bench_ms(fn) -> float:
-    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+def bench_ms(fn, warmup: int = 25, rep: int = 100) -> float:
+    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+# This machine's host speed drifts (up to 2x from minute to minute, docs/benchmarks.md "Host time of an
+# eager call"), and host-bound cells (one camera, small scenes) drift with it: each cell times every
+# library ROUNDS times, interleaved, and keeps the median of the rounds (the spread goes to the JSON).
+ROUNDS = 5
 
 
 def peak_mb(fn) -> float:
@@ -158,21 +166,27 @@ def timing(quick: bool) -> list[dict]:
         leaves = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors)]
         sg = type(scene)(*leaves, scene.viewmats, scene.Ks, scene.width, scene.height)
         row = dict(scene=kind, n=n, size=px, cameras=c)
+        calls = {}
         for label, lib, packed in (("gsplat_packed", "gsplat", True), ("gsplat_unpacked", "gsplat", False),
                                    ("instant4d", "instant4d", False)):
-            fwd = lambda: render(lib, scene, packed)
-            fwdbwd = lambda: render(lib, sg, packed)[0].sum().backward()
-            row[f"{label}_fwd_ms"] = bench_ms(fwd)
-            row[f"{label}_fwdbwd_ms"] = bench_ms(fwdbwd)
-            row[f"{label}_fwd_mb"] = peak_mb(fwd)
-            row[f"{label}_fwdbwd_mb"] = peak_mb(fwdbwd)
+            calls[f"{label}_fwd"] = lambda lib=lib, packed=packed: render(lib, scene, packed)
+            calls[f"{label}_fwdbwd"] = lambda lib=lib, packed=packed: render(lib, sg, packed)[0].sum().backward()
+        rounds = {name: [] for name in calls}
+        for _ in range(ROUNDS):
+            for name, fn in calls.items():
+                rounds[name].append(bench_ms(fn, warmup=10, rep=40))
+        for name, fn in calls.items():
+            row[f"{name}_ms"] = statistics.median(rounds[name])
+            row[f"{name}_ms_rounds"] = rounds[name]
+            row[f"{name}_mb"] = peak_mb(fn)
         for mode in ("fwd", "fwdbwd"):
             best = min(row[f"gsplat_packed_{mode}_ms"], row[f"gsplat_unpacked_{mode}_ms"])
             best_label = "packed" if best == row[f"gsplat_packed_{mode}_ms"] else "unpacked"
             row[f"speedup_{mode}"] = best / row[f"instant4d_{mode}_ms"]
             row[f"gsplat_best_{mode}"] = best_label
             row[f"mem_ratio_{mode}"] = row[f"instant4d_{mode}_mb"] / max(row[f"gsplat_{best_label}_{mode}_mb"], 1e-9)
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if not k.endswith("_rounds")},
+              flush=True)
         rows.append(row)
     return rows
 
