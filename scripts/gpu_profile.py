@@ -1,7 +1,7 @@
-"""GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process, plus a
-sweep of the compositing kernel's launch configurations.
+"""GPU: where the time goes, stage by stage, for instant4d and gsplat 1.5.3 in one process (the
+compositing kernels' variants: scripts/gpu_composite_variants.py).
 
-    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--sweep-only] [--kernels-only] [--host-only]
+    PYTHONPATH=. python scripts/gpu_profile.py [--no-gsplat] [--kernels-only] [--host-only]
 
 ``--kernels-only``: device time per kernel of an eager forward+backward, gsplat's and instant4d's (or,
 with ``--libs=A,B``, those packages', e.g. a renamed copy of an older instant4d on PYTHONPATH), on the
@@ -26,7 +26,6 @@ import torch
 
 import instant4d
 from instant4d.gaussians import head_like_scene
-from instant4d.kernels import composite
 from gpu_compare import bench_ms as ms  # one timing protocol for every GPU table
 from gpu_host import make_scene, scenes_from_env
 
@@ -81,64 +80,6 @@ def stages(lib, scene) -> dict:
                 wall_projection=host_ms(proj), wall_isect_tiles=host_ms(isect), wall_composite_fwd=host_ms(raster),
                 wall_full_forward=host_ms(full),
                 n_isects=int(isect_ids.numel()))
-
-
-def compiled_registers(kernel) -> list[tuple[int, int]]:
-    """(registers, spilled registers) of each compiled variant of a Triton kernel (Triton 3.x caches)."""
-    found = []
-    for entry in getattr(kernel, "device_caches", {}).values():
-        cache = entry[0] if isinstance(entry, tuple) else entry
-        found += [(c.n_regs, c.n_spills) for c in cache.values()]
-    return found
-
-
-def sweep_composite(scene) -> list[dict]:
-    """Compositing launch variants (see composite._launch_config): forward (BLOCK_G, UNROLL)
-    and backward BLOCK_G, with times and the compiled kernels' register use."""
-    width, height = scene.width, scene.height
-    radii, means2d, depths, conics, _ = instant4d.fully_fused_projection(
-        scene.means, None, scene.quats, scene.scales, scene.viewmats, scene.Ks, width, height, opacities=scene.opacities)
-    n_images = scene.viewmats.shape[0]
-    tw, th = math.ceil(width / 16), math.ceil(height / 16)
-    _, isect_ids, flatten_ids = instant4d.isect_tiles(means2d, radii, depths, 16, tw, th)
-    offsets = instant4d.isect_offset_encode(isect_ids, n_images, tw, th).reshape(n_images, th, tw)
-    colors = scene.colors[None].expand(n_images, -1, -1).contiguous()
-    opac = scene.opacities[None].expand(n_images, -1).contiguous()
-    original = composite._launch_config
-    kernels = (composite._composite_forward_kernel, composite._composite_backward_kernel)
-    rows = []
-    variants = [dict(fwd=(block, unroll), bwd=bwd_block) for block, unroll, bwd_block in (
-        (8, 1, 16), (4, 1, 16), (16, 1, 16), (8, 2, 16), (8, 1, 8))]
-    for variant in variants:
-        def config(channels, tile_size, backward=False, deterministic=False):
-            c = original(channels, tile_size, backward, deterministic)
-            if backward:
-                c["BLOCK_G"] = variant["bwd"]
-            else:
-                c["BLOCK_G"], c["UNROLL"] = variant["fwd"]
-            return c
-
-        composite._launch_config = config
-        for kernel in kernels:  # recompile, so that the register report is this variant's
-            for entry in getattr(kernel, "device_caches", {}).values():
-                (entry[0] if isinstance(entry, tuple) else entry).clear()
-        leaves = [t.detach().clone().requires_grad_() for t in (means2d, conics, colors, opac)]
-
-        def fwd_bwd():
-            out, _ = instant4d.rasterize_to_pixels(*leaves, width, height, 16, offsets, flatten_ids)
-            out.sum().backward()
-
-        row = dict(variant)
-        try:
-            row.update(fwd=ms(lambda: instant4d.rasterize_to_pixels(means2d, conics, colors, opac, width, height,
-                                                                    16, offsets, flatten_ids)),
-                       fwd_bwd=ms(fwd_bwd), registers_spills=[compiled_registers(k) for k in kernels])
-        except Exception as exc:  # a variant that does not compile is reported, not fatal
-            row["error"] = repr(exc)[:300]
-        rows.append(row)
-        print(row, flush=True)
-    composite._launch_config = original
-    return rows
 
 
 def python_hotspots(scene, calls: int = 200) -> str:
@@ -262,11 +203,6 @@ def main():
         with open(os.path.join(OUT, "host.md"), "w") as f:
             f.write(text)
         return
-    if "--sweep-only" in sys.argv:
-        results["composite_sweep_100k_512"] = sweep_composite(head_like_scene(100_000, 512, 512).to("cuda"))
-        with open(os.path.join(OUT, "sweep.json"), "w") as f:
-            json.dump(results, f, indent=1)
-        return
     for name, scene in (("100k 512x512 1cam", head_like_scene(100_000, 512, 512)),
                         ("1M 1024x1024 1cam", head_like_scene(1_000_000, 1024, 1024)),
                         ("100k 512x512 8cam", head_like_scene(100_000, 512, 512, n_cameras=8))):
@@ -278,7 +214,6 @@ def main():
     print(table, flush=True)
     with open(os.path.join(OUT, "host_profile.txt"), "w") as f:
         f.write(table)
-    results["composite_sweep_100k_512"] = sweep_composite(scene)
 
     with open(os.path.join(OUT, "profile.json"), "w") as f:
         json.dump(results, f, indent=1)
