@@ -59,6 +59,8 @@ def render_with_grads(scene, backend, dtype, **kwargs):
          rasterize_mode="antialiased", packed=False, with_background=False, seed=27097)
 @example(n=40, width=28, height=29, n_cameras=1, color_mode="sh1", render_mode="RGB+ED",
          rasterize_mode="antialiased", packed=False, with_background=False, seed=1)
+@example(n=40, width=4, height=4, n_cameras=1, color_mode="rgb", render_mode="RGB", rasterize_mode="classic",
+         packed=False, with_background=False, seed=1)
 def test_triton_matches_twin(interpret_triton, n, width, height, n_cameras, color_mode, render_mode, rasterize_mode,
                              packed, with_background, seed):
     sh_degree = int(color_mode[2:]) if color_mode.startswith("sh") else None
@@ -76,8 +78,13 @@ def test_triton_matches_twin(interpret_triton, n, width, height, n_cameras, colo
     for key in LEAVES:
         e = expected[3][key]
         scale = float(e.abs().max()) if e.numel() else 1.0
+        # The kernels' backward walks back from the final transmittance, T before a Gaussian = T after it
+        # / (1 - alpha) (gsplat's way, no T stored per Gaussian), where the twin multiplies forward: with
+        # alpha up to 0.999, one float32 rounding of alpha (2^-24) becomes up to 1000 x 2^-24 = 6e-5 of T,
+        # which the twin's own error does not bound (the example above: 1.2e-5 of the largest gradient, the
+        # blocked kernel of commit 5c8a92c alike)
         assert_close_to_twin(actual[3][key], e, twin32[3][key], f"grad {key}", factor=10.0,
-                             atol=1e-6 * max(scale, 1e-6))
+                             atol=1000 * 2**-24 * max(scale, 1e-6))
 
 
 def test_meta_matches_gsplat_surface():
