@@ -15,6 +15,7 @@ import argparse
 
 import torch
 
+from instant4d import shapes
 from instant4d.gaussians import head_like_scene, random_scene
 from instant4d.kernels import reference
 
@@ -46,10 +47,10 @@ def touched_fraction(kind: str, n: int, pixels: int, tiles: int) -> tuple[float,
         dx = means2d[ids, 0, None] - px.reshape(1, -1)
         dy = means2d[ids, 1, None] - py.reshape(1, -1)
         sigma = 0.5 * (conics[ids, 0, None] * dx * dx + conics[ids, 2, None] * dy * dy) + conics[ids, 1, None] * dx * dy
-        alpha = torch.clamp(opacities[ids, None] * torch.exp(-sigma), max=0.999)
-        valid = (sigma >= 0) & (alpha >= 1 / 255)
+        alpha = torch.clamp(opacities[ids, None] * torch.exp(-sigma), max=shapes.MAX_ALPHA)
+        valid = (sigma >= 0) & (alpha >= shapes.ALPHA_THRESHOLD)
         t_after = torch.cumprod(1 - torch.where(valid, alpha, 0.0), 0)
-        composited = t_after > 1e-4  # (the forward stops before the Gaussian that would bring T to 1e-4)
+        composited = t_after > shapes.TRANSMITTANCE_MIN  # (the forward stops before the Gaussian that would bring T to 1e-4)
         # walked: up to each part's last composited Gaussian
         for p in PARTS:
             part_composited = (valid & composited).reshape(ids.numel(), 256 // p, p).any(-1)  # [G, parts]

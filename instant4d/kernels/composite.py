@@ -28,8 +28,9 @@ next block or batch of Gaussians one iteration ahead, so that their loads' laten
 With a padded, bounded ``flatten_ids`` (``n_isects`` given), the forward reads the real count from the
 device and writes NaN images when it exceeds the buffer.
 
-Limits: float32 inside; channels D any size (D >= 16 uses ``tl.dot`` in IEEE fp32); tile_size any
-positive int (padded to a power of two inside the program).
+Limits: float32 inside; channels D any size (the forward takes D >= 16 through ``tl.dot`` in IEEE fp32,
+the backward a warp shuffle a channel for each composited Gaussian); tile_size any positive int (padded
+to a power of two inside the program).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ if triton is not None:
 
     @triton.jit
     def _load_block(means2d_ptr, conics_ptr, opacities_ptr, flatten_ids_ptr, j, in_range):
-        """The block's Gaussians [BLOCK_G]: flat ids and their 2D means, conics and opacities."""
+        """The Gaussians at positions j of the tile's list (the forward's block [BLOCK_G], the backward's
+        batch [BATCH]): flat ids and their 2D means, conics and opacities."""
         ids = tl.load(flatten_ids_ptr + j, mask=in_range, other=0).to(tl.int64)
         mx = tl.load(means2d_ptr + ids * 2, mask=in_range, other=0.0)
         my = tl.load(means2d_ptr + ids * 2 + 1, mask=in_range, other=0.0)
@@ -364,11 +366,10 @@ def _launch_config(channels: int, tile_size: int, backward: bool = False, determ
     # each thread, more through tl.dot (>= 16 wide).
     if not backward:
         use_dot = channels_pad > 8
-        block_g = 16 if channels <= 3 and tile_pad <= 16 else 8
-        pixels = min(tile_pad * tile_pad, 64)
+        block_g = 16 if use_dot or (channels <= 3 and tile_pad <= 16) else 8
         return dict(TILE=tile_size, TILE_PAD=tile_pad, CHANNELS=channels,
-                    CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad, BLOCK_G=16 if use_dot else block_g,
-                    USE_DOT=use_dot, UNROLL=1, PIXELS=pixels, num_warps=1)
+                    CHANNELS_PAD=max(channels_pad, 16) if use_dot else channels_pad, BLOCK_G=block_g,
+                    USE_DOT=use_dot, UNROLL=1, PIXELS=min(tile_pad * tile_pad, 64), num_warps=1)
     # Backward: one warp over 64 pixels, walking the Gaussians one at a time in batches of 32 (one a
     # lane) so that a Gaussian none of the part's pixels composites is skipped (2026-11-27, kernel alone,
     # 100k / 512x512: 514 -> 330 us against blocks of 8 Gaussians over 32 px; 8 cameras 3311 -> 1900,
