@@ -9,7 +9,12 @@ frame is never returned with intersections missing.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import math
+import warnings
+import weakref
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -80,3 +85,315 @@ class CudaGraphFrame:
             self._outputs, self._n_isects = self.frame(*self._inputs, max_intersections=self.max_intersections)
         self._key = key
         self.captures += 1
+
+
+
+# ---- graphs of repeated eager rasterization() calls ----------------------------------------------
+
+# Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time,
+# and a graph keeps its buffers between calls (docs/benchmarks.md, "CUDA graphs of eager calls").
+GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call
+GRAPH_MAX_PIXELS = 1 << 21  # W x H x images of one call
+
+_SCALARS = (int, float, str, bool, type(None))
+# the count of tensors holding a storage: how a graph tells that a tensor it returned is still alive
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+# an event recorded inside a graph that the host can wait for (a mid-graph point)
+_EXTERNAL_EVENTS = "external" in inspect.signature(torch.cuda.Event.__new__).parameters
+
+
+def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
+    """What a replay depends on: each tensor's address, shape, strides, dtype and whether it needs a
+    gradient, the options, and whether autograd records; None where no graph can serve the call (CPU
+    tensors, inside a capture, under autocast, an option that is not a plain value)."""
+    first = tensors[0]
+    if not isinstance(first, Tensor) or not first.is_cuda or _storage_use_count is None or not _EXTERNAL_EVENTS:
+        return None
+    if torch.cuda.is_current_stream_capturing() or torch.is_autocast_enabled("cuda"):
+        return None
+    for value in options:
+        if not isinstance(value, _SCALARS):
+            return None
+    needs_grad = False
+    described = []
+    for t in tensors:
+        if t is None:
+            described.append(None)
+        elif isinstance(t, Tensor):
+            described.append((t.data_ptr(), t.shape, t.stride(), t.dtype, t.requires_grad))
+            needs_grad = needs_grad or t.requires_grad
+        else:
+            return None
+    return options, tuple(described), needs_grad and torch.is_grad_enabled()
+
+
+def eligible(options, n: int, n_images: int) -> bool:
+    """Whether a checked call (rasterization()'s RenderOptions, N Gaussians, I images) may be captured."""
+    return (options.backend == "triton" and 0 < n * n_images <= GRAPH_MAX_GAUSSIAN_IMAGES
+            and options.width * options.height * n_images <= GRAPH_MAX_PIXELS)
+
+
+class RasterizationGraphs:
+    """CUDA graphs of repeated eager ``rasterization()`` calls (unpacked, not deterministic, no absgrad).
+
+    A call's key (``call_key``) names the memory it reads and everything else its work depends on, so a
+    graph captured for a key and replayed for a later call with the same key reads that call's inputs
+    (whatever they hold then) and does its work. The first call with a key runs eagerly, the second is
+    captured (intersection buffers ``headroom`` times the count) and later ones are replayed. A replay
+    waits only until the intersection count is known; if the buffers are too small for it, the call is
+    captured again with larger ones before anything is returned.
+
+    A graph writes its outputs, and what its backward reads, into the same buffers each replay, so an
+    instance serves a call only while it is free: no tensor it returned is alive (or viewed), and no
+    backward that needs its buffers is pending. Otherwise another instance is captured (``instances``
+    per key), and beyond that the call runs eagerly. Gradients are returned as copies; ``meta["means2d"]``
+    gets its gradient after ``retain_grad()`` as on the eager path. The ``max_keys`` keys used last keep
+    their graphs; ``clear()`` frees them all.
+    """
+
+    def __init__(self, max_keys: int = 4, instances: int = 2, headroom: float = 1.25):
+        self.max_keys, self.instances, self.headroom = max_keys, instances, headroom
+        self._entries: OrderedDict[tuple, list[_CapturedCall]] = OrderedDict()
+        self._uncapturable: set = set()
+
+    def replay(self, key: tuple, tensors: Sequence[Tensor | None]):
+        """rasterization()'s outputs from a free instance for ``key``, or None."""
+        entry = self._entries.get(key)
+        if not entry:
+            return None
+        for call in entry:
+            if not call.busy():
+                self._entries.move_to_end(key)
+                return call.replay(tensors)
+        return None
+
+    def capture(self, key: tuple, run: Callable, tensors: Sequence[Tensor | None]):
+        """For a checked call that ``replay`` could not serve: the first call with ``key`` only registers
+        it (and returns None: the call runs eagerly); a later one captures an instance, if there is room
+        for one, and returns its replay. ``run(*tensors, max_intersections=M, count_signal=...)`` is the
+        call's work."""
+        if key in self._uncapturable:
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = []
+            while len(self._entries) > self.max_keys:
+                self._entries.popitem(last=False)
+            return None
+        if len(entry) >= self.instances:
+            return None
+        bound = max((call.bound for call in entry), default=1)
+        try:
+            call = _CapturedCall(run, tensors, key[2], bound, self.headroom)
+        except RuntimeError as error:  # e.g. a stage that waits for the device: this key stays eager
+            warnings.warn(f"instant4d: a rasterization() call could not be captured in a CUDA graph ({error}); "
+                          "calls like it run eagerly")
+            if len(self._uncapturable) > 256:  # (keys name addresses: keep the set from growing without end)
+                self._uncapturable.clear()
+            self._uncapturable.add(key)
+            return None
+        entry.append(call)
+        return call.replay(tensors)
+
+    def clear(self) -> None:
+        """Free every graph (their memory goes back when no tensor they returned is alive)."""
+        self._entries.clear()
+        self._uncapturable.clear()
+
+
+class _CapturedCall:
+    """One instance: the forward graph, the backward graph when autograd records, their buffers."""
+
+    def __init__(self, run: Callable, tensors: Sequence[Tensor | None], needs_grad: bool, bound: int,
+                 headroom: float):
+        self.run, self.needs_grad, self.headroom = run, needs_grad, headroom
+        self.pending = 0  # replayed forwards whose backward may still read the buffers
+        self.generation = 0  # replays so far (a backward checks that its forward's buffers are intact)
+        self._capture(tensors, bound)
+        self._count_holders()
+
+    def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
+        # detached aliases of the caller's tensors: the graph reads the caller's memory
+        inputs = [None if t is None else t.detach().requires_grad_(self.needs_grad and t.requires_grad)
+                  for t in tensors]
+        wants = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compile the kernels, size the buffers, warm the backward
+            while True:
+                colors, alphas, meta = self.run(*inputs, max_intersections=bound)
+                needed = int(meta["n_isects"].max())
+                if needed <= bound:
+                    break
+                bound = math.ceil(needed * self.headroom)
+            outputs = [o for o in _tensors(colors, alphas, meta) if o.requires_grad]
+            if wants and outputs:
+                torch.autograd.grad(outputs, [inputs[i] for i in wants], [torch.ones_like(o) for o in outputs],
+                                    allow_unused=True)
+            del outputs
+        torch.cuda.current_stream().wait_stream(side)
+        self.count_host = torch.zeros(1, dtype=meta["n_isects"].dtype, pin_memory=True)
+        self.counted = torch.cuda.Event(external=True)
+        del colors, alphas, meta
+
+        read = {t.untyped_storage()._cdata for t in tensors if t is not None}
+        pool = torch.cuda.graph_pool_handle()
+        self.forward_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph, pool=pool):
+            colors, alphas, meta = self.run(*inputs, max_intersections=bound,
+                                            count_signal=(self.count_host, self.counted))
+            for name, value in meta.items():  # (one camera's opacities are a view of the caller's)
+                if isinstance(value, Tensor) and value.untyped_storage()._cdata in read:
+                    meta[name] = value.clone()  # the graph must hold no caller memory: its address would stay taken
+        self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
+        self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
+        outputs = [colors, alphas] + [meta[k] for k in self.names]
+        self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
+        self.present = [i for i, t in enumerate(tensors) if t is not None]
+        means2d = meta["means2d"]
+        self.means2d_output = (self.differentiable.index(2 + self.names.index("means2d"))
+                               if means2d.requires_grad else None)
+        self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
+        if self.needs_grad:
+            differentiable = [outputs[i] for i in self.differentiable]
+            self.grad_outputs = [torch.zeros_like(o) for o in differentiable]
+            self.zeroed = [True] * len(differentiable)
+            targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
+            self.backward_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.backward_graph, pool=pool):
+                # retain_graph: what the forward saved must not be freed into the pool mid-capture
+                grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, retain_graph=True,
+                                            allow_unused=True)
+                self.gradients = _Gradients(grads)
+            self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
+            del differentiable, grads, targets
+        self.outputs = [o.detach() for o in outputs]
+        self.bound = bound
+
+    def _count_holders(self) -> None:
+        """How many tensors hold each buffer the graph returns, right after a capture (its locals, and
+        the captured autograd graph with them, gone): more later means that a caller holds one."""
+        gc.collect()
+        written = {o.untyped_storage()._cdata for o in self.outputs}
+        self.storages = [(cdata, _storage_use_count(cdata)) for cdata in written]
+
+    def busy(self) -> bool:
+        if self.pending:
+            return True
+        for cdata, held in self.storages:
+            if _storage_use_count(cdata) > held:
+                return True
+        return False
+
+    def replay(self, tensors: Sequence[Tensor | None]):
+        self.forward_graph.replay()
+        self.generation += 1
+        # the host's work for the outputs while the device works; then wait for the count only
+        outputs = [o.detach() for o in self.outputs]
+        replayed = None
+        if self.needs_grad:  # the differentiable outputs come from autograd's node for the replay
+            replayed = _ReplayedRasterization.apply(self, *[tensors[i] for i in self.present])
+            for i, o in zip(self.differentiable, (replayed,) if isinstance(replayed, Tensor) else replayed):
+                outputs[i] = o
+        self.counted.synchronize()
+        needed = self.count_host.item()
+        if needed > self.bound:  # buffers too small (the images are NaN): capture again with room
+            del outputs, replayed
+            self._capture(tensors, math.ceil(needed * self.headroom))
+            self._count_holders()
+            return self.replay(tensors)
+        meta = dict(self.meta)
+        for name, value in zip(self.names, outputs[2:]):
+            # the eager path's (tile, Gaussian) arrays hold exactly the intersections
+            meta[name] = value[:needed] if name in ("isect_ids", "flatten_ids") else value
+        return outputs[0], outputs[1], meta
+
+    def backward(self, grads: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
+        """Copies of the gradients of the call's inputs, and of means2d's, from those of its
+        differentiable outputs."""
+        for i, g in enumerate(grads):
+            if g is not None:
+                self.grad_outputs[i].copy_(g)
+                self.zeroed[i] = False
+            elif not self.zeroed[i]:
+                self.grad_outputs[i].zero_()
+                self.zeroed[i] = True
+        self.backward_graph.replay()
+        copies = self.gradients.copies()
+        means2d = copies[-1] if self.means2d_output is not None else None
+        return [None if k is None else copies[k] for k in self.input_gradient], means2d
+
+
+class _Gradients:
+    """A backward graph's gradient buffers, handed out as copies: a caller may keep a gradient (as
+    ``.grad``) while the next replay writes the buffers. Gradients of one dtype are also written into one
+    flat buffer inside the graph, so that a copy is one allocation and one memcpy, not one per tensor."""
+
+    def __init__(self, grads: Sequence[Tensor | None]):
+        self.grads = list(grads)
+        kept = [g for g in grads if g is not None]
+        self.flat = None
+        if kept and len({g.dtype for g in kept}) == 1:
+            self.flat = torch.cat([g.reshape(-1) for g in kept])
+            self.sizes = [g.numel() for g in kept]
+            self.shapes = [g.shape for g in kept]
+
+    def copies(self) -> list[Tensor | None]:
+        if self.flat is None:
+            return [None if g is None else g.clone() for g in self.grads]
+        pieces = iter(self.flat.clone().split(self.sizes))
+        shapes = iter(self.shapes)
+        return [None if g is None else next(pieces).view(next(shapes)) for g in self.grads]
+
+
+def _tensors(colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:
+    return [colors, alphas] + [v for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
+
+
+class _Reservation:
+    """Kept by the autograd context of a replayed forward: the instance stays busy until that
+    backward ran, or until nothing can call it any more."""
+
+    def __init__(self, call: _CapturedCall):
+        call.pending += 1
+        self.call: _CapturedCall | None = call
+
+    def release(self) -> None:
+        if self.call is not None:
+            self.call.pending -= 1
+            self.call = None
+
+    def __del__(self):
+        self.release()
+
+
+class _ReplayedRasterization(torch.autograd.Function):
+    """Autograd's view of a replay: the call's inputs in, its outputs (the graph's buffers) out."""
+
+    @staticmethod
+    def forward(ctx, call: _CapturedCall, *inputs: Tensor):
+        ctx.call, ctx.generation = call, call.generation
+        ctx.reservation = _Reservation(call)
+        ctx.save_for_backward(*inputs)  # so that an input changed in place before backward raises, as eagerly
+        outputs = tuple(call.outputs[i].detach() for i in call.differentiable)
+        ctx.set_materialize_grads(False)
+        ctx.means2d = None if call.means2d_output is None else weakref.ref(outputs[call.means2d_output])
+        return outputs
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None):
+        call = ctx.call
+        if ctx.generation != call.generation:
+            raise RuntimeError(
+                "rasterization(): this backward needs CUDA-graph buffers that a later call has overwritten "
+                "(a second backward after retain_graph=True and another call); pass cuda_graphs=False for this")
+        grads_in, means2d_grad = call.backward(grads)
+        ctx.saved_tensors  # noqa: B018 (raises if an input was modified in place since the forward)
+        ctx.reservation.release()
+        means2d = ctx.means2d() if ctx.means2d is not None else None
+        if means2d is not None and means2d.retains_grad:  # its whole gradient, as on the eager path
+            means2d.grad = means2d_grad
+        return (None, *grads_in)
+
+
+RASTERIZATION_GRAPHS = RasterizationGraphs()

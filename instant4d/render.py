@@ -7,13 +7,14 @@ Stages (each a public function with a Triton kernel and a PyTorch twin, see docs
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from . import shapes
+from . import graphs, shapes
 from .backend import resolve_backend
 from .kernels.composite import composite_checked
 from .kernels.intersect import intersect_checked
@@ -86,6 +87,7 @@ def rasterization(
     max_intersections: Optional[int] = None,
     deterministic: bool = False,
     backend: Optional[str] = None,
+    cuda_graphs: bool = True,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render B scenes of N Gaussians from C cameras each (gsplat 1.5.3's ``rasterization``).
 
@@ -108,6 +110,10 @@ def rasterization(
     ``deterministic=True`` (unpacked only) makes gradients bit-identical run to run: the compositing
     backward sums per-intersection records in sorted order instead of using float atomics.
 
+    ``cuda_graphs``: calls that repeat (same tensors, same options; CUDA, unpacked, small enough, see
+    ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward,
+    which saves most of the host's time per call; results are those of the eager path.
+
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
     (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
     flatten_ids, isect_offsets, batch/camera/gaussian ids when packed, sizes). ``meta["means2d"]``
@@ -119,6 +125,16 @@ def rasterization(
         thin_prism_coeffs=thin_prism_coeffs, ftheta_coeffs=ftheta_coeffs, rolling_shutter=rolling_shutter,
         viewmats_rs=viewmats_rs,
     )
+    graph_key = None
+    if cuda_graphs and not packed and max_intersections is None and not deterministic and not absgrad:
+        tensors = (means, quats if covars is None else None, scales if covars is None else None, opacities, colors,
+                   viewmats, Ks, backgrounds, covars)
+        graph_key = graphs.call_key(tensors, (width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree,
+                                              tile_size, render_mode, rasterize_mode, channel_chunk, backend))
+        if graph_key is not None:
+            replayed = graphs.RASTERIZATION_GRAPHS.replay(graph_key, tensors)
+            if replayed is not None:
+                return replayed
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in RASTERIZE_MODES:
@@ -150,11 +166,9 @@ def rasterization(
             raise ValueError("quats and scales are required unless covars is given")
         shapes.check_tensor("quats", quats, batch_dims + (n, 4), **same)
         shapes.check_tensor("scales", scales, batch_dims + (n, 3), **same)
-        covars_upper = None
     else:
         shapes.check_tensor("covars", covars, batch_dims + (n, 3, 3), **same)
         quats = scales = None
-        covars_upper = covars[..., [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]  # [..., N, 6]
     n_batch = len(batch_dims)
     if sh_degree is None:
         if colors.dim() == n_batch + 2:
@@ -180,6 +194,47 @@ def rasterization(
 
     # the stages' own checks are those above, so they are called unchecked, with one backend for all
     backend = resolve_backend(backend, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
+    options = RenderOptions(width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree, packed, tile_size,
+                            render_mode, rasterize_mode, channel_chunk, absgrad, deterministic, backend)
+    tensors = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
+    if graph_key is not None and graphs.eligible(options, n, math.prod(batch_dims) * n_cameras):
+        replayed = graphs.RASTERIZATION_GRAPHS.capture(graph_key, functools.partial(_render, options=options), tensors)
+        if replayed is not None:
+            return replayed
+    return _render(*tensors, options=options, max_intersections=max_intersections)
+
+
+class RenderOptions(NamedTuple):
+    """rasterization()'s arguments other than tensors, checked, with the backend resolved."""
+    width: int
+    height: int
+    near_plane: float
+    far_plane: float
+    radius_clip: float
+    eps2d: float
+    sh_degree: Optional[int]
+    packed: bool
+    tile_size: int
+    render_mode: str
+    rasterize_mode: str
+    channel_chunk: int
+    absgrad: bool
+    deterministic: bool
+    backend: str
+
+
+def _render(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars, *, options: RenderOptions,
+            max_intersections: Optional[int], count_signal=None) -> tuple[Tensor, Tensor, dict]:
+    """rasterization() on checked inputs. ``count_signal`` = (pinned host tensor [1], CUDA event): the
+    intersection count is copied there and the event recorded as soon as the count is known (what a
+    CUDA-graph replay waits for, see instant4d.graphs)."""
+    (width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree, packed, tile_size, render_mode,
+     rasterize_mode, channel_chunk, absgrad, deterministic, backend) = options
+    device = means.device
+    batch_dims = tuple(means.shape[:-2])
+    n = means.shape[-2]
+    n_cameras = viewmats.shape[-3]
+    covars_upper = None if covars is None else covars[..., [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]  # [..., N, 6]
     n_batches = math.prod(batch_dims)
     n_images = n_batches * n_cameras
     proj = project_checked(means, covars_upper, quats, scales, viewmats, Ks, width, height, eps2d, near_plane,
@@ -214,6 +269,10 @@ def rasterization(
     tiles_per_gauss, isect_ids, flatten_ids, isect_offsets, n_isects = intersect_checked(
         means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids, gaussian_ids,
         max_intersections, conics, opacities, backend)
+    if count_signal is not None:
+        count_host, counted = count_signal
+        count_host.copy_(n_isects, non_blocking=True)
+        counted.record()
     n_isects = None if max_intersections is None else n_isects
     if batch_dims:  # [I, TH, TW] -> [..., C, TH, TW]
         isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))
@@ -269,7 +328,7 @@ def _colors_per_image(colors, means, viewmats, radii, sh_degree, packed, batch_d
         colors = _per_camera(colors, -3 if sh_degree is None else -4, n_cameras)
     if sh_degree is None:
         return colors
-    camera_centres = torch.linalg.inv(viewmats)[..., :3, 3]  # [..., C, 3]
+    camera_centres = torch.linalg.inv_ex(viewmats).inverse[..., :3, 3]  # [..., C, 3] (inv_ex: no wait on the device)
     if packed:
         dirs = (means.reshape(n_batches, n, 3)[batch_ids, gaussian_ids]
                 - camera_centres.reshape(n_batches, n_cameras, 3)[batch_ids, camera_ids])  # [nnz, 3]

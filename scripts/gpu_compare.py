@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import math
 import os
@@ -144,10 +145,16 @@ ROUNDS = 5
 
 
 def peak_mb(fn) -> float:
+    """The memory a call needs, MB: the rise of max_memory_allocated over three calls from a clean start,
+    so that it includes what instant4d's CUDA graphs of repeated calls keep between calls."""
+    instant4d.graphs.RASTERIZATION_GRAPHS.clear()
+    gc.collect()
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    fn()
+    for _ in range(3):
+        fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 

@@ -1,0 +1,290 @@
+"""GPU: rasterization() calls replayed from CUDA graphs (instant4d.graphs.RasterizationGraphs) against
+the eager path (``cuda_graphs=False``) in one process: outputs and gradients for several call kinds,
+the rules that keep replays correct (outputs still held, inputs changed in place, buffers outgrown,
+retain_grad on means2d, gradient accumulation, a second backward after another call), and host and
+do_bench times. Prints a report and writes it to $OUT/graphs.md.
+
+    PYTHONPATH=.:scripts python scripts/gpu_graphs.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+
+import instant4d
+from instant4d import graphs
+from instant4d.gaussians import head_like_scene, random_scene
+from gpu_compare import bench_ms
+from gpu_host import host_us
+
+OUT = os.environ.get("OUT", "gpu-results")
+LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def scene_tensors(kind="head", n=100_000, px=512, cameras=1, seed=0):
+    make = head_like_scene if kind == "head" else random_scene
+    s = make(n, px, px, n_cameras=cameras, seed=seed).to("cuda")
+    return [s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks], px
+
+
+def leaves_of(tensors, grads=True):
+    return [t.detach().clone().requires_grad_(grads and i < 5) for i, t in enumerate(tensors)]
+
+
+def call(tensors, px, graphs_on, **kwargs):
+    return instant4d.rasterization(*tensors[:7], px, px, packed=False, cuda_graphs=graphs_on, **kwargs)
+
+
+def max_abs(a, b) -> float:
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def grads_of(tensors, px, graphs_on, weights, **kwargs):
+    for t in tensors:
+        t.grad = None
+    colors, alphas, meta = call(tensors, px, graphs_on, **kwargs)
+    meta["means2d"].retain_grad()
+    loss = (colors * weights[0][..., :colors.shape[-1]]).sum() + (alphas * weights[1]).sum()
+    loss.backward()
+    return colors.detach().clone(), [t.grad.clone() for t in tensors[:5]] + [meta["means2d"].grad.clone()]
+
+
+def equivalence() -> None:
+    say("## Graph replay against the eager path (third call replays; forward exact, gradients within the "
+        "run-to-run spread of the float atomics: eager against eager in the last column)\n")
+    say("| call | images max abs | meta tensors identical | gradients max rel (graph vs eager) | eager vs eager |")
+    say("| --- | --- | --- | --- | --- |")
+    cases = [
+        ("RGB, 100k, 512², 1 camera", dict(), ("head", 100_000, 512, 1)),
+        ("RGB, 20k, 512², 8 cameras", dict(), ("head", 20_000, 512, 8)),
+        ("RGB+ED, backgrounds, antialiased", dict(render_mode="RGB+ED", rasterize_mode="antialiased",
+                                                  backgrounds=True), ("head", 50_000, 256, 2)),
+        ("SH degree 3", dict(sh_degree=3), ("head", 50_000, 256, 1)),
+        ("40 channels (two chunks)", dict(channels=40), ("uniform", 30_000, 256, 1)),
+    ]
+    for name, opts, scene in cases:
+        tensors, px = scene_tensors(*scene)
+        kwargs = {}
+        if opts.get("sh_degree"):
+            g = torch.Generator(device="cuda").manual_seed(1)
+            tensors[4] = 0.3 * torch.randn(tensors[0].shape[0], 16, 3, device="cuda", generator=g)
+            kwargs["sh_degree"] = 3
+        if opts.get("channels"):
+            g = torch.Generator(device="cuda").manual_seed(1)
+            tensors[4] = torch.rand(tensors[0].shape[0], opts["channels"], device="cuda", generator=g)
+        if opts.get("backgrounds"):
+            kwargs["backgrounds"] = torch.full((tensors[5].shape[0], 3), 0.25, device="cuda")
+        for k in ("render_mode", "rasterize_mode"):
+            if k in opts:
+                kwargs[k] = opts[k]
+        # forward, no grad: compare images and every meta tensor
+        eager = call(tensors, px, False, **kwargs)
+        graphs.RASTERIZATION_GRAPHS.clear()
+        for _ in range(3):
+            replayed = call(tensors, px, True, **kwargs)
+        image_err = max(max_abs(eager[0], replayed[0]), max_abs(eager[1], replayed[1]))
+        same_meta = all(
+            (eager[2][k] is None and replayed[2][k] is None)
+            or (isinstance(eager[2][k], torch.Tensor) and eager[2][k].shape == replayed[2][k].shape
+                and bool((eager[2][k] == replayed[2][k]).all()))
+            or eager[2][k] == replayed[2][k]
+            for k in eager[2])
+        # forward+backward
+        leaves = leaves_of(tensors)
+        g = torch.Generator(device="cuda").manual_seed(2)
+        weights = (torch.rand(eager[0].shape, device="cuda", generator=g),
+                   torch.rand(eager[1].shape, device="cuda", generator=g))
+        _, ref = grads_of(leaves, px, False, weights, **kwargs)
+        _, ref2 = grads_of(leaves, px, False, weights, **kwargs)
+        for _ in range(3):
+            _, got = grads_of(leaves, px, True, weights, **kwargs)
+
+        def rel(a, b):
+            return max(max_abs(x, y) / max(float(y.abs().max()), 1e-30) for x, y in zip(a, b))
+
+        say(f"| {name} | {image_err:.1e} | {same_meta} | {rel(got, ref):.1e} | {rel(ref2, ref):.1e} |")
+        del eager, replayed
+
+
+def rules() -> None:
+    say("\n## Rules\n")
+    tensors, px = scene_tensors("head", 100_000, 512, 1)
+    graphs.RASTERIZATION_GRAPHS.clear()
+    entries = graphs.RASTERIZATION_GRAPHS._entries
+
+    # held outputs: a second instance serves, the first call's image is intact
+    first = call(tensors, px, True)
+    second = call(tensors, px, True)  # captured now
+    kept = second[0].clone()
+    third = call(tensors, px, True)  # `second` still held: another instance
+    key = next(reversed(entries))
+    say(f"- outputs still held: instances for the key after 3 calls holding all outputs: {len(entries[key])}; "
+        f"held image unchanged: {bool(torch.equal(kept, second[0]))}")
+    fourth = call(tensors, px, True)  # both held: eager
+    say(f"- both instances held: the call ran eagerly; max abs against the held image {max_abs(fourth[0], kept):.1e}")
+    del first, second, third, fourth
+
+    # inputs changed in place are read by the replay
+    for _ in range(3):
+        call(tensors, px, True)
+    with torch.no_grad():
+        tensors[0].add_(0.01)
+    out = call(tensors, px, True)
+    eager = call(tensors, px, False)
+    say(f"- means changed in place: replay against eager on the new values, max abs {max_abs(out[0], eager[0]):.1e}; "
+        f"against the image before the change {max_abs(out[0], kept):.1e}")
+    del out, eager
+
+    # outgrown buffers: larger splats, more intersections than the bound
+    bound_before = max(c.bound for c in entries[key])
+    with torch.no_grad():
+        tensors[2].mul_(2.0)
+    out = call(tensors, px, True)
+    eager = call(tensors, px, False)
+    say(f"- scales doubled in place: bound {bound_before} -> {max(c.bound for c in entries[key])} (count "
+        f"{eager[2]['isect_ids'].numel()}), replay against eager max abs {max_abs(out[0], eager[0]):.1e}, "
+        f"no NaN: {not bool(out[0].isnan().any())}")
+    with torch.no_grad():
+        tensors[2].div_(2.0)
+        tensors[0].sub_(0.01)
+    del out, eager
+
+    # training pattern: fresh activated tensors each step, previous outputs held until rebound
+    params = [t.detach().clone().requires_grad_() for t in tensors[:5]]
+    raw_opacity = torch.logit(params[3].detach().clamp(1e-4, 1 - 1e-4)).requires_grad_()
+    graphs.RASTERIZATION_GRAPHS.clear()
+    replays = [0]
+    original = graphs._CapturedCall.replay
+
+    def counted(self, t):
+        replays[0] += 1
+        return original(self, t)
+
+    graphs._CapturedCall.replay = counted
+    info = None
+    for step in range(20):
+        opacities = torch.sigmoid(raw_opacity)
+        colors, alphas, info = instant4d.rasterization(params[0], params[1], params[2], opacities, params[4],
+                                                       tensors[5], tensors[6], px, px, packed=False)
+        info["means2d"].retain_grad()
+        colors.sum().backward()
+        with torch.no_grad():
+            for p in params:
+                p.grad = None
+            raw_opacity.grad = None
+    graphs._CapturedCall.replay = original
+    replays = replays[0]
+    say(f"- training loop (sigmoid opacities made each step, outputs held until the next step): "
+        f"{replays} of 20 steps replayed; keys {len(entries)}, instances {[len(v) for v in entries.values()]}")
+
+    # means2d.retain_grad and gradient accumulation
+    leaves = leaves_of(tensors)
+    for _ in range(3):
+        for t in leaves:
+            t.grad = None
+        c, a, m = call(leaves, px, True)
+        m["means2d"].retain_grad()
+        c.sum().backward()
+    means2d_grad = m["means2d"].grad.clone()
+    single = [t.grad.clone() for t in leaves[:5]]
+    c, a, m = call(leaves, px, True)  # accumulate on top
+    c.sum().backward()
+    doubled = max(max_abs(t.grad, 2 * s) / float(s.abs().max()) for t, s in zip(leaves[:5], single))
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, False)
+    m["means2d"].retain_grad()
+    c.sum().backward()
+    say(f"- means2d.grad after retain_grad: max rel vs eager {max_abs(means2d_grad, m['means2d'].grad) / float(m['means2d'].grad.abs().max()):.1e}; "
+        f"gradients accumulated over two replayed steps: max rel vs 2x one step {doubled:.1e}")
+
+    # a second backward (retain_graph) after the outputs were dropped and the instance replayed again: refused
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, True)
+    loss = c.sum()
+    del c, a, m
+    loss.backward(retain_graph=True)
+    for _ in range(2):
+        call(leaves, px, True)
+    try:
+        loss.backward()
+        say("- second backward after the buffers were reused: no error (WRONG)")
+    except RuntimeError as error:
+        say(f"- second backward after the buffers were reused: RuntimeError ({str(error)[:90]}...)")
+    del loss
+
+    # an input changed in place between forward and backward: refused, as eagerly
+    c, a, m = call(leaves, px, True)
+    with torch.no_grad():
+        leaves[0].add_(0.0)
+    try:
+        c.sum().backward()
+        say("- input changed in place before backward: no error (WRONG)")
+    except RuntimeError as error:
+        say(f"- input changed in place before backward: RuntimeError ({str(error)[:60]}...)")
+
+
+def timing() -> None:
+    say(f"\n## Times ({torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        "medians of 5 interleaved rounds of do_bench medians)\n")
+    say("| scene | call | eager ms | graphs ms | eager / graphs | host us eager | host us graphs | held MB |")
+    say("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for kind, n, px, cams in [("head", 100_000, 512, 1), ("head", 20_000, 512, 1), ("uniform", 100_000, 512, 1),
+                              ("head", 250_000, 1024, 1)]:
+        tensors, px = scene_tensors(kind, n, px, cams)
+        leaves = leaves_of(tensors)
+        graphs.RASTERIZATION_GRAPHS.clear()
+        fns = {}
+        for label, on in (("eager", False), ("graphs", True)):
+            fns[("forward", label)] = lambda on=on: call(tensors, px, on)
+            fns[("forward+backward", label)] = lambda on=on: torch.autograd.grad(
+                (call(leaves, px, on)[0].sum(),), leaves[:5])
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_reserved()
+        for (what, label), fn in fns.items():
+            if label == "graphs":
+                for _ in range(3):
+                    fn()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        held = (torch.cuda.memory_reserved() - base) / 2**20  # what the graphs keep between calls
+        for fn in fns.values():
+            for _ in range(3):
+                fn()
+        rounds = {k: [] for k in fns}
+        hosts = {k: [] for k in fns}
+        for _ in range(5):
+            for k, fn in fns.items():
+                rounds[k].append(bench_ms(fn, warmup=10, rep=40))
+                hosts[k].append(host_us(fn, 15))
+        for what in ("forward", "forward+backward"):
+            e = statistics.median(rounds[(what, "eager")])
+            g = statistics.median(rounds[(what, "graphs")])
+            say(f"| {kind} {n // 1000}k {px}² {cams} | {what} | {e:.3f} | {g:.3f} | {e / g:.2f}x | "
+                f"{statistics.median(hosts[(what, 'eager')]):.0f} | {statistics.median(hosts[(what, 'graphs')]):.0f} | "
+                f"{held:.0f} |")
+
+
+def main():
+    say(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    equivalence()
+    rules()
+    timing()
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "graphs.md"), "w") as f:
+        f.write("\n".join(LINES) + "\n")
+
+
+if __name__ == "__main__":
+    main()
