@@ -1,10 +1,12 @@
-"""Fixed-shape rendering replayed from a CUDA graph: one graph launch per frame instead of a dozen
-kernel launches and a host sync.
+"""CUDA graphs: one graph launch instead of a dozen kernel launches and their host time.
 
 ``rasterization(..., max_intersections=M)`` never waits for the GPU, so a per-frame function built
 on it can be captured once and replayed. ``CudaGraphFrame`` does the capture, sizes the bound from
 the real intersection count, and re-captures with a larger bound when a frame does not fit, so a
 frame is never returned with intersections missing.
+
+``RasterizationGraphs`` does the same for plain ``rasterization()`` calls that repeat (same tensors,
+same options), forward and backward, with no change to the caller's code (``cuda_graphs=True``).
 """
 
 from __future__ import annotations
@@ -145,10 +147,13 @@ class RasterizationGraphs:
 
     A graph writes its outputs, and what its backward reads, into the same buffers each replay, so an
     instance serves a call only while it is free: no tensor it returned is alive (or viewed), and no
-    backward that needs its buffers is pending. Otherwise another instance is captured (``instances``
-    per key), and beyond that the call runs eagerly. Gradients are returned as copies; ``meta["means2d"]``
-    gets its gradient after ``retain_grad()`` as on the eager path. The ``max_keys`` keys used last keep
-    their graphs; ``clear()`` frees them all.
+    backward that needs its buffers is pending. The gradients it returns count as outputs: autograd
+    keeps one as a leaf's ``.grad`` until that is set to None (``optimizer.zero_grad()``; zeroing it in
+    place keeps the instance busy), ``torch.autograd.grad`` hands them over. Otherwise another instance is
+    captured (``instances`` per key), and beyond that the call runs eagerly. ``meta["means2d"]`` gets its
+    gradient after ``retain_grad()`` as on the eager path. A second backward through a replay's outputs
+    (``retain_graph=True``) after its instance served another call raises. The ``max_keys`` keys used last
+    keep their graphs; ``clear()`` frees them all.
     """
 
     def __init__(self, max_keys: int = 4, instances: int = 2, headroom: float = 1.25):
@@ -213,6 +218,7 @@ class _CapturedCall:
         self._count_holders()
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
+        self.gradients: list[Tensor | None] = []
         # detached aliases of the caller's tensors: the graph reads the caller's memory
         inputs = [None if t is None else t.detach().requires_grad_(self.needs_grad and t.requires_grad)
                   for t in tensors]
@@ -261,20 +267,21 @@ class _CapturedCall:
             targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool):
-                # retain_graph: what the forward saved must not be freed into the pool mid-capture
-                grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, retain_graph=True,
-                                            allow_unused=True)
-                self.gradients = _Gradients(grads)
+                # what the forward saved is freed as the backward goes, and the pool may give its blocks to
+                # later buffers of the backward: what must outlive a replay (outputs, gradients) is held
+                grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, allow_unused=True)
+            self.gradients = list(grads)
             self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
             del differentiable, grads, targets
         self.outputs = [o.detach() for o in outputs]
         self.bound = bound
 
     def _count_holders(self) -> None:
-        """How many tensors hold each buffer the graph returns, right after a capture (its locals, and
-        the captured autograd graph with them, gone): more later means that a caller holds one."""
+        """How many tensors hold each buffer the graphs return (outputs, gradients), right after a capture
+        (its locals, and the captured autograd graph with them, gone): more later means a caller holds one."""
         gc.collect()
-        written = {o.untyped_storage()._cdata for o in self.outputs}
+        returned = self.outputs + [g for g in self.gradients if g is not None]
+        written = {o.untyped_storage()._cdata for o in returned}
         self.storages = [(cdata, _storage_use_count(cdata)) for cdata in written]
 
     def busy(self) -> bool:
@@ -309,8 +316,7 @@ class _CapturedCall:
         return outputs[0], outputs[1], meta
 
     def backward(self, grads: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
-        """Copies of the gradients of the call's inputs, and of means2d's, from those of its
-        differentiable outputs."""
+        """The gradients of the call's inputs, and of means2d, from those of its differentiable outputs."""
         for i, g in enumerate(grads):
             if g is not None:
                 self.grad_outputs[i].copy_(g)
@@ -319,31 +325,10 @@ class _CapturedCall:
                 self.grad_outputs[i].zero_()
                 self.zeroed[i] = True
         self.backward_graph.replay()
-        copies = self.gradients.copies()
-        means2d = copies[-1] if self.means2d_output is not None else None
-        return [None if k is None else copies[k] for k in self.input_gradient], means2d
-
-
-class _Gradients:
-    """A backward graph's gradient buffers, handed out as copies: a caller may keep a gradient (as
-    ``.grad``) while the next replay writes the buffers. Gradients of one dtype are also written into one
-    flat buffer inside the graph, so that a copy is one allocation and one memcpy, not one per tensor."""
-
-    def __init__(self, grads: Sequence[Tensor | None]):
-        self.grads = list(grads)
-        kept = [g for g in grads if g is not None]
-        self.flat = None
-        if kept and len({g.dtype for g in kept}) == 1:
-            self.flat = torch.cat([g.reshape(-1) for g in kept])
-            self.sizes = [g.numel() for g in kept]
-            self.shapes = [g.shape for g in kept]
-
-    def copies(self) -> list[Tensor | None]:
-        if self.flat is None:
-            return [None if g is None else g.clone() for g in self.grads]
-        pieces = iter(self.flat.clone().split(self.sizes))
-        shapes = iter(self.shapes)
-        return [None if g is None else next(pieces).view(next(shapes)) for g in self.grads]
+        # the buffers themselves: while a caller holds one (autograd copies them into .grad), busy()
+        grads = [None if g is None else g.detach() for g in self.gradients]
+        means2d = grads[-1] if self.means2d_output is not None else None
+        return [None if k is None else grads[k] for k in self.input_gradient], means2d
 
 
 def _tensors(colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:

@@ -207,6 +207,22 @@ def rules() -> None:
     say(f"- means2d.grad after retain_grad: max rel vs eager {max_abs(means2d_grad, m['means2d'].grad) / float(m['means2d'].grad.abs().max()):.1e}; "
         f"gradients accumulated over two replayed steps: max rel vs 2x one step {doubled:.1e}")
 
+    # .grad zeroed in place each step (it then keeps its instance busy): the gradients stay right
+    for t in leaves:
+        t.grad = None
+    for _ in range(4):
+        c, a, m = call(leaves, px, True)
+        c.sum().backward()
+        stepped = [t.grad.clone() for t in leaves[:5]]
+        for t in leaves[:5]:
+            t.grad.zero_()
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, False)
+    c.sum().backward()
+    worst = max(max_abs(s, t.grad) / float(t.grad.abs().max()) for s, t in zip(stepped, leaves[:5]))
+    say(f"- .grad zeroed in place between 4 steps: last step's gradients against eager, max rel {worst:.1e}")
+
     # a second backward (retain_graph) after the outputs were dropped and the instance replayed again: refused
     for t in leaves:
         t.grad = None

@@ -1,14 +1,21 @@
-"""instant4d.graphs on a CPU machine: what can be checked without CUDA is that it refuses clearly.
+"""instant4d.graphs on a CPU machine: what can be checked without CUDA is that it refuses clearly,
+which calls a graph may serve, and that rasterization() on CPU tensors takes the eager path.
 
-The capture itself (images bit-identical to the eager path, re-capture on overflow, frame rate) is
-checked on the GPU by scripts/gpu_avatar.py; results in docs/benchmarks.md.
+The captures themselves (CudaGraphFrame: images bit-identical to the eager path, re-capture on
+overflow, frame rate; RasterizationGraphs: outputs and gradients against the eager path, outputs still
+held, inputs changed in place, outgrown buffers, retain_grad, a second backward) are checked on the GPU
+by scripts/gpu_avatar.py and scripts/gpu_graphs.py; results in docs/benchmarks.md.
 """
 
 import pytest
 import torch
 
+import instant4d
+from instant4d import graphs
+from instant4d.gaussians import head_like_scene
 from instant4d.graphs import CudaGraphFrame
 from instant4d.model import Avatar, EncoderConfig
+from instant4d.render import RenderOptions
 
 
 def test_cpu_inputs_are_refused():
@@ -26,3 +33,61 @@ def test_avatar_renderer_needs_cuda_and_our_kernels():
     avatar = Avatar.sample(EncoderConfig(resolution=32))
     with pytest.raises(ValueError, match="cuda_graph=True needs CUDA"):
         avatar.renderer(64, cuda_graph=True)
+
+
+def test_no_graph_serves_cpu_tensors():
+    assert graphs.call_key((torch.zeros(4, 3), None), (64, 64)) is None
+
+
+def _options(backend="triton", width=512, height=512):
+    return RenderOptions(width, height, 0.01, 1e10, 0.0, 0.3, None, False, 16, "RGB", "classic", 32, False, False,
+                         backend)
+
+
+@pytest.mark.parametrize("n, images, width, expected", [
+    (100_000, 1, 512, True),
+    (graphs.GRAPH_MAX_GAUSSIAN_IMAGES, 1, 512, True),
+    (graphs.GRAPH_MAX_GAUSSIAN_IMAGES // 8 + 1, 8, 64, False),  # over the Gaussian bound
+    (1_000, 8, 1024, False),  # over the pixel bound: 8 x 1024² pixels
+    (0, 1, 512, False),
+])
+def test_which_calls_graphs_may_serve(n, images, width, expected):
+    assert graphs.eligible(_options(width=width, height=width), n, images) is expected
+
+
+def test_only_our_kernels_are_captured():
+    assert not graphs.eligible(_options(backend="torch"), 1000, 1)
+
+
+def test_first_call_with_a_key_only_registers_it():
+    cache = graphs.RasterizationGraphs(max_keys=2)
+    assert cache.capture(("a",), None, ()) is None
+    assert cache.replay(("a",), ()) is None  # registered, nothing captured
+    cache.capture(("b",), None, ())
+    cache.capture(("c",), None, ())
+    assert list(cache._entries) == [("b",), ("c",)]  # the oldest key goes
+
+
+def test_reservation_keeps_an_instance_busy_until_released_once():
+    class Instance:
+        pending = 0
+
+    instance = Instance()
+    reservation = graphs._Reservation(instance)
+    assert instance.pending == 1
+    reservation.release()
+    reservation.release()
+    assert instance.pending == 0
+    graphs._Reservation(instance)  # dropped at once: released as it goes
+    assert instance.pending == 0
+
+
+@pytest.mark.parametrize("cuda_graphs", [True, False])
+def test_cpu_calls_run_eagerly(cuda_graphs):
+    s = head_like_scene(200, 32, 32, seed=3)
+    args = (s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks, 32, 32)
+    ref = instant4d.rasterization(*args, packed=False, backend="torch", cuda_graphs=False)
+    for _ in range(3):  # repeated: still no graph on the CPU
+        out = instant4d.rasterization(*args, packed=False, backend="torch", cuda_graphs=cuda_graphs)
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    assert not graphs.RASTERIZATION_GRAPHS._entries
