@@ -105,9 +105,9 @@ _EXTERNAL_EVENTS = "external" in inspect.signature(torch.cuda.Event.__new__).par
 
 
 def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
-    """What a replay depends on: each tensor's address, shape, strides, dtype and whether it needs a
-    gradient, the options, and whether autograd records; None where no graph can serve the call (CPU
-    tensors, inside a capture, under autocast, an option that is not a plain value)."""
+    """What a graph depends on: each tensor's shape, strides, dtype and whether it needs a gradient, the
+    options, and whether autograd records; None where no graph can serve the call (CPU tensors, inside a
+    capture, under autocast, an option that is not a plain value)."""
     first = tensors[0]
     if not isinstance(first, Tensor) or not first.is_cuda or _storage_use_count is None or not _EXTERNAL_EVENTS:
         return None
@@ -122,7 +122,7 @@ def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
         if t is None:
             described.append(None)
         elif isinstance(t, Tensor):
-            described.append((t.data_ptr(), t.shape, t.stride(), t.dtype, t.requires_grad))
+            described.append((t.shape, t.stride(), t.dtype, t.requires_grad))
             needs_grad = needs_grad or t.requires_grad
         else:
             return None
@@ -138,12 +138,12 @@ def eligible(options, n: int, n_images: int) -> bool:
 class RasterizationGraphs:
     """CUDA graphs of repeated eager ``rasterization()`` calls (unpacked, not deterministic, no absgrad).
 
-    A call's key (``call_key``) names the memory it reads and everything else its work depends on, so a
-    graph captured for a key and replayed for a later call with the same key reads that call's inputs
-    (whatever they hold then) and does its work. The first call with a key runs eagerly, the second is
-    captured (intersection buffers ``headroom`` times the count) and later ones are replayed. A replay
-    waits only until the intersection count is known; if the buffers are too small for it, the call is
-    captured again with larger ones before anything is returned.
+    A call's key (``call_key``) is everything its work depends on but the values of its tensors: a graph
+    captured for a key serves any later call with that key, its inputs copied into the graph's own (one
+    multi-tensor copy; training loops make new tensors each step). The first call with a key runs eagerly,
+    the second is captured (intersection buffers ``headroom`` times the count) and later ones are replayed.
+    A replay waits only until the intersection count is known; if the buffers are too small for it, the
+    call is captured again with larger ones before anything is returned.
 
     A graph writes its outputs, and what its backward reads, into the same buffers each replay, so an
     instance serves a call only while it is free: no tensor it returned is alive (or viewed), and no
@@ -151,9 +151,10 @@ class RasterizationGraphs:
     keeps one as a leaf's ``.grad`` until that is set to None (``optimizer.zero_grad()``; zeroing it in
     place keeps the instance busy), ``torch.autograd.grad`` hands them over. Otherwise another instance is
     captured (``instances`` per key), and beyond that the call runs eagerly. ``meta["means2d"]`` gets its
-    gradient after ``retain_grad()`` as on the eager path. A second backward through a replay's outputs
-    (``retain_graph=True``) after its instance served another call raises. The ``max_keys`` keys used last
-    keep their graphs; ``clear()`` frees them all.
+    gradient after ``retain_grad()`` as on the eager path. A backward the buffers can no longer serve (a
+    second one through the same outputs, ``retain_graph=True``, or one after the instance served a later
+    call) runs the call again eagerly for its gradients. The ``max_keys`` keys used last keep their graphs;
+    ``clear()`` frees them all.
     """
 
     def __init__(self, max_keys: int = 4, instances: int = 2, headroom: float = 1.25):
@@ -213,15 +214,19 @@ class _CapturedCall:
                  headroom: float):
         self.run, self.needs_grad, self.headroom = run, needs_grad, headroom
         self.pending = 0  # replayed forwards whose backward may still read the buffers
-        self.generation = 0  # replays so far (a backward checks that its forward's buffers are intact)
+        self.generation = 0  # forward replays so far: a backward replays only for the latest one,
+        self.backward_generation = -1  # and only once (the replay of its backward frees what it saved)
+        self.n_tensors = len(tensors)
+        self.present = [i for i, t in enumerate(tensors) if t is not None]
+        self.static = [tensors[i].detach().clone() for i in self.present]  # what the graphs read
         self._capture(tensors, bound)
         self._count_holders()
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
         self.gradients: list[Tensor | None] = []
-        # detached aliases of the caller's tensors: the graph reads the caller's memory
-        inputs = [None if t is None else t.detach().requires_grad_(self.needs_grad and t.requires_grad)
-                  for t in tensors]
+        inputs: list[Tensor | None] = [None] * self.n_tensors
+        for i, static in zip(self.present, self.static):
+            inputs[i] = static.detach().requires_grad_(self.needs_grad and tensors[i].requires_grad)
         wants = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -242,7 +247,7 @@ class _CapturedCall:
         self.counted = torch.cuda.Event(external=True)
         del colors, alphas, meta
 
-        read = {t.untyped_storage()._cdata for t in tensors if t is not None}
+        read = {t.untyped_storage()._cdata for t in self.static}
         pool = torch.cuda.graph_pool_handle()
         self.forward_graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward_graph, pool=pool):
@@ -250,12 +255,11 @@ class _CapturedCall:
                                             count_signal=(self.count_host, self.counted))
             for name, value in meta.items():  # (one camera's opacities are a view of the caller's)
                 if isinstance(value, Tensor) and value.untyped_storage()._cdata in read:
-                    meta[name] = value.clone()  # the graph must hold no caller memory: its address would stay taken
+                    meta[name] = value.clone()  # (the next call's inputs are copied there)
         self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
         outputs = [colors, alphas] + [meta[k] for k in self.names]
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
-        self.present = [i for i, t in enumerate(tensors) if t is not None]
         means2d = meta["means2d"]
         self.means2d_output = (self.differentiable.index(2 + self.names.index("means2d"))
                                if means2d.requires_grad else None)
@@ -268,7 +272,8 @@ class _CapturedCall:
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool):
                 # what the forward saved is freed as the backward goes, and the pool may give its blocks to
-                # later buffers of the backward: what must outlive a replay (outputs, gradients) is held
+                # later buffers of the backward: what must outlive a replay (outputs, gradients) is held, and
+                # a second backward for one forward is recomputed (_ReplayedRasterization.backward)
                 grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, allow_unused=True)
             self.gradients = list(grads)
             self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
@@ -293,6 +298,8 @@ class _CapturedCall:
         return False
 
     def replay(self, tensors: Sequence[Tensor | None]):
+        with torch.no_grad():  # (a copy from a tensor that needs a gradient would be recorded)
+            torch._foreach_copy_(self.static, [tensors[i] for i in self.present])
         self.forward_graph.replay()
         self.generation += 1
         # the host's work for the outputs while the device works; then wait for the count only
@@ -314,6 +321,29 @@ class _CapturedCall:
             # the eager path's (tile, Gaussian) arrays hold exactly the intersections
             meta[name] = value[:needed] if name in ("isect_ids", "flatten_ids") else value
         return outputs[0], outputs[1], meta
+
+    def recompute(self, inputs: Sequence[Tensor], grads: Sequence[Tensor | None]):
+        """``backward``'s results by running the call again eagerly on its inputs: for a backward that the
+        buffers can no longer serve. A backward replay frees what the forward saved into the pool as it
+        goes (less memory held), so only the first backward after a forward replay can be replayed."""
+        tensors: list[Tensor | None] = [None] * self.n_tensors
+        for i, t in zip(self.present, inputs):
+            tensors[i] = t.detach().requires_grad_(t.requires_grad)
+        with torch.enable_grad():
+            colors, alphas, meta = self.run(*tensors, max_intersections=None)
+            outputs = [colors, alphas] + [meta[k] for k in self.names]
+            pairs = [(outputs[i], g) for i, g in zip(self.differentiable, grads)
+                     if g is not None and outputs[i].requires_grad]
+            wanted = [t for t in tensors if t is not None and t.requires_grad]
+            targets = wanted + ([meta["means2d"]] if self.means2d_output is not None else [])
+            if not pairs:
+                return [None] * len(self.present), None
+            got = list(torch.autograd.grad([o for o, _ in pairs], targets, [g for _, g in pairs],
+                                           allow_unused=True))
+        means2d = got.pop() if self.means2d_output is not None else None
+        got = iter(got)
+        present = [tensors[i] for i in self.present]
+        return [next(got) if t.requires_grad else None for t in present], means2d
 
     def backward(self, grads: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
         """The gradients of the call's inputs, and of means2d, from those of its differentiable outputs."""
@@ -368,12 +398,12 @@ class _ReplayedRasterization(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Tensor | None):
         call = ctx.call
-        if ctx.generation != call.generation:
-            raise RuntimeError(
-                "rasterization(): this backward needs CUDA-graph buffers that a later call has overwritten "
-                "(a second backward after retain_graph=True and another call); pass cuda_graphs=False for this")
-        grads_in, means2d_grad = call.backward(grads)
-        ctx.saved_tensors  # noqa: B018 (raises if an input was modified in place since the forward)
+        inputs = ctx.saved_tensors  # (raises if an input was modified in place since the forward, as eagerly)
+        if ctx.generation == call.generation and call.backward_generation != ctx.generation:
+            call.backward_generation = ctx.generation
+            grads_in, means2d_grad = call.backward(grads)
+        else:  # the buffers no longer hold this forward's state (a second backward, or a later replay)
+            grads_in, means2d_grad = call.recompute(inputs, grads)
         ctx.reservation.release()
         means2d = ctx.means2d() if ctx.means2d is not None else None
         if means2d is not None and means2d.retains_grad:  # its whole gradient, as on the eager path
