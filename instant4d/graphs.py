@@ -93,7 +93,7 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time,
-# and a graph keeps its buffers between calls (docs/benchmarks.md, "CUDA graphs of eager calls").
+# and a graph keeps its buffers between calls (docs/benchmarks.md, "CUDA graphs of repeated eager calls").
 GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call
 GRAPH_MAX_PIXELS = 1 << 21  # W x H x images of one call
 
