@@ -105,9 +105,9 @@ _EXTERNAL_EVENTS = "external" in inspect.signature(torch.cuda.Event.__new__).par
 
 
 def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
-    """What a graph depends on: each tensor's shape, strides, dtype and whether it needs a gradient, the
-    options, and whether autograd records; None where no graph can serve the call (CPU tensors, inside a
-    capture, under autocast, an option that is not a plain value)."""
+    """What a graph depends on: each tensor's shape, strides, dtype, device and whether it needs a
+    gradient, the options, and whether autograd records; None where no graph can serve the call (CPU
+    tensors, inside a capture, under autocast, an option that is not a plain value)."""
     first = tensors[0]
     if not isinstance(first, Tensor) or not first.is_cuda or _storage_use_count is None or not _EXTERNAL_EVENTS:
         return None
@@ -122,7 +122,7 @@ def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
         if t is None:
             described.append(None)
         elif isinstance(t, Tensor):
-            described.append((t.shape, t.stride(), t.dtype, t.requires_grad))
+            described.append((t.shape, t.stride(), t.dtype, t.device, t.requires_grad))
             needs_grad = needs_grad or t.requires_grad
         else:
             return None
@@ -147,14 +147,13 @@ class RasterizationGraphs:
 
     A graph writes its outputs, and what its backward reads, into the same buffers each replay, so an
     instance serves a call only while it is free: no tensor it returned is alive (or viewed), and no
-    backward that needs its buffers is pending. The gradients it returns count as outputs: autograd
-    keeps one as a leaf's ``.grad`` until that is set to None (``optimizer.zero_grad()``; zeroing it in
-    place keeps the instance busy), ``torch.autograd.grad`` hands them over. Otherwise another instance is
-    captured (``instances`` per key), and beyond that the call runs eagerly. ``meta["means2d"]`` gets its
-    gradient after ``retain_grad()`` as on the eager path. A backward the buffers can no longer serve (a
-    second one through the same outputs, ``retain_graph=True``, or one after the instance served a later
-    call) runs the call again eagerly for its gradients. The ``max_keys`` keys used last keep their graphs;
-    ``clear()`` frees them all.
+    backward that needs its buffers is pending. Otherwise another instance is captured (``instances`` per
+    key), and beyond that the call runs eagerly. The inputs' gradients are returned as copies (a leaf's
+    ``.grad`` may outlive the next replay); ``meta["means2d"]`` gets its gradient after ``retain_grad()``
+    as on the eager path: the graph's buffer, which counts as an output. A backward the buffers can no
+    longer serve (a second one through the same outputs, ``retain_graph=True``, or one after the instance
+    served a later call) runs the call again eagerly for its gradients. The ``max_keys`` keys used last
+    keep their graphs; ``clear()`` frees them all.
     """
 
     def __init__(self, max_keys: int = 4, instances: int = 2, headroom: float = 1.25):
@@ -194,7 +193,7 @@ class RasterizationGraphs:
         except RuntimeError as error:  # e.g. a stage that waits for the device: this key stays eager
             warnings.warn(f"instant4d: a rasterization() call could not be captured in a CUDA graph ({error}); "
                           "calls like it run eagerly")
-            if len(self._uncapturable) > 256:  # (keys name addresses: keep the set from growing without end)
+            if len(self._uncapturable) > 256:  # (shapes change as scenes grow: keep the set bounded)
                 self._uncapturable.clear()
             self._uncapturable.add(key)
             return None
@@ -223,7 +222,7 @@ class _CapturedCall:
         self._count_holders()
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
-        self.gradients: list[Tensor | None] = []
+        self.means2d_gradient: Tensor | None = None
         inputs: list[Tensor | None] = [None] * self.n_tensors
         for i, static in zip(self.present, self.static):
             inputs[i] = static.detach().requires_grad_(self.needs_grad and tensors[i].requires_grad)
@@ -275,17 +274,19 @@ class _CapturedCall:
                 # later buffers of the backward: what must outlive a replay (outputs, gradients) is held, and
                 # a second backward for one forward is recomputed (_ReplayedRasterization.backward)
                 grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, allow_unused=True)
-            self.gradients = list(grads)
+            self.input_gradients = list(grads[:len(wants)])
+            self.means2d_gradient = grads[-1].detach() if means2d.requires_grad else None
             self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
             del differentiable, grads, targets
         self.outputs = [o.detach() for o in outputs]
         self.bound = bound
 
     def _count_holders(self) -> None:
-        """How many tensors hold each buffer the graphs return (outputs, gradients), right after a capture
-        (its locals, and the captured autograd graph with them, gone): more later means a caller holds one."""
+        """How many tensors hold each buffer the graphs return (outputs, means2d's gradient), right after a
+        capture (its locals, and the captured autograd graph with them, gone): more later means a caller
+        holds one."""
         gc.collect()
-        returned = self.outputs + [g for g in self.gradients if g is not None]
+        returned = self.outputs + ([self.means2d_gradient] if self.means2d_gradient is not None else [])
         written = {o.untyped_storage()._cdata for o in returned}
         self.storages = [(cdata, _storage_use_count(cdata)) for cdata in written]
 
@@ -355,10 +356,15 @@ class _CapturedCall:
                 self.grad_outputs[i].zero_()
                 self.zeroed[i] = True
         self.backward_graph.replay()
-        # the buffers themselves: while a caller holds one (autograd copies them into .grad), busy()
-        grads = [None if g is None else g.detach() for g in self.gradients]
-        means2d = grads[-1] if self.means2d_output is not None else None
-        return [None if k is None else grads[k] for k in self.input_gradient], means2d
+        # the inputs' gradients as copies (autograd keeps them as leaves' .grad, which may outlive the next
+        # replay: gradient accumulation); means2d's is the buffer itself (busy() while a caller holds it)
+        held = [g for g in self.input_gradients if g is not None]
+        copies = [torch.empty_like(g) for g in held]
+        if held:
+            torch._foreach_copy_(copies, held)  # one launch for all
+        copies = iter(copies)
+        grads = [None if g is None else next(copies) for g in self.input_gradients]
+        return [None if k is None else grads[k] for k in self.input_gradient], self.means2d_gradient
 
 
 def _tensors(colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:
