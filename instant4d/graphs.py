@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import inspect
 import math
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -160,23 +161,29 @@ class RasterizationGraphs:
         self.max_keys, self.instances, self.headroom = max_keys, instances, headroom
         self._entries: OrderedDict[tuple, list[_CapturedCall]] = OrderedDict()
         self._uncapturable: set = set()
+        self._lock = threading.Lock()  # threads that render at once take instances one at a time
 
     def replay(self, key: tuple, tensors: Sequence[Tensor | None]):
         """rasterization()'s outputs from a free instance for ``key``, or None."""
-        entry = self._entries.get(key)
-        if not entry:
+        with self._lock:
+            entry = self._entries.get(key)
+            if not entry:
+                return None
+            for call in entry:
+                if not call.busy():
+                    self._entries.move_to_end(key)
+                    return call.replay(tensors)
             return None
-        for call in entry:
-            if not call.busy():
-                self._entries.move_to_end(key)
-                return call.replay(tensors)
-        return None
 
     def capture(self, key: tuple, run: Callable, tensors: Sequence[Tensor | None]):
         """For a checked call that ``replay`` could not serve: the first call with ``key`` only registers
         it (and returns None: the call runs eagerly); a later one captures an instance, if there is room
         for one, and returns its replay. ``run(*tensors, max_intersections=M, count_signal=...)`` is the
         call's work."""
+        with self._lock:
+            return self._capture(key, run, tensors)
+
+    def _capture(self, key: tuple, run: Callable, tensors: Sequence[Tensor | None]):
         if key in self._uncapturable:
             return None
         entry = self._entries.get(key)
@@ -202,8 +209,9 @@ class RasterizationGraphs:
 
     def clear(self) -> None:
         """Free every graph (their memory goes back when no tensor they returned is alive)."""
-        self._entries.clear()
-        self._uncapturable.clear()
+        with self._lock:
+            self._entries.clear()
+            self._uncapturable.clear()
 
 
 class _CapturedCall:
@@ -249,7 +257,7 @@ class _CapturedCall:
         read = {t.untyped_storage()._cdata for t in self.static}
         pool = torch.cuda.graph_pool_handle()
         self.forward_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph, pool=pool):
+        with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode="thread_local"):
             colors, alphas, meta = self.run(*inputs, max_intersections=bound,
                                             count_signal=(self.count_host, self.counted))
             for name, value in meta.items():  # (one camera's opacities are a view of the caller's)
@@ -269,7 +277,7 @@ class _CapturedCall:
             self.zeroed = [True] * len(differentiable)
             targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
             self.backward_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.backward_graph, pool=pool):
+            with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode="thread_local"):
                 # what the forward saved is freed as the backward goes, and the pool may give its blocks to
                 # later buffers of the backward: what must outlive a replay (outputs, gradients) is held, and
                 # a second backward for one forward is recomputed (_ReplayedRasterization.backward)

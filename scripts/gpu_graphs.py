@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 
 import torch
@@ -261,6 +262,21 @@ def rules() -> None:
     worst = max(max_abs(g, f) / float(f.abs().max()) for g, f in zip(again, once))
     say(f"- second backward after the instance served two more calls: gradients against the first, max rel {worst:.1e}")
     del loss
+
+    # threads rendering the same call at once
+    reference = call(tensors, px, False)[0]
+    errors: list[float] = []
+
+    def render_in_thread():
+        for _ in range(5):
+            errors.append(max_abs(call(tensors, px, True)[0], reference))
+
+    workers = [threading.Thread(target=render_in_thread) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    say(f"- 3 threads x 5 calls at once: {len(errors)} images, largest max abs against eager {max(errors):.1e}")
 
     # an input changed in place between forward and backward: refused, as eagerly
     c, a, m = call(leaves, px, True)
