@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
+import inspect
 import json
 import math
 import os
@@ -132,6 +134,15 @@ def equivalence(quick: bool) -> list[dict]:
         rows.append(compare(name, scene.to("cuda"), "twin", "instant4d", **kwargs))
         print(rows[-1], flush=True)
     return rows
+
+
+def eager(rasterization):
+    """``rasterization`` with every call eager (``cuda_graphs=False``) where the package has CUDA graphs of
+    repeated calls: scripts that time kernels, launches or the eager path use it (older copies of the
+    package, and gsplat, are eager anyway)."""
+    if "cuda_graphs" in inspect.signature(rasterization).parameters:
+        return functools.partial(rasterization, cuda_graphs=False)
+    return rasterization
 
 
 def bench_ms(fn, warmup: int = 25, rep: int = 100) -> float:

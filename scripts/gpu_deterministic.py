@@ -13,15 +13,15 @@ import torch
 
 import instant4d
 from instant4d.gaussians import head_like_scene
-from gpu_compare import bench_ms
+from gpu_compare import bench_ms, eager
 
 LEAVES = ("means", "quats", "scales", "opacities", "colors")
 
 
 def grads(scene, deterministic):
     leaves = [getattr(scene, k).detach().clone().requires_grad_() for k in LEAVES]
-    colors, alphas, _ = instant4d.rasterization(*leaves, scene.viewmats, scene.Ks, scene.width, scene.height,
-                                                packed=False, deterministic=deterministic)
+    colors, alphas, _ = eager(instant4d.rasterization)(*leaves, scene.viewmats, scene.Ks, scene.width,
+                                                       scene.height, packed=False, deterministic=deterministic)
     (colors.sum() + alphas.sum()).backward()
     return [t.grad for t in leaves]
 

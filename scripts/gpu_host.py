@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from gpu_compare import bench_ms
+from gpu_compare import bench_ms, eager
 
 ROUNDS = 7
 
@@ -68,11 +68,13 @@ def calls(lib, kind: str, n: int, pixels: int, cameras: int) -> dict:
     args = (s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks, s.width, s.height)
     leaves = [t.detach().clone().requires_grad_() for t in args[:5]]
 
+    rasterization = eager(lib.rasterization)
+
     def forward():
-        return lib.rasterization(*args, packed=False)
+        return rasterization(*args, packed=False)
 
     def forward_backward():
-        colors, _, _ = lib.rasterization(*leaves, *args[5:], packed=False)
+        colors, _, _ = rasterization(*leaves, *args[5:], packed=False)
         torch.autograd.grad((colors.sum(),), leaves)
 
     return {"forward": forward, "forward+backward": forward_backward}

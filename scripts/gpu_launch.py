@@ -42,7 +42,8 @@ def calls():
 
     def raster_forward():
         with torch.no_grad():
-            return instant4d.rasterization(*leaves, scene.viewmats, scene.Ks, 512, 512, packed=False)[:2]
+            return instant4d.rasterization(*leaves, scene.viewmats, scene.Ks, 512, 512, packed=False,
+                                           cuda_graphs=False)[:2]
 
     def raster_bounded():
         with torch.no_grad():

@@ -35,7 +35,8 @@ elif what == "composite":
     scene = head_like_scene(100_000, 512, 512, n_cameras=1).to("cuda")
     leaves = [getattr(scene, k).detach().clone().requires_grad_() for k in ("means", "quats", "scales", "opacities", "colors")]
     for _ in range(2):
-        colors, alphas, _ = instant4d.rasterization(*leaves, scene.viewmats, scene.Ks, 512, 512, packed=False)
+        colors, alphas, _ = instant4d.rasterization(*leaves, scene.viewmats, scene.Ks, 512, 512, packed=False,
+                                                    cuda_graphs=False)
         torch.autograd.grad(colors.sum() + alphas.sum(), leaves)
 else:
     raise SystemExit(f"unknown target {what!r}: fusion B | composite")

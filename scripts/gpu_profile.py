@@ -27,6 +27,7 @@ import torch
 import instant4d
 from instant4d.gaussians import head_like_scene
 from gpu_compare import bench_ms as ms  # one timing protocol for every GPU table
+from gpu_compare import eager  # the profiles are of eager calls
 from gpu_host import make_scene, scenes_from_env
 
 OUT = os.environ.get("OUT", "gpu-results")
@@ -69,7 +70,7 @@ def stages(lib, scene) -> dict:
         out, alpha = w.rasterize_to_pixels(*leaves, width, height, tile, isect_offsets, flatten_ids)
         out.sum().backward()
 
-    rasterization = w.rasterization if lib != "gsplat" else __import__("gsplat").rasterization
+    rasterization = eager(w.rasterization) if lib != "gsplat" else __import__("gsplat").rasterization
     full = lambda: rasterization(scene.means, scene.quats, scene.scales, scene.opacities, scene.colors,
                                  scene.viewmats, scene.Ks, width, height, packed=False)
     grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales, scene.opacities,
@@ -91,10 +92,11 @@ def python_hotspots(scene, calls: int = 200) -> str:
 
     args = (scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, scene.viewmats, scene.Ks,
             scene.width, scene.height)
-    _, _, meta = instant4d.rasterization(*args, packed=False)
+    rasterization = eager(instant4d.rasterization)
+    _, _, meta = rasterization(*args, packed=False)
     bound = int(meta["isect_ids"].numel() * 1.25)
     lines = []
-    for name, fn in (("unbounded", lambda: instant4d.rasterization(*args, packed=False)),
+    for name, fn in (("unbounded", lambda: rasterization(*args, packed=False)),
                      ("bounded", lambda: instant4d.rasterization(*args, packed=False, max_intersections=bound))):
         fn()
         torch.cuda.synchronize()
@@ -133,8 +135,8 @@ def host_profile(scene, backward: bool = True) -> str:
                                                                     scene.opacities, scene.colors)]
 
     def step():
-        colors, _, _ = instant4d.rasterization(*grads, scene.viewmats, scene.Ks, scene.width, scene.height,
-                                               packed=False)
+        colors, _, _ = eager(instant4d.rasterization)(*grads, scene.viewmats, scene.Ks, scene.width,
+                                                      scene.height, packed=False)
         if backward:
             colors.sum().backward()
 
@@ -153,7 +155,7 @@ def kernel_table(lib, scene, steps: int = 10) -> str:
     device time per kernel and per step, the kernels that make up a step."""
     from torch.profiler import ProfilerActivity, profile
 
-    rasterization = importlib.import_module(lib).rasterization
+    rasterization = eager(importlib.import_module(lib).rasterization)
     grads = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
                                                             scene.opacities, scene.colors)]
 
