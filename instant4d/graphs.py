@@ -268,8 +268,7 @@ class _CapturedCall:
         outputs = [colors, alphas] + [meta[k] for k in self.names]
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
         means2d = meta["means2d"]
-        self.means2d_output = (self.differentiable.index(2 + self.names.index("means2d"))
-                               if means2d.requires_grad else None)
+        self.means2d_output = 2 + self.names.index("means2d") if means2d.requires_grad else None
         self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
         if self.needs_grad:
             differentiable = [outputs[i] for i in self.differentiable]
@@ -313,15 +312,15 @@ class _CapturedCall:
         self.generation += 1
         # the host's work for the outputs while the device works; then wait for the count only
         outputs = [o.detach() for o in self.outputs]
-        replayed = None
         if self.needs_grad:  # the differentiable outputs come from autograd's node for the replay
             replayed = _ReplayedRasterization.apply(self, *[tensors[i] for i in self.present])
             for i, o in zip(self.differentiable, (replayed,) if isinstance(replayed, Tensor) else replayed):
                 outputs[i] = o
+            del replayed
         self.counted.synchronize()
         needed = self.count_host.item()
         if needed > self.bound:  # buffers too small (the images are NaN): capture again with room
-            del outputs, replayed
+            del outputs
             self._capture(tensors, math.ceil(needed * self.headroom))
             self._count_holders()
             return self.replay(tensors)
@@ -403,16 +402,22 @@ class _ReplayedRasterization(torch.autograd.Function):
     def forward(ctx, call: _CapturedCall, *inputs: Tensor):
         ctx.call, ctx.generation = call, call.generation
         ctx.reservation = _Reservation(call)
-        ctx.save_for_backward(*inputs)  # so that an input changed in place before backward raises, as eagerly
         outputs = tuple(call.outputs[i].detach() for i in call.differentiable)
+        # an input, or an output the backward reads (alphas, means2d, the intersections...; every alias of
+        # the graph's buffer shares its version counter), changed in place before the backward raises
+        # there, as on the eager path
+        ctx.save_for_backward(*inputs, *call.outputs)
         ctx.set_materialize_grads(False)
-        ctx.means2d = None if call.means2d_output is None else weakref.ref(outputs[call.means2d_output])
+        if call.means2d_output is None:
+            ctx.means2d = None
+        else:
+            ctx.means2d = weakref.ref(outputs[call.differentiable.index(call.means2d_output)])
         return outputs
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None):
         call = ctx.call
-        inputs = ctx.saved_tensors  # (raises if an input was modified in place since the forward, as eagerly)
+        inputs = ctx.saved_tensors[:len(call.present)]  # (unpacking checks what was changed in place)
         if ctx.generation == call.generation and call.backward_generation != ctx.generation:
             call.backward_generation = ctx.generation
             grads_in, means2d_grad = call.backward(grads)

@@ -278,6 +278,18 @@ def rules() -> None:
         w.join()
     say(f"- 3 threads x 5 calls at once: {len(errors)} images, largest max abs against eager {max(errors):.1e}")
 
+    # an output the backward reads (the alphas) changed in place before the backward: refused, as eagerly
+    for _ in range(3):
+        c, a, m = call(leaves, px, True)
+    with torch.no_grad():
+        a.mul_(1.0)
+    try:
+        (c.sum() + a.sum()).backward()
+        say("- alphas changed in place before backward: no error (WRONG)")
+    except RuntimeError as error:
+        say(f"- alphas changed in place before backward: RuntimeError ({str(error)[:60]}...)")
+    del c, a, m
+
     # an input changed in place between forward and backward: refused, as eagerly
     c, a, m = call(leaves, px, True)
     with torch.no_grad():
