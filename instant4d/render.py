@@ -110,9 +110,10 @@ def rasterization(
     ``deterministic=True`` (unpacked only) makes gradients bit-identical run to run: the compositing
     backward sums per-intersection records in sorted order instead of using float atomics.
 
-    ``cuda_graphs``: calls that repeat (same tensors, same options; CUDA, unpacked, small enough, see
-    ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward,
-    which saves most of the host's time per call; results are those of the eager path.
+    ``cuda_graphs``: calls that repeat (same shapes and options; CUDA, unpacked, small enough, see
+    ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward, their
+    inputs copied in: most of a small call's host time goes, the graphs keep their buffers between calls,
+    and results equal the eager path's to float rounding (the bounded intersection buffers' kernels).
 
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
     (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
