@@ -196,7 +196,8 @@ class RasterizationGraphs:
             return None
         bound = max((call.bound for call in entry), default=1)
         try:
-            call = _CapturedCall(run, tensors, key[2], bound, self.headroom)
+            needs_grad = key[-1]  # (call_key's last item: whether autograd records)
+            call = _CapturedCall(run, tensors, needs_grad, bound, self.headroom)
         except RuntimeError as error:  # e.g. a stage that waits for the device: this key stays eager
             warnings.warn(f"instant4d: a rasterization() call could not be captured in a CUDA graph ({error}); "
                           "calls like it run eagerly")
@@ -244,7 +245,9 @@ class _CapturedCall:
                 if needed <= bound:
                     break
                 bound = math.ceil(needed * self.headroom)
-            outputs = [o for o in _tensors(colors, alphas, meta) if o.requires_grad]
+            # the tensors a call returns: the images, then meta's (its count is the eager path's None)
+            self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
+            outputs = [o for o in self._returned(colors, alphas, meta) if o.requires_grad]
             if wants and outputs:
                 torch.autograd.grad(outputs, [inputs[i] for i in wants], [torch.ones_like(o) for o in outputs],
                                     allow_unused=True)
@@ -263,9 +266,8 @@ class _CapturedCall:
             for name, value in meta.items():  # (one camera's opacities are a view of the caller's)
                 if isinstance(value, Tensor) and value.untyped_storage()._cdata in read:
                     meta[name] = value.clone()  # (the next call's inputs are copied there)
-        self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
-        outputs = [colors, alphas] + [meta[k] for k in self.names]
+        outputs = self._returned(colors, alphas, meta)
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
         means2d = meta["means2d"]
         self.means2d_output = 2 + self.names.index("means2d") if means2d.requires_grad else None
@@ -287,6 +289,9 @@ class _CapturedCall:
             del differentiable, grads, targets
         self.outputs = [o.detach() for o in outputs]
         self.bound = bound
+
+    def _returned(self, colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:
+        return [colors, alphas] + [meta[k] for k in self.names]
 
     def _count_holders(self) -> None:
         """How many tensors hold each buffer the graphs return (outputs, means2d's gradient), right after a
@@ -339,7 +344,7 @@ class _CapturedCall:
             tensors[i] = t.detach().requires_grad_(t.requires_grad)
         with torch.enable_grad():
             colors, alphas, meta = self.run(*tensors, max_intersections=None)
-            outputs = [colors, alphas] + [meta[k] for k in self.names]
+            outputs = self._returned(colors, alphas, meta)
             pairs = [(outputs[i], g) for i, g in zip(self.differentiable, grads)
                      if g is not None and outputs[i].requires_grad]
             wanted = [t for t in tensors if t is not None and t.requires_grad]
@@ -372,10 +377,6 @@ class _CapturedCall:
         copies = iter(copies)
         grads = [None if g is None else next(copies) for g in self.input_gradients]
         return [None if k is None else grads[k] for k in self.input_gradient], self.means2d_gradient
-
-
-def _tensors(colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:
-    return [colors, alphas] + [v for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
 
 
 class _Reservation:
