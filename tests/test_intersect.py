@@ -18,6 +18,10 @@ def packed_inputs(radii, fields, n_images):
     return [f[image_ids, gaussian_ids] for f in fields], kwargs
 
 
+# FLAT_ABOVE settings: every block walks its rectangles lane by lane, or as one list of items, or by the rule
+WALKS = st.sampled_from([1 << 20, 0, intersect.FLAT_ABOVE])
+
+
 def assert_matches_twin(actual, expected, unbounded=None):
     """isect_tiles' outputs (tiles_per_gauss, isect_ids, flatten_ids) against the twin's: bit for bit, but
     where bounded buffers were too small (``unbounded``, the twin's outputs without the bound, has more
@@ -45,9 +49,10 @@ def assert_matches_twin(actual, expected, unbounded=None):
     height=st.integers(1, 50),
     tile_size=st.sampled_from([8, 16, 12]),
     packed=st.booleans(),
+    walk=WALKS,
     seed=st.integers(0, 2**16),
 )
-def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, height, tile_size, packed, seed):
+def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, height, tile_size, packed, walk, seed):
     s = random_splats(n_images, n, width, height, 3, seed, tile_size)
     args = (s["tile_width"], s["tile_height"])
     means2d, radii, depths = s["means2d"].float(), s["radii"], s["depths"].float()
@@ -55,7 +60,9 @@ def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, heigh
     if packed:
         (means2d, radii, depths), kwargs = packed_inputs(radii, (means2d, radii, depths), n_images)
     expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
-    actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "FLAT_ABOVE", walk)
+        actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
     for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
         assert a.dtype == e.dtype and torch.equal(a, e), name
     offsets = isect_offset_encode(actual[1], n_images, *args)
@@ -70,10 +77,11 @@ def test_triton_matches_twin_exactly(interpret_triton, n_images, n, width, heigh
     tile_size=st.sampled_from([8, 16, 12]),
     packed=st.booleans(),
     bound=st.sampled_from([None, 0, 40, 4000]),
+    walk=WALKS,
     seed=st.integers(0, 2**16),
 )
 def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, height, tile_size, packed, bound,
-                                         seed):
+                                         walk, seed):
     """With conics and opacities, kernels and twin keep the same tiles (integer outputs bit-exact)."""
     s = random_splats(n_images, n, width, height, 3, seed, tile_size)
     args = (s["tile_width"], s["tile_height"])
@@ -84,7 +92,9 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
     means2d, depths, conics, opacities, radii = fields
     kwargs.update(conics=conics, opacities=opacities)
     expected = reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs)
-    actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "FLAT_ABOVE", walk)
+        actual = isect_tiles(means2d, radii, depths, tile_size, *args, backend="triton", **kwargs)
     kwargs.pop("max_intersections", None)
     assert_matches_twin(actual, expected, reference.isect_tiles(means2d, radii, depths, tile_size, *args, **kwargs))
 
@@ -92,13 +102,14 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
 @given(
     n=st.sampled_from([1, 40, 300]),
     run=st.sampled_from([16, 32, None]),  # None: the radix sort of all keys instead of buckets
+    merge=st.sampled_from([16, intersect.SORT_MERGE]),  # keys a merge step
     packed=st.booleans(),
     spare=st.sampled_from([None, -7, 0, 50]),
     seed=st.integers(0, 2**16),
 )
-def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run, packed, spare, seed):
+def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run, merge, packed, spare, seed):
     """Tiles holding more than SORT_RUN intersections sort as runs merged pairwise (here up to 6
-    runs of 16: three rounds, odd runs left over), shorter ones ranked whole in blocks of
+    runs of 16: three rounds, odd runs left over; SORT_MERGE keys a merge step), shorter ones ranked whole in blocks of
     SORT_BLOCK = 16, or all keys go through one radix sort (long tiles on average); depths with
     ties, -0.0 and negative values order by their raw bits within a tile, as the twin's 64-bit keys
     do; bounded buffers too small keep real intersections, sorted."""
@@ -119,6 +130,7 @@ def test_bucket_sort_of_long_tiles_matches_twin_exactly(interpret_triton, n, run
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(intersect, "SORT_BLOCK", 16)
         patch.setattr(intersect, "SORT_RUN", run or 16)
+        patch.setattr(intersect, "SORT_MERGE", merge)
         patch.setattr(intersect, "SORT_BUCKET_MAX_AVERAGE", 1 << 30 if run else 0)
         actual = isect_tiles(means2d, radii, depths, 16, *args, backend="triton", **kwargs)
     expected = reference.isect_tiles(means2d, radii, depths, 16, *args, **kwargs)

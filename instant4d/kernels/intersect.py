@@ -8,9 +8,10 @@ Work split: ``_count_tiles_kernel`` gives each Gaussian its number of tiles (one
 Gaussian)): its tile rectangle's size, or with conics and opacities the tiles of it that its alpha
 can reach (walking rectangles of up to ``reference.REACH_MAX_TILES`` tiles); for a sorted call it walks
 every rectangle and also counts each (image, tile) bucket's intersections (relaxed atomics), whose
-cumsum gives the real count. ``_emit_intersections_kernel`` walks each block's rectangles in lockstep
-(tile k of every lane per step, up to the block's largest rectangle) writing the intersections, and
-pads bounded buffers. Then the sort, one of two ways:
+cumsum gives the real count. ``_emit_intersections_kernel`` walks the rectangles again writing the
+intersections, and pads bounded buffers. Both kernels walk a block's rectangles lane by lane in lockstep
+where they are alike in size, and as one list of items where one large splat would hold up the rest
+(``FLAT_ABOVE``). Then the sort, one of two ways:
 
 - bucket sort (tiles hold at most ``SORT_BUCKET_MAX_AVERAGE`` intersections on average: every scene of
   the benchmark matrix and the avatar's frames): the buckets' cumsum gives their ends, the emit kernel
@@ -47,14 +48,26 @@ from ..backend import resolve_backend
 from ._triton import cdiv, float32_contiguous, launch_kernel, triton, tl
 from . import reference
 
-# Gaussians per program of the count, emit and bucketing kernels. A program walks its lanes' tile
-# rectangles in lockstep, so one large splat holds up the lanes beside it: 128 beat 256 by 0.3-25% on
-# every scene of the benchmark matrix and 64 lost at 8 cameras (H100, scripts/gpu_intersect_block.py).
+# Gaussians per program of the count and emit kernels: 128 beat 256 by 0.3-25% on every scene of the benchmark
+# matrix and 64 lost at 8 cameras (H100, scripts/gpu_intersect_block.py), with lockstep walks then; with
+# every block walking the flat list, 256 and 64 were slower than 128 in every cell (2026-11-27, H100).
 BLOCK = 128
+# How the count and emit kernels walk a block's tile rectangles: each lane its own (the block in lockstep, up
+# to its longest rectangle: a step is cheap, but one large splat holds up the lanes beside it), or the
+# rectangles laid end to end as one list of items, BLOCK a step (each item's lane found by binary search and
+# its Gaussian loaded again: a step costs more). A block takes the list where its longest rectangle is more
+# than FLAT_ABOVE times the list's steps. Uniform 100k / 512²: count + emit 300 -> 63 us; no head-like cell
+# of the matrix more than 2% slower than lockstep alone, up to 1.24x faster (H100, 2026-11-27; 1, 2 and 4
+# less even than 3; docs/benchmarks.md)
+FLAT_ABOVE = 3
 SORT_BLOCK = 128  # keys of a tile ranked together
 SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SORT_CHUNK] tile)
 SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
 SORT_WARPS = 8
+# keys a step of the merges of long tiles' runs: the longest tile sets the sort's time, and its merges' binary
+# searches are chains of loads, which a wide step keeps in flight together (1M / 512²: 290 -> 195 us against
+# 128 keys a step; 1024 and 2048 slower than 512; H100)
+SORT_MERGE = 512
 # More intersections a tile on average: one radix sort of all keys (a single program ranks a tile, so very
 # long tiles would serialise). Since the intersections go straight into their buckets (no pass of their own,
 # no cumsum over the Gaussians), the buckets were as fast or faster than the radix sort's path in every call
@@ -151,26 +164,61 @@ if triton is not None:
         return image * tile_width * tile_height * SUB + i % SUB
 
     @triton.jit
-    def _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested, tile_size,
-                   tile_width, REACH: tl.constexpr):
-        """Tile k of each lane's rectangle (row by row): whether the lane has it, and with REACH whether its
-        alpha can reach it (rectangles of more than REACH_MAX_TILES tiles untested), and its tile id."""
+    def _lay_out_rectangles(item_starts_ptr, count, BLOCK: tl.constexpr):
+        """Lays the block's rectangles (count [BLOCK] tiles each) end to end: each lane's first item, an
+        exclusive cumsum, goes to item_starts [BLOCK] for _item_owner; returns the items in all."""
+        tl.store(item_starts_ptr + tl.arange(0, BLOCK), tl.cumsum(count, 0) - count)
+        tl.debug_barrier()  # (every lane's start visible to every thread of the program)
+        return tl.sum(count, 0)
+
+    @triton.jit
+    def _item_owner(item_starts_ptr, item, LOG2_BLOCK: tl.constexpr):
+        """For items laid out by _lay_out_rectangles, each one's lane (the last whose start is at or before
+        it: lanes with nothing to walk share the next one's start) and its index in that lane's rectangle,
+        by binary search."""
+        lane = tl.zeros(item.shape, tl.int32)
+        for s in tl.static_range(LOG2_BLOCK):
+            probe = lane + (1 << (LOG2_BLOCK - 1 - s))
+            lane = tl.where(tl.load(item_starts_ptr + probe) <= item, probe, lane)
+        return lane, item - tl.load(item_starts_ptr + lane)
+
+    @triton.jit
+    def _tile_of_item(k, x0, y0, rect_width, live, mx, my, ca, cb, cc, threshold, untested, tile_size, tile_width,
+                      REACH: tl.constexpr):
+        """Tile k of each item's rectangle (row by row): whether it is an intersection (with REACH, whether
+        the Gaussian's alpha can reach it; rectangles of more than REACH_MAX_TILES tiles untested), its id."""
         tile_x = x0 + k % rect_width
         tile_y = y0 + k // rect_width
-        hit = k < rect_count
+        hit = live
         if REACH:
-            if k < _REACH_MAX_TILES:  # past it, every lane still walking is untested
-                hit = hit & (untested | _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size))
+            hit = hit & (untested | _reaches_tile(mx, my, ca, cb, cc, threshold, tile_x, tile_y, tile_size))
         return hit, tile_y * tile_width + tile_x
 
     @triton.jit
+    def _flat_step(item_starts_ptr, first, total, means2d_ptr, radii_ptr, conics_ptr, opacities_ptr, tile_size,
+                   tile_width, tile_height, REACH: tl.constexpr, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
+        """Items first .. first + BLOCK of the block's rectangles laid end to end: each one's lane, Gaussian
+        and tile id, whether it is a real item and whether it is an intersection (_tile_of_item)."""
+        item = first + tl.arange(0, BLOCK)
+        live = item < total
+        lane, k = _item_owner(item_starts_ptr, item, LOG2_BLOCK)
+        g = tl.program_id(0) * BLOCK + lane
+        mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, g, live, tile_size, tile_width,
+                                                            tile_height)
+        ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, g, live, REACH)
+        hit, tile_id = _tile_of_item(k, x0, y0, rect_width, live, mx, my, ca, cb, cc, threshold,
+                                     rect_count > _REACH_MAX_TILES, tile_size, tile_width, REACH)
+        return lane, g, live, hit, tile_id
+
+    @triton.jit
     def _count_tiles_kernel(means2d_ptr, radii_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr,
-                            tile_counts_ptr, n, n_per_image, tile_size, tile_width, tile_height,
+                            tile_counts_ptr, item_starts_ptr, n, n_per_image, tile_size, tile_width, tile_height,
                             REACH: tl.constexpr, PACKED: tl.constexpr, BUCKETS: tl.constexpr, SUB: tl.constexpr,
-                            BLOCK: tl.constexpr):
+                            FLAT_ABOVE: tl.constexpr, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
         """Each Gaussian's number of tiles; with BUCKETS also each (image, tile) bucket's number of
         intersections, added up in tile_counts [buckets * SUB] (walking every rectangle as the emit kernel
-        will; SUB counters a bucket, see SUB_BUCKETS)."""
+        will; SUB counters a bucket, see SUB_BUCKETS). The walk: see FLAT_ABOVE (item_starts
+        [programs * BLOCK] holds the flat walk's lists)."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size, tile_width,
@@ -182,37 +230,73 @@ if triton is not None:
             walked = count
         else:  # only rectangles whose tiles are tested need walking
             walked = tl.where(untested, 0, count) if REACH else tl.zeros([BLOCK], tl.int32)
+        item_starts_ptr += tl.program_id(0) * BLOCK
+        total = _lay_out_rectangles(item_starts_ptr, walked, BLOCK)
+        longest = tl.max(walked, axis=0)
         reached = tl.zeros([BLOCK], tl.int32)
-        for k in range(0, tl.max(walked, axis=0)):
-            hit, tile_id = _walk_step(k, x0, y0, rect_width, walked, mx, my, ca, cb, cc, threshold, untested,
-                                      tile_size, tile_width, REACH)
-            if BUCKETS:
-                tl.atomic_add(tile_counts_ptr + counter_base + tile_id * SUB, 1, mask=hit, sem="relaxed")
-            reached += hit.to(tl.int32)
+        if longest <= FLAT_ABOVE * tl.cdiv(total, BLOCK):  # each lane walks its own rectangle
+            for k in range(0, longest):
+                hit, tile_id = _tile_of_item(k, x0, y0, rect_width, k < walked, mx, my, ca, cb, cc, threshold,
+                                             untested, tile_size, tile_width, REACH)
+                if BUCKETS:
+                    tl.atomic_add(tile_counts_ptr + counter_base + tile_id * SUB, 1, mask=hit, sem="relaxed")
+                reached += hit.to(tl.int32)
+        else:  # the rectangles as one list of items
+            for first in range(0, total, BLOCK):
+                lane, g, live, hit, tile_id = _flat_step(item_starts_ptr, first, total, means2d_ptr, radii_ptr,
+                                                         conics_ptr, opacities_ptr, tile_size, tile_width,
+                                                         tile_height, REACH, BLOCK, LOG2_BLOCK)
+                if BUCKETS:
+                    base = _counter_base(image_ids_ptr, g, live, n_per_image, tile_width, tile_height, SUB, PACKED)
+                    tl.atomic_add(tile_counts_ptr + base + tile_id * SUB, 1, mask=hit, sem="relaxed")
+                reached += tl.histogram(lane, BLOCK, mask=hit)  # (each lane's hits, back in lane order)
         tl.store(counts_ptr + i, tl.where(walked == count, reached, count), mask=valid)
 
     @triton.jit
     def _emit_intersections_kernel(
         means2d_ptr, radii_ptr, depths_ptr, conics_ptr, opacities_ptr, image_ids_ptr, counts_ptr, slots_end_ptr,
-        cursors_ptr, bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, n_isects_ptr, n, n_per_image, tile_size,
-        tile_width, tile_height, tile_bits, n_slots, PACKED: tl.constexpr, REACH: tl.constexpr,
-        BOUNDED: tl.constexpr, BUCKET: tl.constexpr, SUB: tl.constexpr, BLOCK: tl.constexpr,
+        cursors_ptr, bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, n_isects_ptr, item_starts_ptr, n, n_per_image,
+        tile_size, tile_width, tile_height, tile_bits, n_slots, PACKED: tl.constexpr, REACH: tl.constexpr,
+        BOUNDED: tl.constexpr, BUCKET: tl.constexpr, SUB: tl.constexpr, FLAT_ABOVE: tl.constexpr,
+        BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr,
     ):
         """Writes each Gaussian's intersections: gsplat's keys and the flat ids at its slots (from the
         cumsum of the counts), or with BUCKET (a bucket sort follows) the depth-and-id keys of
         ``_depth_id_key`` into their (image, tile) buckets of ``bucketed``: cursors [buckets * SUB] hold each
         bucket's counters' ends and are decremented, so that they end at their starts (the order within a
-        bucket is arbitrary; the tile sort makes it exact). Slots past n_slots are dropped (bounded buffers);
-        with BOUNDED the programs pad isect_ids and flatten_ids from the real count (n_isects) on."""
+        bucket is arbitrary; the tile sort makes it exact), and the block's rectangles are walked as one list
+        of items as in the count kernel. Slots past n_slots are dropped (bounded buffers); with BOUNDED the
+        programs pad isect_ids and flatten_ids from the real count (n_isects) on."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
                                                             tile_width, tile_height)
-        depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
         if BUCKET:
-            key_base = _depth_id_key(depth_bits, i)
+            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH)
+            depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
+            key = _depth_id_key(depth_bits, i)
             counter_base = _counter_base(image_ids_ptr, i, valid, n_per_image, tile_width, tile_height, SUB, PACKED)
+            item_starts_ptr += tl.program_id(0) * BLOCK
+            total = _lay_out_rectangles(item_starts_ptr, rect_count, BLOCK)
+            longest = tl.max(rect_count, axis=0)
+            if longest <= FLAT_ABOVE * tl.cdiv(total, BLOCK):  # as the count kernel walked
+                for k in range(0, longest):
+                    hit, tile_id = _tile_of_item(k, x0, y0, rect_width, k < rect_count, mx, my, ca, cb, cc,
+                                                 threshold, rect_count > _REACH_MAX_TILES, tile_size, tile_width,
+                                                 REACH)
+                    slot = tl.atomic_add(cursors_ptr + counter_base + tile_id * SUB, -1, mask=hit, sem="relaxed") - 1
+                    tl.store(bucketed_ptr + slot, key, mask=hit & (slot < n_slots))
+            else:
+                for first in range(0, total, BLOCK):
+                    lane, g, live, hit, tile_id = _flat_step(item_starts_ptr, first, total, means2d_ptr, radii_ptr,
+                                                             conics_ptr, opacities_ptr, tile_size, tile_width,
+                                                             tile_height, REACH, BLOCK, LOG2_BLOCK)
+                    base = _counter_base(image_ids_ptr, g, live, n_per_image, tile_width, tile_height, SUB, PACKED)
+                    slot = tl.atomic_add(cursors_ptr + base + tile_id * SUB, -1, mask=hit, sem="relaxed") - 1
+                    bits = tl.load(depths_ptr + g, mask=live, other=1.0).to(tl.int32, bitcast=True)
+                    tl.store(bucketed_ptr + slot, _depth_id_key(bits, g), mask=hit & (slot < n_slots))
         else:
+            depth_bits = tl.load(depths_ptr + i, mask=valid, other=1.0).to(tl.int32, bitcast=True)
             if PACKED:
                 image = tl.load(image_ids_ptr + i, mask=valid, other=0).to(tl.int64)
             else:
@@ -220,15 +304,12 @@ if triton is not None:
             key_base = (image << (32 + tile_bits)) | (depth_bits.to(tl.int64) & 0xFFFFFFFF)
             # exclusive cumsum from the inclusive one, no extra launch
             slot = tl.load(slots_end_ptr + i, mask=valid, other=0) - tl.load(counts_ptr + i, mask=valid, other=0)
-        ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH)
-        untested = rect_count > _REACH_MAX_TILES
-        for k in range(0, tl.max(rect_count, axis=0)):
-            hit, tile_id = _walk_step(k, x0, y0, rect_width, rect_count, mx, my, ca, cb, cc, threshold, untested,
-                                      tile_size, tile_width, REACH)
-            if BUCKET:
-                slot = tl.atomic_add(cursors_ptr + counter_base + tile_id * SUB, -1, mask=hit, sem="relaxed") - 1
-                tl.store(bucketed_ptr + slot, key_base, mask=hit & (slot < n_slots))
-            else:
+            ca, cb, cc, threshold = _load_ellipse(conics_ptr, opacities_ptr, i, valid, REACH)
+            untested = rect_count > _REACH_MAX_TILES
+            # each Gaussian's slots are consecutive: its lane walks its rectangle (the block in lockstep)
+            for k in range(0, tl.max(rect_count, axis=0)):
+                hit, tile_id = _tile_of_item(k, x0, y0, rect_width, k < rect_count, mx, my, ca, cb, cc, threshold,
+                                             untested, tile_size, tile_width, REACH)
                 active = hit & (slot < n_slots)  # bounded buffers drop what does not fit
                 tl.store(isect_ids_ptr + slot, key_base | (tile_id.to(tl.int64) << 32), mask=active)
                 tl.store(flatten_ids_ptr + slot, i, mask=active)
@@ -269,13 +350,14 @@ if triton is not None:
     @triton.jit
     def _sort_tiles_kernel(bucketed_ptr, isect_ids_ptr, flatten_ids_ptr, starts_ptr, offsets_ptr,
                            n_tiles, tile_bits, n_slots, SUB: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
-                           RUN: tl.constexpr):
+                           RUN: tl.constexpr, MERGE: tl.constexpr):
         """One program per (image, tile) bucket: sorts its depth-and-id keys and writes gsplat's keys
         and the flat ids, and its start as an int32 offset. Up to RUN keys: each key goes straight to
         its rank among them, counted by comparing it with every key of the bucket (BLOCK keys against
         CHUNK at a time: no data exchange between threads, and a bucket's work grows with its length).
         Longer buckets: runs of RUN ranked the same way into isect_ids (free by then), then merged
-        pairwise (each key's place in the other run by binary search), ping-ponging with bucketed.
+        pairwise (each key's place in the other run by binary search, MERGE keys a step so that their
+        searches' loads are in flight together), ping-ponging with bucketed.
         A bucket is SUB consecutive counters, whose starts are at starts_ptr [buckets * SUB + 1] (the last:
         the real count): the bucket ends where the next one starts. Bounded buffers too small (the real
         count over n_slots): only the keys that fit are sorted, and the offsets stop at n_slots (the
@@ -306,15 +388,15 @@ if triton is not None:
             width = RUN
             while width < count:
                 tl.debug_barrier()  # the runs written by every thread
-                for chunk in range(0, count, BLOCK):
-                    i = chunk + index
+                for chunk in range(0, count, MERGE):
+                    i = chunk + tl.arange(0, MERGE)
                     ok = i < count
                     key = tl.load(src + i, mask=ok)
                     pair = (i // (2 * width)) * (2 * width)
                     left = i - pair < width
                     other = tl.where(left, pair + width, pair)
                     other_count = tl.minimum(tl.maximum(count - other, 0), width)
-                    below = tl.zeros([BLOCK], tl.int32)  # keys of the other run below this one
+                    below = tl.zeros([MERGE], tl.int32)  # keys of the other run below this one
                     step = width
                     while step > 0:
                         probe = below + step
@@ -326,10 +408,10 @@ if triton is not None:
                 src, dst = dst, src
                 width *= 2
             tl.debug_barrier()
-            for chunk in range(0, count, BLOCK):
-                ok = chunk + index < count
-                _store_tile_keys(tl.load(src + chunk + index, mask=ok), isect_ids_ptr, flatten_ids_ptr, start,
-                                 chunk + index, ok, key_hi)
+            for chunk in range(0, count, MERGE):
+                i = chunk + tl.arange(0, MERGE)
+                _store_tile_keys(tl.load(src + i, mask=i < count), isect_ids_ptr, flatten_ids_ptr, start, i, i < count,
+                                 key_hi)
 
 
 def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_height, sort, packed,
@@ -350,6 +432,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         conics = opacities = means2d
     counts = torch.empty(radii.shape[:-1], device=device, dtype=torch.int32)
     grid = (cdiv(n, BLOCK),)
+    item_starts = torch.empty(grid[0] * BLOCK, device=device, dtype=torch.int32)  # (the kernels' item lists)
     n_buckets = n_images * tile_width * tile_height
     image_ids = image_ids if packed else counts  # (unread without packing)
     # a sorted call counts each (image, tile) bucket's intersections as it counts each Gaussian's: their
@@ -360,9 +443,10 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     buckets = sort and n_buckets * SUB_BUCKETS < 2**31
     tile_counts = torch.zeros(n_buckets * SUB_BUCKETS + 1, device=device, dtype=torch.int64) if buckets else counts
     if n > 0:
-        launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, image_ids, counts, tile_counts, n,
-                      n_per_image, float(tile_size), tile_width, tile_height, REACH=reach, PACKED=packed,
-                      BUCKETS=buckets, SUB=SUB_BUCKETS, BLOCK=BLOCK)
+        launch_kernel(_count_tiles_kernel, grid, means2d, radii, conics, opacities, image_ids, counts, tile_counts,
+                      item_starts, n, n_per_image, float(tile_size), tile_width, tile_height, REACH=reach, PACKED=packed,
+                      BUCKETS=buckets, SUB=SUB_BUCKETS, FLAT_ABOVE=FLAT_ABOVE, BLOCK=BLOCK,
+                      LOG2_BLOCK=BLOCK.bit_length() - 1)
     ends = torch.cumsum(tile_counts if buckets else counts.reshape(-1), 0, dtype=torch.int64)
     bounded = max_intersections is not None
     n_isects = ends[-1:] if n > 0 else None  # [1]: the real count, on the device
@@ -377,14 +461,14 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         bucketed = torch.empty_like(isect_ids) if bucket else isect_ids  # (unread without buckets)
         launch_kernel(_emit_intersections_kernel, grid,
             means2d, radii, depths, conics, opacities, image_ids, counts, slots_end, ends, bucketed, isect_ids,
-            flatten_ids, n_isects, n, n_per_image, float(tile_size), tile_width, tile_height,
+            flatten_ids, n_isects, item_starts, n, n_per_image, float(tile_size), tile_width, tile_height,
             tile_bits, n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BUCKET=bucket, SUB=SUB_BUCKETS,
-            BLOCK=BLOCK)
+            FLAT_ABOVE=FLAT_ABOVE, BLOCK=BLOCK, LOG2_BLOCK=BLOCK.bit_length() - 1)
         if bucket:  # the cursors (ends but its last) hold the buckets' counters' starts now
             offsets = torch.empty(n_buckets, device=device, dtype=torch.int32)
             launch_kernel(_sort_tiles_kernel, (n_buckets,), bucketed, isect_ids, flatten_ids, ends, offsets,
                           tile_width * tile_height, tile_bits, n_slots, SUB=SUB_BUCKETS, BLOCK=SORT_BLOCK,
-                          CHUNK=SORT_CHUNK, RUN=SORT_RUN, num_warps=SORT_WARPS)
+                          CHUNK=SORT_CHUNK, RUN=SORT_RUN, MERGE=SORT_MERGE, num_warps=SORT_WARPS)
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
