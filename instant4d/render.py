@@ -16,6 +16,7 @@ from torch import Tensor
 
 from . import graphs, shapes
 from .backend import resolve_backend
+from .kernels._triton import float32_contiguous
 from .kernels.composite import composite_checked
 from .kernels.intersect import intersect_checked
 from .kernels.projection import project_checked
@@ -251,6 +252,8 @@ def _render(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, 
         batch_ids = camera_ids = gaussian_ids = image_ids = None
     if compensations is not None:
         opacities = opacities * compensations
+    if backend == "triton":  # (several cameras: the intersection and the compositing read one copy)
+        opacities = float32_contiguous(opacities)
     meta.update(batch_ids=batch_ids, camera_ids=camera_ids, gaussian_ids=gaussian_ids, radii=radii,
                 means2d=means2d, depths=depths, conics=conics, opacities=opacities)
 
