@@ -100,6 +100,29 @@ def test_reach_test_matches_twin_exactly(interpret_triton, n_images, n, width, h
 
 
 @given(
+    n_images=st.integers(1, 2),
+    n=st.sampled_from([1, 7, 257]),
+    width=st.integers(1, 160),  # 8 px tiles: rectangles past REACH_MAX_TILES too
+    height=st.integers(1, 120),
+    reach=st.booleans(),
+    walk=WALKS,
+    seed=st.integers(0, 2**16),
+)
+def test_unsorted_intersections_match_twin_exactly(interpret_triton, n_images, n, width, height, reach, walk, seed):
+    """sort=False: each Gaussian's intersections at its slots in rectangle order, as the twin writes them (the
+    count kernel walks only the rectangles whose tiles it tests, in lockstep or as a list)."""
+    s = random_splats(n_images, n, width, height, 3, seed, 8)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 8, s["tile_width"], s["tile_height"])
+    kwargs = dict(conics=s["conics"].float(), opacities=s["opacities"].float()) if reach else {}
+    expected = reference.isect_tiles(*args, sort=False, **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "FLAT_ABOVE", walk)
+        actual = isect_tiles(*args, sort=False, backend="triton", **kwargs)
+    for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
+        assert a.dtype == e.dtype and torch.equal(a, e), name
+
+
+@given(
     n=st.sampled_from([1, 40, 300]),
     run=st.sampled_from([16, 32, None]),  # None: the radix sort of all keys instead of buckets
     merge=st.sampled_from([16, intersect.SORT_MERGE]),  # keys a merge step
