@@ -166,10 +166,9 @@ if triton is not None:
     @triton.jit
     def _lay_out_rectangles(item_starts_ptr, count, BLOCK: tl.constexpr):
         """Lays the block's rectangles (count [BLOCK] tiles each) end to end: each lane's first item, an
-        exclusive cumsum, goes to item_starts [BLOCK] for _item_owner; returns the items in all."""
+        exclusive cumsum, goes to item_starts [BLOCK] for _item_owner."""
         tl.store(item_starts_ptr + tl.arange(0, BLOCK), tl.cumsum(count, 0) - count)
         tl.debug_barrier()  # (every lane's start visible to every thread of the program)
-        return tl.sum(count, 0)
 
     @triton.jit
     def _item_owner(item_starts_ptr, item, LOG2_BLOCK: tl.constexpr):
@@ -231,7 +230,7 @@ if triton is not None:
         else:  # only rectangles whose tiles are tested need walking
             walked = tl.where(untested, 0, count) if REACH else tl.zeros([BLOCK], tl.int32)
         item_starts_ptr += tl.program_id(0) * BLOCK
-        total = _lay_out_rectangles(item_starts_ptr, walked, BLOCK)
+        total = tl.sum(walked, axis=0)
         longest = tl.max(walked, axis=0)
         reached = tl.zeros([BLOCK], tl.int32)
         if longest <= FLAT_ABOVE * tl.cdiv(total, BLOCK):  # each lane walks its own rectangle
@@ -242,6 +241,7 @@ if triton is not None:
                     tl.atomic_add(tile_counts_ptr + counter_base + tile_id * SUB, 1, mask=hit, sem="relaxed")
                 reached += hit.to(tl.int32)
         else:  # the rectangles as one list of items
+            _lay_out_rectangles(item_starts_ptr, walked, BLOCK)
             for first in range(0, total, BLOCK):
                 lane, g, live, hit, tile_id = _flat_step(item_starts_ptr, first, total, means2d_ptr, radii_ptr,
                                                          conics_ptr, opacities_ptr, tile_size, tile_width,
@@ -277,7 +277,7 @@ if triton is not None:
             key = _depth_id_key(depth_bits, i)
             counter_base = _counter_base(image_ids_ptr, i, valid, n_per_image, tile_width, tile_height, SUB, PACKED)
             item_starts_ptr += tl.program_id(0) * BLOCK
-            total = _lay_out_rectangles(item_starts_ptr, rect_count, BLOCK)
+            total = tl.sum(rect_count, axis=0)
             longest = tl.max(rect_count, axis=0)
             if longest <= FLAT_ABOVE * tl.cdiv(total, BLOCK):  # as the count kernel walked
                 for k in range(0, longest):
@@ -287,6 +287,7 @@ if triton is not None:
                     slot = tl.atomic_add(cursors_ptr + counter_base + tile_id * SUB, -1, mask=hit, sem="relaxed") - 1
                     tl.store(bucketed_ptr + slot, key, mask=hit & (slot < n_slots))
             else:
+                _lay_out_rectangles(item_starts_ptr, rect_count, BLOCK)
                 for first in range(0, total, BLOCK):
                     lane, g, live, hit, tile_id = _flat_step(item_starts_ptr, first, total, means2d_ptr, radii_ptr,
                                                              conics_ptr, opacities_ptr, tile_size, tile_width,
