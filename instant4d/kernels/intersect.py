@@ -65,8 +65,8 @@ SORT_CHUNK = 32  # keys each ranking step compares them with (a [SORT_BLOCK, SOR
 SORT_RUN = 128  # tiles up to this long are ranked whole; longer ones as runs of it, then merged
 SORT_WARPS = 8
 # keys a step of the merges of long tiles' runs: the longest tile sets the sort's time, and its merges' binary
-# searches are chains of loads, which a wide step keeps in flight together (1M / 512²: 290 -> 195 us against
-# 128 keys a step; 1024 and 2048 slower than 512; H100)
+# searches are chains of loads, which a wide step keeps in flight together (1M / 512²: 290 -> 188-192 us against
+# 128 keys a step; 1024 and 2048 slower than 512; H100, 2026-11-27)
 SORT_MERGE = 512
 # More intersections a tile on average: one radix sort of all keys (a single program ranks a tile, so very
 # long tiles would serialise). Since the intersections go straight into their buckets (no pass of their own,
@@ -264,9 +264,9 @@ if triton is not None:
         cumsum of the counts), or with BUCKET (a bucket sort follows) the depth-and-id keys of
         ``_depth_id_key`` into their (image, tile) buckets of ``bucketed``: cursors [buckets * SUB] hold each
         bucket's counters' ends and are decremented, so that they end at their starts (the order within a
-        bucket is arbitrary; the tile sort makes it exact), and the block's rectangles are walked as one list
-        of items as in the count kernel. Slots past n_slots are dropped (bounded buffers); with BOUNDED the
-        programs pad isect_ids and flatten_ids from the real count (n_isects) on."""
+        bucket is arbitrary; the tile sort makes it exact), the block's rectangles walked as the count kernel
+        walks them (FLAT_ABOVE). Slots past n_slots are dropped (bounded buffers); with BOUNDED the programs
+        pad isect_ids and flatten_ids from the real count (n_isects) on."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = i < n
         mx, my, x0, y0, rect_width, rect_count = _tile_rect(means2d_ptr, radii_ptr, i, valid, tile_size,
