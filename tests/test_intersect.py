@@ -123,6 +123,29 @@ def test_unsorted_intersections_match_twin_exactly(interpret_triton, n_images, n
 
 
 @given(
+    n=st.sampled_from([1, 7, 257]),
+    guess=st.sampled_from([0, 0.5, 1.0, 3.0]),  # the last call's count, as a fraction of this one's
+    seed=st.integers(0, 2**16),
+)
+def test_buffers_sized_from_the_last_call_match_twin_exactly(interpret_triton, n, guess, seed):
+    """A call sized like the last one writes into buffers sized from the last count; too small, it runs the emit
+    kernel and the sort again with the real count; too large, the outputs are cut to the real count."""
+    s = random_splats(2, n, 90, 70, 3, seed, 16)
+    args = (s["means2d"].float(), s["radii"], s["depths"].float(), 16, s["tile_width"], s["tile_height"])
+    kwargs = dict(conics=s["conics"].float(), opacities=s["opacities"].float())
+    expected = reference.isect_tiles(*args, **kwargs)
+    key = (args[0].device, 2 * n, 2, s["tile_width"], s["tile_height"], False, True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(intersect, "_COUNT_GUESSES", {key: int(guess * expected[1].numel())})
+        actual = intersect_tiles(*args, **kwargs, backend="triton")
+        assert intersect._COUNT_GUESSES[key] >= expected[1].numel()  # the next call's guess: this count, or more
+    for name, a, e in zip(("tiles_per_gauss", "isect_ids", "flatten_ids"), actual, expected):
+        assert a.dtype == e.dtype and torch.equal(a, e), name
+    assert int(actual.n_isects) == expected[1].numel()
+    assert torch.equal(actual.isect_offsets, isect_offset_encode(expected[1], 2, s["tile_width"], s["tile_height"]))
+
+
+@given(
     n=st.sampled_from([1, 40, 300]),
     run=st.sampled_from([16, 32, None]),  # None: the radix sort of all keys instead of buckets
     merge=st.sampled_from([16, intersect.SORT_MERGE]),  # keys a merge step

@@ -37,6 +37,7 @@ the atomics' order in the bucket sort); the count tells the overflow.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -449,9 +450,48 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
                       BUCKETS=buckets, SUB=SUB_BUCKETS, FLAT_ABOVE=FLAT_ABOVE, BLOCK=BLOCK,
                       LOG2_BLOCK=BLOCK.bit_length() - 1)
     ends = torch.cumsum(tile_counts if buckets else counts.reshape(-1), 0, dtype=torch.int64)
-    bounded = max_intersections is not None
     n_isects = ends[-1:] if n > 0 else None  # [1]: the real count, on the device
-    n_slots = max_intersections if bounded else (int(n_isects) if n > 0 else 0)  # the one host sync
+    emit = functools.partial(_emit_and_sort, means2d, radii, depths, conics, opacities, image_ids, counts, item_starts,
+                             n, n_per_image, tile_size, tile_width, tile_height, tile_bits, packed, reach, buckets,
+                             n_buckets, max_intersections is not None)
+    if max_intersections is not None:
+        n_slots = max_intersections
+    elif n == 0:
+        n_slots = 0
+    else:
+        # the count is read back to size the buffers; a call like the last one (same sizes) sizes them from its
+        # count instead and reads this one's while the device writes and sorts the intersections (the device
+        # would otherwise wait for the host's launches), then checks that they fit
+        key = (device, n, n_images, tile_width, tile_height, packed, reach)
+        guess = _COUNT_GUESSES.get(key) if buckets else None
+        if guess is not None and guess <= SORT_BUCKET_MAX_AVERAGE * n_buckets:
+            read_count = _count_reader(n_isects)
+            isect_ids, flatten_ids, offsets, _ = emit(guess, ends, n_isects)
+            n_slots = read_count()
+            _remember_count(key, n_slots)
+            if n_slots <= guess:
+                return counts, isect_ids[:n_slots], flatten_ids[:n_slots], offsets, n_isects
+            ends = torch.cumsum(tile_counts, 0, dtype=torch.int64)  # (the emit kernel used up its cursors)
+            n_isects = ends[-1:]
+        else:
+            n_slots = int(n_isects)
+            _remember_count(key, n_slots)
+    isect_ids, flatten_ids, offsets, bucket = emit(n_slots, ends, n_isects)
+    if sort and not bucket:
+        isect_ids, order = torch.sort(isect_ids, stable=True)
+        flatten_ids = flatten_ids[order]
+    # by-products intersect_tiles uses when they exist: the buckets' starts (the per-tile offsets) and
+    # the count
+    return counts, isect_ids, flatten_ids, offsets, n_isects
+
+
+def _emit_and_sort(means2d, radii, depths, conics, opacities, image_ids, counts, item_starts, n, n_per_image,
+                   tile_size, tile_width, tile_height, tile_bits, packed, reach, buckets, n_buckets, bounded, n_slots,
+                   ends, n_isects):
+    """The emit kernel, and the tile sort where it runs, into buffers of n_slots intersections: (isect_ids,
+    flatten_ids, the per-tile offsets or None, whether the bucket sort ran). ends: the count's cumsum, the
+    buckets' cursors (used up)."""
+    device = means2d.device
     isect_ids = torch.empty(n_slots, device=device, dtype=torch.int64)
     flatten_ids = torch.empty(n_slots, device=device, dtype=torch.int32)
     bucket = buckets and n_slots <= SORT_BUCKET_MAX_AVERAGE * n_buckets
@@ -460,7 +500,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         # each Gaussian's slots: the cumsum of the counts (with buckets: their cursors, the slots unread)
         slots_end = torch.cumsum(counts.reshape(-1), 0, dtype=torch.int64) if buckets and not bucket else ends
         bucketed = torch.empty_like(isect_ids) if bucket else isect_ids  # (unread without buckets)
-        launch_kernel(_emit_intersections_kernel, grid,
+        launch_kernel(_emit_intersections_kernel, (cdiv(n, BLOCK),),
             means2d, radii, depths, conics, opacities, image_ids, counts, slots_end, ends, bucketed, isect_ids,
             flatten_ids, n_isects, item_starts, n, n_per_image, float(tile_size), tile_width, tile_height,
             tile_bits, n_slots, PACKED=packed, REACH=reach, BOUNDED=bounded, BUCKET=bucket, SUB=SUB_BUCKETS,
@@ -473,12 +513,35 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
     elif n_slots > 0:  # bounded buffers and no Gaussians: all padding
         isect_ids.fill_(reference.PADDING_KEY)
         flatten_ids.zero_()
-    if sort and not bucket:
-        isect_ids, order = torch.sort(isect_ids, stable=True)
-        flatten_ids = flatten_ids[order]
-    # by-products intersect_tiles uses when they exist: the buckets' starts (the per-tile offsets) and
-    # the count
-    return counts, isect_ids, flatten_ids, offsets, n_isects
+    return isect_ids, flatten_ids, offsets, bucket
+
+
+# the intersection count of the last call of each size (device, N, images, tile grid, packed, reach test), which
+# sizes the next one's buffers; COUNT_HEADROOM x it, so that a count that grows a little still fits
+_COUNT_GUESSES: dict = {}
+COUNT_HEADROOM = 1.02
+
+
+def _remember_count(key: tuple, count: int) -> None:
+    if len(_COUNT_GUESSES) > 64:  # (sizes change as scenes grow: keep it bounded)
+        _COUNT_GUESSES.clear()
+    _COUNT_GUESSES[key] = math.ceil(count * COUNT_HEADROOM)
+
+
+def _count_reader(n_isects: Tensor):
+    """A function that returns the count [1] on the device as an int, waiting only for the count: on CUDA a
+    copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
+    if not n_isects.is_cuda:
+        return lambda: int(n_isects)
+    host = torch.empty(1, dtype=n_isects.dtype, pin_memory=True)
+    host.copy_(n_isects, non_blocking=True)
+    counted = torch.cuda.Event()
+    counted.record()
+
+    def read() -> int:
+        counted.synchronize()
+        return int(host[0])
+    return read
 
 
 def isect_tiles(
