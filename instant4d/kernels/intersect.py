@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import NamedTuple, Optional
 
 import torch
@@ -464,7 +465,7 @@ def _isect_tiles_triton(means2d, radii, depths, tile_size, tile_width, tile_heig
         # would otherwise wait for the host's launches), then checks that they fit
         key = (device, n, n_images, tile_width, tile_height, packed, reach)
         guess = _COUNT_GUESSES.get(key) if buckets else None
-        if guess is not None and guess <= SORT_BUCKET_MAX_AVERAGE * n_buckets:
+        if guess is not None and GUESS_MIN <= guess <= SORT_BUCKET_MAX_AVERAGE * n_buckets:
             read_count = _count_reader(n_isects)
             isect_ids, flatten_ids, offsets, _ = emit(guess, ends, n_isects)
             n_slots = read_count()
@@ -517,9 +518,13 @@ def _emit_and_sort(means2d, radii, depths, conics, opacities, image_ids, counts,
 
 
 # the intersection count of the last call of each size (device, N, images, tile grid, packed, reach test), which
-# sizes the next one's buffers; COUNT_HEADROOM x it, so that a count that grows a little still fits
+# sizes the next one's buffers; COUNT_HEADROOM x it, so that a count that grows a little still fits. Only calls
+# of GUESS_MIN intersections or more: in smaller ones the host, not the device, sets the time, and the
+# read-back's extra host work made them slower (eager 100k / 1024² / 1: 0.65 -> 0.79 ms; 1M / 1024² / 1: 1.353 ->
+# 1.246 ms; H100, 2026-11-27, docs/benchmarks.md)
 _COUNT_GUESSES: dict = {}
 COUNT_HEADROOM = 1.02
+GUESS_MIN = 1 << 20
 
 
 def _remember_count(key: tuple, count: int) -> None:
@@ -528,14 +533,20 @@ def _remember_count(key: tuple, count: int) -> None:
     _COUNT_GUESSES[key] = math.ceil(count * COUNT_HEADROOM)
 
 
+_READ_BACK = threading.local()  # a thread's pinned int64 and event for each device: a call reads its count back
+# before it returns, so the next call of the thread can use them again
+
+
 def _count_reader(n_isects: Tensor):
-    """A function that returns the count [1] on the device as an int, waiting only for the count: on CUDA a
-    copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
+    """A function that returns the count [1] (int64) on the device as an int, waiting only for the count: on
+    CUDA a copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
     if not n_isects.is_cuda:
         return lambda: int(n_isects)
-    host = torch.empty(1, dtype=n_isects.dtype, pin_memory=True)
+    slots = _READ_BACK.__dict__.setdefault("slots", {})
+    if n_isects.device not in slots:
+        slots[n_isects.device] = (torch.empty(1, dtype=torch.int64, pin_memory=True), torch.cuda.Event())
+    host, counted = slots[n_isects.device]
     host.copy_(n_isects, non_blocking=True)
-    counted = torch.cuda.Event()
     counted.record()
 
     def read() -> int:
