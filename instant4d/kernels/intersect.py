@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from typing import NamedTuple, Optional
 
 import torch
@@ -533,20 +532,14 @@ def _remember_count(key: tuple, count: int) -> None:
     _COUNT_GUESSES[key] = math.ceil(count * COUNT_HEADROOM)
 
 
-_READ_BACK = threading.local()  # a thread's pinned int64 and event for each device: a call reads its count back
-# before it returns, so the next call of the thread can use them again
-
-
 def _count_reader(n_isects: Tensor):
-    """A function that returns the count [1] (int64) on the device as an int, waiting only for the count: on
-    CUDA a copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
+    """A function that returns the count [1] on the device as an int, waiting only for the count: on CUDA a
+    copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
     if not n_isects.is_cuda:
         return lambda: int(n_isects)
-    slots = _READ_BACK.__dict__.setdefault("slots", {})
-    if n_isects.device not in slots:
-        slots[n_isects.device] = (torch.empty(1, dtype=torch.int64, pin_memory=True), torch.cuda.Event())
-    host, counted = slots[n_isects.device]
+    host = torch.empty(1, dtype=n_isects.dtype, pin_memory=True)
     host.copy_(n_isects, non_blocking=True)
+    counted = torch.cuda.Event()
     counted.record()
 
     def read() -> int:
