@@ -28,7 +28,9 @@ bit the same as the twin's. The tile bounds are computed in float32 exactly as t
 integer outputs agree bit for bit.
 
 Limits: image_bits + tile_bits <= 32 (gsplat's). The number of intersections is read back to the
-host once per call to size the buffers, unless ``max_intersections`` bounds them: then nothing waits
+host once per call to size the buffers (a large call sized like the last one sizes them from its count and
+reads its own while the device writes and sorts, ``GUESS_MIN``), unless ``max_intersections`` bounds them:
+then nothing waits
 for the GPU (so the call can be captured in a CUDA graph), the buffers have that length, and the slots
 past the true count hold ``reference.PADDING_KEY``, which sorts after every real key. Buffers too small
 for the true count hold some of the real intersections, sorted: which ones depends on the sort (and on
