@@ -540,9 +540,10 @@ def _count_reader(n_isects: Tensor):
     if not n_isects.is_cuda:
         return lambda: int(n_isects)
     host = torch.empty(1, dtype=n_isects.dtype, pin_memory=True)
+    stream = torch.cuda.current_stream(n_isects.device)  # (the copy's stream: the count's device's)
     host.copy_(n_isects, non_blocking=True)
     counted = torch.cuda.Event()
-    counted.record()
+    counted.record(stream)
 
     def read() -> int:
         counted.synchronize()
