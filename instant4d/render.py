@@ -127,10 +127,11 @@ def rasterization(
         thin_prism_coeffs=thin_prism_coeffs, ftheta_coeffs=ftheta_coeffs, rolling_shutter=rolling_shutter,
         viewmats_rs=viewmats_rs,
     )
+    # the stages' tensor arguments (quats and scales are unused when covars is given)
+    tensors = (means, quats if covars is None else None, scales if covars is None else None, opacities, colors,
+               viewmats, Ks, backgrounds, covars)
     graph_key = None
     if cuda_graphs and not packed and max_intersections is None and not deterministic and not absgrad:
-        tensors = (means, quats if covars is None else None, scales if covars is None else None, opacities, colors,
-                   viewmats, Ks, backgrounds, covars)
         graph_key = graphs.call_key(tensors, (width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree,
                                               tile_size, render_mode, rasterize_mode, channel_chunk, backend))
         if graph_key is not None:
@@ -198,7 +199,6 @@ def rasterization(
     backend = resolve_backend(backend, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
     options = RenderOptions(width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree, packed, tile_size,
                             render_mode, rasterize_mode, channel_chunk, absgrad, deterministic, backend)
-    tensors = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
     if graph_key is not None and graphs.eligible(options, n, math.prod(batch_dims) * n_cameras):
         replayed = graphs.RASTERIZATION_GRAPHS.capture(graph_key, functools.partial(_render, options=options), tensors)
         if replayed is not None:
