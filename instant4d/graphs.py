@@ -151,9 +151,10 @@ class RasterizationGraphs:
     backward that needs its buffers is pending. Otherwise another instance is captured (``instances`` per
     key), and beyond that the call runs eagerly. The inputs' gradients are returned as copies (a leaf's
     ``.grad`` may outlive the next replay); ``meta["means2d"]`` gets its gradient after ``retain_grad()``
-    as on the eager path: the graph's buffer, which counts as an output. A backward the buffers can no
-    longer serve (a second one through the same outputs, ``retain_graph=True``, or one after the instance
-    served a later call) runs the call again eagerly for its gradients. The ``max_keys`` keys used last
+    as on the eager path: the graph's buffer, which counts as an output. The backward graph takes the images'
+    gradients; a backward it cannot serve (a loss of meta's tensors, a second one through the same outputs,
+    ``retain_graph=True``, or one after the instance served a later call) runs the call again eagerly for its
+    gradients. The ``max_keys`` keys used last
     keep their graphs; ``clear()`` frees them all.
     """
 
@@ -232,6 +233,7 @@ class _CapturedCall:
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
         self.means2d_gradient: Tensor | None = None
+        self.backward_graph: torch.cuda.CUDAGraph | None = None
         inputs: list[Tensor | None] = [None] * self.n_tensors
         for i, static in zip(self.present, self.static):
             inputs[i] = static.detach().requires_grad_(self.needs_grad and tensors[i].requires_grad)
@@ -247,7 +249,7 @@ class _CapturedCall:
                 bound = math.ceil(needed * self.headroom)
             # the tensors a call returns: the images, then meta's (its count is the eager path's None)
             self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
-            outputs = [o for o in self._returned(colors, alphas, meta) if o.requires_grad]
+            outputs = [o for o in (colors, alphas) if o.requires_grad]  # (what the backward graph takes)
             if wants and outputs:
                 torch.autograd.grad(outputs, [inputs[i] for i in wants], [torch.ones_like(o) for o in outputs],
                                     allow_unused=True)
@@ -269,24 +271,28 @@ class _CapturedCall:
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
         outputs = self._returned(colors, alphas, meta)
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
+        # The backward graph takes the images' gradients alone (a buffer each, filled each backward): a loss of
+        # meta's tensors (depths, conics...) is rare, and its backward runs the call again eagerly (recompute).
+        # (100k / 512²: 4.0 MB of gradient buffers, not 6.7 with meta's means2d, depths, conics and opacities).
+        self.replayable = [k for k, i in enumerate(self.differentiable) if i < 2]  # (positions in differentiable)
         means2d = meta["means2d"]
         self.means2d_output = 2 + self.names.index("means2d") if means2d.requires_grad else None
         self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
-        if self.needs_grad:
-            differentiable = [outputs[i] for i in self.differentiable]
-            self.grad_outputs = [torch.zeros_like(o) for o in differentiable]
-            self.zeroed = [True] * len(differentiable)
+        if self.needs_grad and self.replayable:
+            images = [outputs[self.differentiable[k]] for k in self.replayable]
+            self.grad_outputs = [torch.zeros_like(o) for o in images]
+            self.zeroed = [True] * len(images)
             targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode="thread_local"):
                 # what the forward saved is freed as the backward goes, and the pool may give its blocks to
                 # later buffers of the backward: what must outlive a replay (outputs, gradients) is held, and
                 # a second backward for one forward is recomputed (_ReplayedRasterization.backward)
-                grads = torch.autograd.grad(differentiable, targets, self.grad_outputs, allow_unused=True)
+                grads = torch.autograd.grad(images, targets, self.grad_outputs, allow_unused=True)
             self.input_gradients = list(grads[:len(wants)])
             self.means2d_gradient = grads[-1].detach() if means2d.requires_grad else None
             self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
-            del differentiable, grads, targets
+            del images, grads, targets
         self.outputs = [o.detach() for o in outputs]
         self.bound = bound
 
@@ -337,8 +343,9 @@ class _CapturedCall:
 
     def recompute(self, inputs: Sequence[Tensor], grads: Sequence[Tensor | None]):
         """``backward``'s results by running the call again eagerly on its inputs: for a backward that the
-        buffers can no longer serve. A backward replay frees what the forward saved into the pool as it
-        goes (less memory held), so only the first backward after a forward replay can be replayed."""
+        backward graph cannot serve (``replays``) or the buffers no longer can. A backward replay frees what the
+        forward saved into the pool as it goes (less memory held), so only the first backward after a forward
+        replay can be replayed."""
         tensors: list[Tensor | None] = [None] * self.n_tensors
         for i, t in zip(self.present, inputs):
             tensors[i] = t.detach().requires_grad_(t.requires_grad)
@@ -358,9 +365,16 @@ class _CapturedCall:
         present = [tensors[i] for i in self.present]
         return [next(got) if t.requires_grad else None for t in present], means2d
 
+    def replays(self, grads: Sequence[Tensor | None]) -> bool:
+        """Whether the backward graph serves these gradients of the differentiable outputs (the images' alone)."""
+        return self.backward_graph is not None and all(
+            g is None for k, g in enumerate(grads) if k not in self.replayable)
+
     def backward(self, grads: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
-        """The gradients of the call's inputs, and of means2d, from those of its differentiable outputs."""
-        for i, g in enumerate(grads):
+        """The gradients of the call's inputs, and of means2d, from those of its differentiable outputs
+        (``replays(grads)``)."""
+        for i, k in enumerate(self.replayable):
+            g = grads[k]
             if g is not None:
                 self.grad_outputs[i].copy_(g)
                 self.zeroed[i] = False
@@ -419,10 +433,12 @@ class _ReplayedRasterization(torch.autograd.Function):
     def backward(ctx, *grads: Tensor | None):
         call = ctx.call
         inputs = ctx.saved_tensors[:len(call.present)]  # (unpacking checks what was changed in place)
-        if ctx.generation == call.generation and call.backward_generation != ctx.generation:
+        if (ctx.generation == call.generation and call.backward_generation != ctx.generation
+                and call.replays(grads)):
             call.backward_generation = ctx.generation
             grads_in, means2d_grad = call.backward(grads)
-        else:  # the buffers no longer hold this forward's state (a second backward, or a later replay)
+        else:  # the buffers no longer hold this forward's state (a second backward, or a later replay), or a
+            # gradient of meta's tensors
             grads_in, means2d_grad = call.recompute(inputs, grads)
         ctx.reservation.release()
         means2d = ctx.means2d() if ctx.means2d is not None else None

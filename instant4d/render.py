@@ -18,7 +18,7 @@ from . import graphs, shapes
 from .backend import resolve_backend
 from .kernels._triton import float32_contiguous
 from .kernels.composite import composite_checked
-from .kernels.intersect import intersect_checked
+from .kernels.intersect import intersect_checked, send_count_to_host
 from .kernels.projection import project_checked
 from .kernels.spherical_harmonics import spherical_harmonics
 
@@ -274,9 +274,7 @@ def _render(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, 
         means2d, radii, depths, tile_size, tile_width, tile_height, packed, n_images, image_ids, gaussian_ids,
         max_intersections, conics, opacities, backend)
     if count_signal is not None:
-        count_host, counted = count_signal
-        count_host.copy_(n_isects, non_blocking=True)
-        counted.record()
+        send_count_to_host(n_isects, *count_signal)
     n_isects = None if max_intersections is None else n_isects
     if batch_dims:  # [I, TH, TW] -> [..., C, TH, TW]
         isect_offsets = isect_offsets.reshape(batch_dims + (n_cameras, tile_height, tile_width))

@@ -220,6 +220,22 @@ def rules() -> None:
         f"{max_abs(means2d_grad, eager_grad) / float(eager_grad.abs().max()):.1e}; "
         f"gradients accumulated over two replayed steps: max rel vs 2x one step {doubled:.1e}")
 
+    # a loss of meta's tensors: the backward graph takes the images' gradients alone, so this backward runs the
+    # call again eagerly
+    for _ in range(3):
+        for t in leaves:
+            t.grad = None
+        c, a, m = call(leaves, px, True)
+        (c.sum() + m["depths"].sum() + m["conics"].sum()).backward()
+    replayed = [t.grad.clone() for t in leaves[:5]]
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, False)
+    (c.sum() + m["depths"].sum() + m["conics"].sum()).backward()
+    worst = max(max_abs(r, t.grad) / float(t.grad.abs().max()) for r, t in zip(replayed, leaves[:5]))
+    say(f"- a loss of the images and meta's depths and conics (recomputed eagerly): gradients against eager, "
+        f"max rel {worst:.1e}")
+
     # .grad zeroed in place each step (kept across replays): the gradients stay right
     for t in leaves:
         t.grad = None

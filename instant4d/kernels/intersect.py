@@ -534,16 +534,22 @@ def _remember_count(key: tuple, count: int) -> None:
     _COUNT_GUESSES[key] = math.ceil(count * COUNT_HEADROOM)
 
 
+def send_count_to_host(n_isects: Tensor, host: Tensor, counted: "torch.cuda.Event") -> None:
+    """Queue the count's copy into ``host`` (pinned, [1]) and record ``counted`` behind it, on the stream of the
+    count's device: the host can then wait for the count alone (``counted.synchronize()``) while later work stays
+    queued. Inside a CUDA graph's capture both become nodes of the graph (instant4d.graphs replays wait so)."""
+    host.copy_(n_isects, non_blocking=True)
+    counted.record(torch.cuda.current_stream(n_isects.device))
+
+
 def _count_reader(n_isects: Tensor):
     """A function that returns the count [1] on the device as an int, waiting only for the count: on CUDA a
     copy to pinned memory and an event recorded now, so that later work stays queued behind it."""
     if not n_isects.is_cuda:
         return lambda: int(n_isects)
     host = torch.empty(1, dtype=n_isects.dtype, pin_memory=True)
-    stream = torch.cuda.current_stream(n_isects.device)  # (the copy's stream: the count's device's)
-    host.copy_(n_isects, non_blocking=True)
     counted = torch.cuda.Event()
-    counted.record(stream)
+    send_count_to_host(n_isects, host, counted)
 
     def read() -> int:
         counted.synchronize()
