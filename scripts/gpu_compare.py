@@ -2,7 +2,10 @@
 counts, gradients), Triton vs twin, and the timing matrix of docs/benchmarks.md (each cell: the median of
 ROUNDS interleaved rounds of do_bench medians, see ROUNDS).
 
-    PYTHONPATH=. python scripts/gpu_compare.py [--part equivalence|timing|all] [--quick]
+    PYTHONPATH=. python scripts/gpu_compare.py [--part equivalence|timing|all] [--quick] [--eager]
+
+``--eager`` times our calls with ``cuda_graphs=False`` (every call eager, as gsplat's): the table of the
+eager path, whose memory the graph replays of repeated calls trade for host time.
 
 Writes markdown tables (and a JSON of every number) to $OUT (or ./gpu-results) and prints them.
 """
@@ -170,7 +173,7 @@ def peak_mb(fn) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def timing(quick: bool) -> list[dict]:
+def timing(quick: bool, eager: bool = False) -> list[dict]:
     sizes = [20_000, 100_000, 250_000, 1_000_000]
     images = [512, 1024]
     cams = [1, 8]
@@ -187,8 +190,9 @@ def timing(quick: bool) -> list[dict]:
         calls = {}
         for label, lib, packed in (("gsplat_packed", "gsplat", True), ("gsplat_unpacked", "gsplat", False),
                                    ("instant4d", "instant4d", False)):
-            calls[f"{label}_fwd"] = lambda lib=lib, packed=packed: render(lib, scene, packed)
-            calls[f"{label}_fwdbwd"] = lambda lib=lib, packed=packed: render(lib, sg, packed)[0].sum().backward()
+            kwargs = dict(cuda_graphs=False) if eager and lib == "instant4d" else {}
+            calls[f"{label}_fwd"] = lambda lib=lib, packed=packed, kw=kwargs: render(lib, scene, packed, **kw)
+            calls[f"{label}_fwdbwd"] = lambda lib=lib, packed=packed, kw=kwargs: render(lib, sg, packed, **kw)[0].sum().backward()
         rounds = {name: [] for name in calls}
         for _ in range(ROUNDS):
             for name, fn in calls.items():
@@ -244,6 +248,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["equivalence", "timing", "all"], default="all")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--eager", action="store_true", help="our calls with cuda_graphs=False")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     t0 = time.time()
@@ -254,11 +259,14 @@ def main():
     render("instant4d", warm, False)
     print(f"warm-up (gsplat JIT + Triton compile): {time.time() - t0:.0f} s", flush=True)
     equiv_rows = equivalence(args.quick) if args.part in ("equivalence", "all") else []
-    timing_rows = timing(args.quick) if args.part in ("timing", "all") else []
+    timing_rows = timing(args.quick, args.eager) if args.part in ("timing", "all") else []
     text = markdown(info, equiv_rows, timing_rows)
-    with open(os.path.join(OUT, f"compare-{args.part}.md"), "w") as f:
+    if args.eager:
+        text = "instant4d calls with `cuda_graphs=False`: every call eager.\n\n" + text
+    name = f"compare-{args.part}{'-eager' if args.eager else ''}"
+    with open(os.path.join(OUT, f"{name}.md"), "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(OUT, f"compare-{args.part}.json"), "w") as f:
+    with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(dict(info=info, equivalence=equiv_rows, timing=timing_rows), f, indent=1)
     print(text)
     print(f"total {time.time() - t0:.0f} s")
