@@ -67,7 +67,9 @@ def main() -> None:
                                                                 scene.opacities, scene.colors)]
         sg = type(scene)(*leaves, scene.viewmats, scene.Ks, scene.width, scene.height)
         for lib in ("gsplat", "instant4d"):
-            call = lambda: render(lib, sg, False)[0].sum().backward()  # noqa: E731
+            # (our calls eager: a repeated call would otherwise be captured and replayed from CUDA graphs)
+            kwargs = dict(cuda_graphs=False) if lib == "instant4d" else {}
+            call = lambda: render(lib, sg, False, **kwargs)[0].sum().backward()  # noqa: E731
             call()  # gradients allocated, kernels compiled: the peak is then the call's own
             peak, rows = peak_breakdown(call)
             print(f"\n{kind} {n // 1000}k {px}² {cams} cam, {lib}: peak {peak:.1f} MB above the call's start")
