@@ -67,7 +67,7 @@ def equivalence() -> None:
     say("| --- | --- | --- | --- | --- |")
     cases = [
         ("RGB, 100k, 512², 1 camera", dict(), ("head", 100_000, 512, 1)),
-        ("RGB, 20k, 512², 8 cameras", dict(), ("head", 20_000, 512, 8)),
+        ("RGB, 20k, 256², 8 cameras", dict(), ("head", 20_000, 256, 8)),
         ("RGB+ED, backgrounds, antialiased", dict(render_mode="RGB+ED", rasterize_mode="antialiased",
                                                   backgrounds=True), ("head", 50_000, 256, 2)),
         ("SH degree 3", dict(sh_degree=3), ("head", 50_000, 256, 1)),
@@ -323,7 +323,7 @@ def timing() -> None:
     say("| scene | call | eager ms | graphs ms | eager / graphs | host us eager | host us graphs | held MB |")
     say("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind, n, px, cams in [("head", 100_000, 512, 1), ("head", 20_000, 512, 1), ("uniform", 100_000, 512, 1),
-                              ("head", 250_000, 1024, 1)]:
+                              ("head", 100_000, 1024, 1)]:
         tensors, px = scene_tensors(kind, n, px, cams)
         leaves = leaves_of(tensors)
         graphs.RASTERIZATION_GRAPHS.clear()
