@@ -94,13 +94,12 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time, and a
-# graph keeps its buffers between calls: 1.4-2.6x the memory of gsplat's call, where its eager call needs less
-# (docs/benchmarks.md, 2026-11-27 20:44 and 20:51). N x W x H x images stands for the compositing's work. On an
-# H100, 250k / 1024² / 1 (2.6e11) and 20k / 512² / 8 cameras (2^21 pixels) gained 4-9% from their graphs at
-# 2.4x and 1.9x the eager memory; 100k / 1024² / 1 (1.0e11) ran 1.4-1.6x faster replayed.
+# graph keeps its buffers between calls: 1.4-2.6x the memory of gsplat's call, where the eager call needs less
+# (docs/benchmarks.md, 2026-11-27 20:44 and 20:51). On an H100, 20k / 512² / 8 cameras (2^21 pixels) gained 4-9%
+# from its graphs at 1.9x the eager memory. 250k / 1024² / 1 gained 4-9% too, but eagerly its forward tied
+# gsplat's in a run whose host was slow (21:06): it stays replayed.
 GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call
 GRAPH_MAX_PIXELS = 1 << 20  # W x H x images of one call
-GRAPH_MAX_WORK = 1 << 37  # N x W x H x images of one call
 
 _SCALARS = (int, float, str, bool, type(None))
 # the count of tensors holding a storage: how a graph tells that a tensor it returned is still alive
@@ -136,9 +135,8 @@ def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
 
 def eligible(options, n: int, n_images: int) -> bool:
     """Whether a checked call (rasterization()'s RenderOptions, N Gaussians, I images) may be captured."""
-    pixels = options.width * options.height * n_images
     return (options.backend == "triton" and 0 < n * n_images <= GRAPH_MAX_GAUSSIAN_IMAGES
-            and pixels <= GRAPH_MAX_PIXELS and n * pixels <= GRAPH_MAX_WORK)
+            and options.width * options.height * n_images <= GRAPH_MAX_PIXELS)
 
 
 class RasterizationGraphs:
