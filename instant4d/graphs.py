@@ -157,8 +157,7 @@ class RasterizationGraphs:
     as on the eager path: the graph's buffer, which counts as an output. The backward graph takes the images'
     gradients; a backward it cannot serve (a loss of meta's tensors, a second one through the same outputs,
     ``retain_graph=True``, or one after the instance served a later call) runs the call again eagerly for its
-    gradients. The ``max_keys`` keys used last
-    keep their graphs; ``clear()`` frees them all.
+    gradients. The ``max_keys`` keys used last keep their graphs; ``clear()`` frees them all.
     """
 
     def __init__(self, max_keys: int = 4, instances: int = 2, headroom: float = 1.25):
