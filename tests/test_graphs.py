@@ -1,5 +1,6 @@
 """instant4d.graphs on a CPU machine: what can be checked without CUDA is that it refuses clearly,
-which calls a graph may serve, and that rasterization() on CPU tensors takes the eager path.
+which calls a graph may serve, which backwards a captured call's backward graph serves, and that
+rasterization() on CPU tensors takes the eager path.
 
 The captures themselves (CudaGraphFrame: images bit-identical to the eager path, re-capture on
 overflow, frame rate; RasterizationGraphs: outputs and gradients against the eager path, outputs still
@@ -82,6 +83,21 @@ def test_reservation_keeps_an_instance_busy_until_released_once():
     assert instance.pending == 0
     graphs._Reservation(instance)  # dropped at once: released as it goes
     assert instance.pending == 0
+
+
+def test_backward_graph_serves_the_images_gradients_alone():
+    # a captured call's routing rule, without CUDA: its differentiable outputs are the colours, the alphas, then
+    # meta's (say means2d and depths); the backward graph takes the first two, anything else is recomputed
+    call = object.__new__(graphs._CapturedCall)
+    call.differentiable = [0, 1, 3, 4]
+    call.replayable = [0, 1]
+    call.backward_graph = object()
+    g = torch.ones(1)
+    assert call.replays([g, None, None, None])
+    assert call.replays([None, g, None, None])
+    assert not call.replays([g, None, None, g])  # a loss of meta's depths
+    call.backward_graph = None  # nothing captured (no image needs a gradient)
+    assert not call.replays([g, None, None, None])
 
 
 @pytest.mark.parametrize("cuda_graphs", [True, False])
