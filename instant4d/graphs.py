@@ -143,8 +143,11 @@ class RasterizationGraphs:
     """CUDA graphs of repeated eager ``rasterization()`` calls (unpacked, not deterministic, no absgrad).
 
     A call's key (``call_key``) is everything its work depends on but the values of its tensors: a graph
-    captured for a key serves any later call with that key, its inputs copied into the graph's own (one
-    multi-tensor copy; training loops make new tensors each step). The first call with a key runs eagerly,
+    captured for a key serves any later call with that key. The graphs read the caller's tensors where they
+    were when captured, as long as calls pass tensors there (parameters rendered step after step, a scene
+    rendered again: no copy, no memory of their own); once a call passes tensors elsewhere (activations made
+    each step), the instance is captured again reading buffers of its own, and each call's inputs are copied
+    into them (one multi-tensor copy). The first call with a key runs eagerly,
     the second is captured (intersection buffers ``headroom`` times the count) and later ones are replayed.
     A replay waits only until the intersection count is known; if the buffers are too small for it, the
     call is captured again with larger ones before anything is returned.
@@ -152,9 +155,11 @@ class RasterizationGraphs:
     A graph writes its outputs, and what its backward reads, into the same buffers each replay, so an
     instance serves a call only while it is free: no tensor it returned is alive (or viewed), and no
     backward that needs its buffers is pending. Otherwise another instance is captured (``instances`` per
-    key), and beyond that the call runs eagerly. The inputs' gradients are returned as copies (a leaf's
-    ``.grad`` may outlive the next replay); ``meta["means2d"]`` gets its gradient after ``retain_grad()``
-    as on the eager path: the graph's buffer, which counts as an output. The backward graph takes the images'
+    key), and beyond that the call runs eagerly. The inputs' gradients are the graph's buffers too, and count
+    as outputs: autograd adds them into a leaf's existing ``.grad`` in place, and a ``.grad`` that was None
+    takes the buffer itself (or a copy), which keeps the instance busy until ``.grad`` is set to None or
+    replaced (``optimizer.zero_grad()``); ``meta["means2d"]`` gets its gradient after ``retain_grad()`` as on
+    the eager path, the graph's buffer too. The backward graph takes the images'
     gradients; a backward it cannot serve (a loss of meta's tensors, a second one through the same outputs,
     ``retain_graph=True``, or one after the instance served a later call) runs the call again eagerly for its
     gradients. The ``max_keys`` keys used last keep their graphs; ``clear()`` frees them all.
@@ -229,16 +234,21 @@ class _CapturedCall:
         self.backward_generation = -1  # and only once (the replay of its backward frees what it saved)
         self.n_tensors = len(tensors)
         self.present = [i for i, t in enumerate(tensors) if t is not None]
-        self.static = [tensors[i].detach().clone() for i in self.present]  # what the graphs read
+        # what the graphs read: the caller's tensors at these addresses, or (once a call passes others) these
+        # buffers, into which each call's inputs are copied
+        self.addresses = [tensors[i].data_ptr() for i in self.present]
+        self.static: list[Tensor] | None = None
         self._capture(tensors, bound)
         self._count_holders()
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
         self.means2d_gradient: Tensor | None = None
+        self.input_gradients: list[Tensor | None] = []
         self.backward_graph: torch.cuda.CUDAGraph | None = None
+        read = self.static if self.static is not None else [tensors[i] for i in self.present]
         inputs: list[Tensor | None] = [None] * self.n_tensors
-        for i, static in zip(self.present, self.static):
-            inputs[i] = static.detach().requires_grad_(self.needs_grad and tensors[i].requires_grad)
+        for i, source in zip(self.present, read):
+            inputs[i] = source.detach().requires_grad_(self.needs_grad and tensors[i].requires_grad)
         wants = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -261,15 +271,15 @@ class _CapturedCall:
         self.counted = torch.cuda.Event(external=True)
         del colors, alphas, meta
 
-        read = {t.untyped_storage()._cdata for t in self.static}
+        read = {t.untyped_storage()._cdata for t in read}
         pool = torch.cuda.graph_pool_handle()
         self.forward_graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode="thread_local"):
             colors, alphas, meta = self.run(*inputs, max_intersections=bound,
                                             count_signal=(self.count_host, self.counted))
-            for name, value in meta.items():  # (one camera's opacities are a view of the caller's)
+            for name, value in meta.items():  # (one camera's opacities are a view of the input)
                 if isinstance(value, Tensor) and value.untyped_storage()._cdata in read:
-                    meta[name] = value.clone()  # (the next call's inputs are copied there)
+                    meta[name] = value.clone()  # (the next call's inputs are there)
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
         outputs = self._returned(colors, alphas, meta)
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
@@ -302,11 +312,11 @@ class _CapturedCall:
         return [colors, alphas] + [meta[k] for k in self.names]
 
     def _count_holders(self) -> None:
-        """How many tensors hold each buffer the graphs return (outputs, means2d's gradient), right after a
-        capture (its locals, and the captured autograd graph with them, gone): more later means a caller
-        holds one."""
+        """How many tensors hold each buffer the graphs return (outputs, the gradients), right after a capture
+        (its locals, and the captured autograd graph with them, gone): more later means a caller holds one."""
         gc.collect()
-        returned = self.outputs + ([self.means2d_gradient] if self.means2d_gradient is not None else [])
+        gradients = [g for g in self.input_gradients + [self.means2d_gradient] if g is not None]
+        returned = self.outputs + gradients
         written = {o.untyped_storage()._cdata for o in returned}
         self.storages = [(cdata, _storage_use_count(cdata)) for cdata in written]
 
@@ -319,8 +329,14 @@ class _CapturedCall:
         return False
 
     def replay(self, tensors: Sequence[Tensor | None]):
-        with torch.no_grad():  # (a copy from a tensor that needs a gradient would be recorded)
-            torch._foreach_copy_(self.static, [tensors[i] for i in self.present])
+        present = [tensors[i] for i in self.present]
+        if self.static is None and any(t.data_ptr() != a for t, a in zip(present, self.addresses)):
+            self.static = [t.detach().clone() for t in present]  # (the graphs read the caller's tensors no more)
+            self._capture(tensors, self.bound)
+            self._count_holders()
+        if self.static is not None:
+            with torch.no_grad():  # (a copy from a tensor that needs a gradient would be recorded)
+                torch._foreach_copy_(self.static, present)
         self.forward_graph.replay()
         self.generation += 1
         # the host's work for the outputs while the device works; then wait for the count only
@@ -384,14 +400,9 @@ class _CapturedCall:
                 self.grad_outputs[i].zero_()
                 self.zeroed[i] = True
         self.backward_graph.replay()
-        # the inputs' gradients as copies (autograd keeps them as leaves' .grad, which may outlive the next
-        # replay: gradient accumulation); means2d's is the buffer itself (busy() while a caller holds it)
-        held = [g for g in self.input_gradients if g is not None]
-        copies = [torch.empty_like(g) for g in held]
-        if held:
-            torch._foreach_copy_(copies, held)  # one launch for all
-        copies = iter(copies)
-        grads = [None if g is None else next(copies) for g in self.input_gradients]
+        # the buffers themselves, as new tensors: one a caller keeps (a leaf's .grad that was None, what
+        # torch.autograd.grad returns) holds its storage, and busy() sees it
+        grads = [None if g is None else g.detach() for g in self.input_gradients]
         return [None if k is None else grads[k] for k in self.input_gradient], self.means2d_gradient
 
 

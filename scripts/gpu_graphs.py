@@ -184,8 +184,10 @@ def rules() -> None:
                 p.grad = None
             raw_opacity.grad = None
     trained = replays[0]
+    copying = [[c.static is not None for c in v] for v in entries.values()]
     say(f"- training loop (sigmoid opacities made each step, outputs held until the next step): "
-        f"{trained} of 20 steps replayed; keys {len(entries)}, instances {[len(v) for v in entries.values()]}")
+        f"{trained} of 20 steps replayed; keys {len(entries)}, instances {[len(v) for v in entries.values()]}, "
+        f"reading copies of the inputs {copying}")
     # gradients accumulated over steps, never zeroed (the benchmarks' loop)
     graphs.RASTERIZATION_GRAPHS.clear()
     replays[0] = 0
@@ -193,7 +195,9 @@ def rules() -> None:
         colors, alphas, info = instant4d.rasterization(*params, tensors[5], tensors[6], px, px, packed=False)
         (colors.sum() + alphas.sum()).backward()
     graphs._CapturedCall.replay = original
-    say(f"- gradients accumulated over 20 steps, never zeroed: {replays[0]} replayed")
+    copying = [[c.static is not None for c in v] for v in entries.values()]
+    say(f"- gradients accumulated over 20 steps, never zeroed: {replays[0]} replayed; instances reading copies "
+        f"of the inputs {copying} (the same tensors each step: none)")
     for p in params:
         p.grad = None
 
@@ -278,6 +282,37 @@ def rules() -> None:
     worst = max(max_abs(g, f) / float(f.abs().max()) for g, f in zip(again, once))
     say(f"- second backward after the instance served two more calls: gradients against the first, max rel {worst:.1e}")
     del loss
+
+    # the inputs' gradients are the graph's buffers: one a caller keeps keeps its instance busy, and is intact
+    # after other calls' backwards
+    for _ in range(3):
+        call(leaves, px, True)
+    c, a, m = call(leaves, px, True)
+    kept = torch.autograd.grad((c.sum(),), leaves[:5])
+    snapshot = [g.clone() for g in kept]
+    del c, a, m
+    for scale in (2.0, 3.0):
+        c, a, m = call(leaves, px, True)
+        other = torch.autograd.grad((scale * c.sum(),), leaves[:5])
+        del c, a, m
+    intact = all(torch.equal(k, s) for k, s in zip(kept, snapshot))
+    worst = max(max_abs(o, 3.0 * s) / float(3.0 * s.abs().max()) for o, s in zip(other, snapshot))
+    say(f"- gradients kept from torch.autograd.grad: intact after two more calls' backwards {intact}; the last "
+        f"call's (a 3x loss) against 3x the kept, max rel {worst:.1e}")
+    for t in leaves:  # a .grad that was None takes the buffer itself: set to None, the instance is free again
+        t.grad = None
+    c, a, m = call(leaves, px, True)
+    c.sum().backward()
+    del c, a, m
+    held = [t.grad.clone() for t in leaves[:5]]
+    c, a, m = call(leaves, px, True)
+    c.sum().backward()  # (another instance, or eagerly: the first one's buffers are the leaves' .grad)
+    del c, a, m
+    worst = max(max_abs(t.grad, 2 * h) / float(h.abs().max()) for t, h in zip(leaves[:5], held))
+    say(f"- .grad taken from None, then a second step accumulated on top: against 2x the first, max rel {worst:.1e}")
+    del kept, other, snapshot, held
+    for t in leaves:
+        t.grad = None
 
     # threads rendering the same call at once
     reference = call(tensors, px, False)[0]

@@ -109,3 +109,37 @@ def test_cpu_calls_run_eagerly(cuda_graphs):
         out = instant4d.rasterization(*args, packed=False, backend="torch", cuda_graphs=cuda_graphs)
     assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
     assert not graphs.RASTERIZATION_GRAPHS._entries
+
+
+def test_a_kept_gradient_buffer_keeps_the_instance_busy():
+    # a replay's backward hands autograd the graph's gradient buffers as new tensors: whoever keeps one (a leaf's
+    # .grad that was None, torch.autograd.grad's result) holds its storage, and busy() sees it until dropped
+    buffer = torch.full((3,), 2.0)
+    call = object.__new__(graphs._CapturedCall)
+    call.pending = 0
+    call.outputs, call.input_gradients, call.means2d_gradient = [torch.zeros(2)], [buffer, None], None
+    call._count_holders()
+    assert not call.busy()
+
+    class Replayed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, g):
+            return buffer.detach()
+
+    leaf = torch.zeros(3, requires_grad=True)
+    Replayed.apply(leaf).sum().backward()  # .grad was None: it takes the buffer, or a copy of it
+    assert torch.equal(leaf.grad, buffer)
+    assert call.busy() == (leaf.grad.untyped_storage()._cdata == buffer.untyped_storage()._cdata)
+    leaf.grad = None
+    assert not call.busy()
+    leaf.grad = torch.ones(3)
+    Replayed.apply(leaf).sum().backward()  # added into the existing .grad: nothing kept
+    assert torch.equal(leaf.grad, torch.full((3,), 3.0)) and not call.busy()
+    kept = torch.autograd.grad(Replayed.apply(leaf).sum(), leaf)[0]
+    assert torch.equal(kept, buffer) and call.busy()
+    del kept
+    assert not call.busy()
