@@ -133,10 +133,14 @@ def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
     return options, tuple(described), needs_grad and torch.is_grad_enabled()
 
 
-def eligible(options, n: int, n_images: int) -> bool:
-    """Whether a checked call (rasterization()'s RenderOptions, N Gaussians, I images) may be captured."""
-    return (options.backend == "triton" and 0 < n * n_images <= GRAPH_MAX_GAUSSIAN_IMAGES
-            and options.width * options.height * n_images <= GRAPH_MAX_PIXELS)
+def may_serve(means, viewmats, width, height) -> bool:
+    """Whether a call's sizes (means [..., N, 3], viewmats [..., C, 4, 4], the image's) are within the bounds
+    above; False for inputs that rasterization()'s checks refuse. Asked first: a call beyond them needs no key."""
+    if not (isinstance(means, Tensor) and isinstance(viewmats, Tensor) and means.dim() >= 2 and viewmats.dim() >= 3
+            and type(width) is int and type(height) is int):
+        return False
+    n_images = math.prod(means.shape[:-2]) * viewmats.shape[-3]
+    return 0 < means.shape[-2] * n_images <= GRAPH_MAX_GAUSSIAN_IMAGES and width * height * n_images <= GRAPH_MAX_PIXELS
 
 
 class RasterizationGraphs:

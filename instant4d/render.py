@@ -131,7 +131,8 @@ def rasterization(
     tensors = (means, quats if covars is None else None, scales if covars is None else None, opacities, colors,
                viewmats, Ks, backgrounds, covars)
     graph_key = None
-    if cuda_graphs and not packed and max_intersections is None and not deterministic and not absgrad:
+    if (cuda_graphs and not packed and max_intersections is None and not deterministic and not absgrad
+            and graphs.may_serve(means, viewmats, width, height)):
         graph_key = graphs.call_key(tensors, (width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree,
                                               tile_size, render_mode, rasterize_mode, channel_chunk, backend))
         if graph_key is not None:
@@ -199,7 +200,7 @@ def rasterization(
     backend = resolve_backend(backend, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
     options = RenderOptions(width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree, packed, tile_size,
                             render_mode, rasterize_mode, channel_chunk, absgrad, deterministic, backend)
-    if graph_key is not None and graphs.eligible(options, n, math.prod(batch_dims) * n_cameras):
+    if graph_key is not None and backend == "triton":  # (the graphs capture our kernels only)
         replayed = graphs.RASTERIZATION_GRAPHS.capture(graph_key, functools.partial(_render, options=options), tensors)
         if replayed is not None:
             return replayed

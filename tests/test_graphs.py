@@ -16,7 +16,6 @@ from instant4d import graphs
 from instant4d.gaussians import head_like_scene
 from instant4d.graphs import CudaGraphFrame
 from instant4d.model import Avatar, EncoderConfig
-from instant4d.render import RenderOptions
 
 
 def test_cpu_inputs_are_refused():
@@ -40,11 +39,6 @@ def test_no_graph_serves_cpu_tensors():
     assert graphs.call_key((torch.zeros(4, 3), None), (64, 64)) is None
 
 
-def _options(backend="triton", width=512, height=512):
-    return RenderOptions(width, height, 0.01, 1e10, 0.0, 0.3, None, False, 16, "RGB", "classic", 32, False, False,
-                         backend)
-
-
 @pytest.mark.parametrize("n, images, width, expected", [
     (100_000, 1, 512, True),
     (graphs.GRAPH_MAX_GAUSSIAN_IMAGES, 1, 512, True),
@@ -55,11 +49,22 @@ def _options(backend="triton", width=512, height=512):
     (0, 1, 512, False),
 ])
 def test_which_calls_graphs_may_serve(n, images, width, expected):
-    assert graphs.eligible(_options(width=width, height=width), n, images) is expected
+    means = torch.zeros(()).expand(n, 3)  # (no memory: only the shapes count)
+    viewmats = torch.zeros(()).expand(images, 4, 4)
+    assert graphs.may_serve(means, viewmats, width, width) is expected
+    # the images split between a batch dim and the cameras count alike
+    if images == 8:
+        assert graphs.may_serve(means.expand(2, n, 3), viewmats[:4].expand(2, 4, 4, 4), width, width) is expected
 
 
-def test_only_our_kernels_are_captured():
-    assert not graphs.eligible(_options(backend="torch"), 1000, 1)
+@pytest.mark.parametrize("means, viewmats, width", [
+    (None, torch.eye(4)[None], 64),  # not tensors, or too few dims: rasterization()'s checks say why
+    (torch.zeros(3), torch.eye(4)[None], 64),
+    (torch.zeros(10, 3), torch.eye(4), 64),
+    (torch.zeros(10, 3), torch.eye(4)[None], 64.0),
+])
+def test_malformed_calls_get_no_graph(means, viewmats, width):
+    assert not graphs.may_serve(means, viewmats, width, 64)
 
 
 def test_first_call_with_a_key_only_registers_it():
