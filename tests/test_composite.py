@@ -181,3 +181,31 @@ def test_loss_of_one_output_matches_twin(interpret_triton, output):
         grads.append([t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs])
     for name, a, e in zip(NAMES[2:6], *grads):
         assert_close(a, e, f"{name} ({output} alone)", atol=1e-4 * max(float(e.abs().max()), 1.0))
+
+
+@pytest.mark.parametrize("layout", ["broadcast", "rows and columns swapped", "image dims swapped"])
+def test_image_gradients_of_any_layout_match_twin(interpret_triton, layout):
+    """The backward reads the images' gradients through their strides: a .sum() loss's broadcast gradient (strides
+    0), a transposed one, and one whose image dims no single stride walks (read from a dense copy)."""
+    s = random_splats(6, 33, 24, 20, 3, 11, 16)
+    height, width = 20, 24
+    g = torch.Generator().manual_seed(5)
+    weights = [torch.rand(3, 2, width, height, c, generator=g, dtype=torch.float64) for c in (3, 1)]
+    swapped = [w.reshape(2, 3, width, height, -1) for w in weights]  # (colors.transpose(-3, -2)'s shape, dense)
+    grads = []
+    for dtype, backend in ((torch.float32, "triton"), (torch.float64, "torch")):
+        inputs = [s[k].to(dtype).reshape(2, 3, 33, -1).squeeze(-1).clone().requires_grad_()
+                  for k in ("means2d", "conics", "colors", "opacities")]
+        colors, alphas = rasterize_to_pixels(*inputs, width, height, 16, s["isect_offsets"].reshape(2, 3, 2, 2),
+                                             s["flatten_ids"], backend=backend)
+        if layout == "broadcast":
+            loss = 0.7 * colors.sum() + 0.3 * alphas.sum()
+        elif layout == "rows and columns swapped":
+            # the gradient: rows a channel apart, columns a column of the weights apart
+            loss = sum((x.transpose(-3, -2) * w.to(dtype)).sum() for x, w in zip((colors, alphas), swapped))
+        else:
+            loss = sum((x.permute(1, 0, 3, 2, 4) * w.to(dtype)).sum() for x, w in zip((colors, alphas), weights))
+        loss.backward()
+        grads.append([t.grad for t in inputs])
+    for name, a, e in zip(NAMES[2:6], *grads):
+        assert_close(a, e, f"{name} ({layout})", atol=1e-4 * max(float(e.abs().max()), 1.0))

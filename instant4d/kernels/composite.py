@@ -206,6 +206,8 @@ if triton is not None:
         flatten_ids_ptr, out_alphas_ptr, last_ids_ptr, v_out_colors_ptr, v_out_alphas_ptr,
         v_means2d_ptr, v_absgrad_ptr, v_conics_ptr, v_colors_ptr, v_opacities_ptr, records_ptr,
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
+        g_image_stride, g_row_stride, g_column_stride, g_channel_stride, ga_image_stride, ga_row_stride,
+        ga_column_stride,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
         BATCH: tl.constexpr, PIXELS: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
         HAS_V_ALPHAS: tl.constexpr, ABSGRAD: tl.constexpr, DETERMINISTIC: tl.constexpr, RECORD_WIDTH: tl.constexpr,
@@ -219,13 +221,21 @@ if triton is not None:
             image_height, TILE, TILE_PAD, HAS_MASK, PIXELS)
         ch = tl.arange(0, CHANNELS_PAD)
         ch_ok = ch < CHANNELS
-        g_col = tl.load(v_out_colors_ptr + pixel[None, :] * CHANNELS + ch[:, None],
+        # the images' gradients are read through their strides: a loss's broadcast gradient (.sum(): strides 0)
+        # needs no dense copy
+        image64 = image.to(tl.int64)
+        in_image = pixel - image64 * image_height * image_width
+        row = in_image // image_width
+        column = in_image % image_width
+        g_at = image64 * g_image_stride + row * g_row_stride + column * g_column_stride
+        g_col = tl.load(v_out_colors_ptr + g_at[None, :] + ch[:, None] * g_channel_stride,
                         mask=inside[None, :] & ch_ok[:, None], other=0.0)  # [CHANNELS_PAD, P]
         final_t = 1.0 - tl.load(out_alphas_ptr + pixel, mask=inside, other=0.0)
         last = tl.load(last_ids_ptr + pixel, mask=inside, other=-1)
         g_final = tl.zeros([PIXELS], tl.float32)
         if HAS_V_ALPHAS:
-            g_final = tl.load(v_out_alphas_ptr + pixel, mask=inside, other=0.0) * final_t
+            ga_at = image64 * ga_image_stride + row * ga_row_stride + column * ga_column_stride
+            g_final = tl.load(v_out_alphas_ptr + ga_at, mask=inside, other=0.0) * final_t
         # walking back from the last composited Gaussian: the transmittance before the Gaussian walked
         # last, and "rest", the gradient's dot product with everything composited behind it
         transmittance = final_t
@@ -431,8 +441,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         width, height = ctx.size
         absgrad = ctx.absgrad_target is not None
         channels = ctx.channels
-        if v_out_colors is None:  # a loss of the alphas alone
-            v_out_colors = out_alphas.new_zeros((*out_alphas.shape[:-1], channels))
+        if v_out_colors is None:  # a loss of the alphas alone (zeros read through strides of 0)
+            v_out_colors = out_alphas.new_zeros(()).expand(*out_alphas.shape[:-1], channels)
         if ctx.deterministic:  # a record per intersection, summed per Gaussian afterwards (no atomics)
             record_width = 6 + channels + (2 if absgrad else 0)
             records = torch.zeros(flatten_ids.numel(), record_width, device=means2d.device, dtype=torch.float32)
@@ -448,13 +458,15 @@ class _RasterizeToPixels(torch.autograd.Function):
         tile_height, tile_width = isect_offsets.shape[-2:]
         n_flat_tiles = math.prod(isect_offsets.shape)
         config = _launch_config(channels, ctx.tile_size, backward=True, deterministic=ctx.deterministic)
+        g_colors = _per_image(v_out_colors, height, width)
+        g_alphas = _per_image(v_out_alphas if v_out_alphas is not None else out_alphas, height, width)
         if n_flat_tiles > 0:
             launch_kernel(_composite_backward_kernel, (_programs(n_flat_tiles, config),),
                 means2d, conics, colors, opacities, backgrounds if backgrounds is not None else out_alphas,
                 masks if masks is not None else isect_offsets, isect_offsets, flatten_ids, out_alphas, last_ids,
-                v_out_colors.contiguous(), v_out_alphas.contiguous() if v_out_alphas is not None else out_alphas,
-                v_means2d, v_absgrad, v_conics, v_colors, v_opacities, records,
+                g_colors, g_alphas, v_means2d, v_absgrad, v_conics, v_colors, v_opacities, records,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
+                *g_colors.stride(), *g_alphas.stride()[:3],
                 HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None,
                 HAS_V_ALPHAS=v_out_alphas is not None, ABSGRAD=absgrad,
                 DETERMINISTIC=ctx.deterministic,
@@ -475,6 +487,17 @@ class _RasterizeToPixels(torch.autograd.Function):
             v_backgrounds = (v_out_colors * (1.0 - out_alphas)).sum(dim=(-3, -2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
         return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 9)
+
+
+def _per_image(gradient: Tensor, height: int, width: int) -> Tensor:
+    """An image gradient [..., H, W, D] as [images, H, W, D], a view where the leading dims allow one (a broadcast
+    gradient keeps its strides of 0), else a dense float32 copy."""
+    if gradient.dtype == torch.float32:
+        try:
+            return gradient.view(-1, height, width, gradient.shape[-1])
+        except RuntimeError:  # leading dims that no single stride walks
+            pass
+    return gradient.float().contiguous().view(-1, height, width, gradient.shape[-1])
 
 
 def rasterize_to_pixels(
