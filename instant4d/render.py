@@ -112,8 +112,9 @@ def rasterization(
     backward sums per-intersection records in sorted order instead of using float atomics.
 
     ``cuda_graphs``: calls that repeat (same shapes and options; CUDA, unpacked, small enough, see
-    ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward, their
-    inputs copied in: most of a small call's host time goes, the graphs keep their buffers between calls,
+    ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward (inputs
+    read in place or copied in, gradients handed out as the graphs' buffers, busy while kept): most of a
+    small call's host time goes, the graphs keep their buffers between calls,
     and results equal the eager path's to float rounding (the bounded intersection buffers' kernels).
 
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
