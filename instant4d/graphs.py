@@ -94,8 +94,8 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time, and a
-# graph keeps its buffers between calls: 1.4-2.6x the memory of gsplat's call, where the eager call needs less
-# (docs/benchmarks.md, 2026-11-27 20:44 and 20:51). On an H100, 20k / 512² / 8 cameras (2^21 pixels) gained 4-9%
+# graph keeps its buffers between calls: 1.09-1.74x the memory of gsplat's call, where the eager call needs less
+# (docs/benchmarks.md, 2026-11-27 22:09 and 22:16). On an H100, 20k / 512² / 8 cameras (2^21 pixels) gained 4-9%
 # from its graphs at 1.9x the eager memory. 250k / 1024² / 1 gained 4-9% too, but eagerly its forward tied
 # gsplat's in a run whose host was slow (21:06): it stays replayed.
 GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call
@@ -275,14 +275,14 @@ class _CapturedCall:
         self.counted = torch.cuda.Event(external=True)
         del colors, alphas, meta
 
-        read = {t.untyped_storage()._cdata for t in read}
+        read_storages = {t.untyped_storage()._cdata for t in read}
         pool = torch.cuda.graph_pool_handle()
         self.forward_graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode="thread_local"):
             colors, alphas, meta = self.run(*inputs, max_intersections=bound,
                                             count_signal=(self.count_host, self.counted))
             for name, value in meta.items():  # (one camera's opacities are a view of the input)
-                if isinstance(value, Tensor) and value.untyped_storage()._cdata in read:
+                if isinstance(value, Tensor) and value.untyped_storage()._cdata in read_storages:
                     meta[name] = value.clone()  # (the next call's inputs are there)
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
         outputs = self._returned(colors, alphas, meta)
@@ -346,7 +346,7 @@ class _CapturedCall:
         # the host's work for the outputs while the device works; then wait for the count only
         outputs = [o.detach() for o in self.outputs]
         if self.needs_grad:  # the differentiable outputs come from autograd's node for the replay
-            replayed = _ReplayedRasterization.apply(self, *[tensors[i] for i in self.present])
+            replayed = _ReplayedRasterization.apply(self, *present)
             for i, o in zip(self.differentiable, (replayed,) if isinstance(replayed, Tensor) else replayed):
                 outputs[i] = o
             del replayed
