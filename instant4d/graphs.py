@@ -133,6 +133,11 @@ def call_key(tensors: Sequence[Tensor | None], options: tuple) -> tuple | None:
     return options, tuple(described), needs_grad and torch.is_grad_enabled()
 
 
+def is_one_value(gradient: Tensor) -> bool:
+    """Whether an image's gradient is one value read everywhere (strides of 0, as a ``.sum()`` loss gives)."""
+    return all(stride == 0 for stride in gradient.stride())
+
+
 def may_serve(means, viewmats, width, height) -> bool:
     """Whether a call's sizes (means [..., N, 3], viewmats [..., C, 4, 4], the image's) are within the bounds
     above; False for inputs that rasterization()'s checks refuse. Asked first: a call beyond them needs no key."""
@@ -151,8 +156,11 @@ class RasterizationGraphs:
     were when captured, as long as calls pass tensors there (parameters rendered step after step, a scene
     rendered again: no copy, no memory of their own); once a call passes tensors elsewhere (activations made
     each step), the instance is captured again reading buffers of its own, and each call's inputs are copied
-    into them (one multi-tensor copy). The first call with a key runs eagerly,
-    the second is captured (intersection buffers ``headroom`` times the count) and later ones are replayed.
+    into them (one multi-tensor copy). The first call with a key runs eagerly, the second is captured
+    (intersection buffers ``headroom`` times the count) and later ones are replayed. The first call's backward
+    tells whether each image's gradient is one value (a ``.sum()`` loss's, strides of 0; ``note_gradients``):
+    the backward graph then keeps that value instead of an image-sized buffer, until a call's gradient is not
+    one value and the instance is captured again with image buffers.
     A replay waits only until the intersection count is known; if the buffers are too small for it, the
     call is captured again with larger ones before anything is returned.
 
@@ -173,6 +181,8 @@ class RasterizationGraphs:
         self.max_keys, self.instances, self.headroom = max_keys, instances, headroom
         self._entries: OrderedDict[tuple, list[_CapturedCall]] = OrderedDict()
         self._uncapturable: set = set()
+        # per key: whether each image's gradient (colours, alphas) was one value, from the first call's backward
+        self._one_value: dict[tuple, list[bool]] = {}
         self._lock = threading.Lock()  # threads that render at once take instances one at a time
 
     def replay(self, key: tuple, tensors: Sequence[Tensor | None]):
@@ -202,14 +212,15 @@ class RasterizationGraphs:
         if entry is None:
             self._entries[key] = []
             while len(self._entries) > self.max_keys:
-                self._entries.popitem(last=False)
+                self._one_value.pop(self._entries.popitem(last=False)[0], None)
             return None
         if len(entry) >= self.instances:
             return None
         bound = max((call.bound for call in entry), default=1)
         try:
             needs_grad = key[-1]  # (call_key's last item: whether autograd records)
-            call = _CapturedCall(run, tensors, needs_grad, bound, self.headroom)
+            noted = self._one_value.setdefault(key, [False, False])  # (no backward seen yet: image buffers)
+            call = _CapturedCall(run, tensors, needs_grad, bound, self.headroom, noted)
         except RuntimeError as error:  # e.g. a stage that waits for the device: this key stays eager
             warnings.warn(f"instant4d: a rasterization() call could not be captured in a CUDA graph ({error}); "
                           "calls like it run eagerly")
@@ -220,19 +231,38 @@ class RasterizationGraphs:
         entry.append(call)
         return call.replay(tensors)
 
+    def note_gradients(self, key: tuple, colors: Tensor, alphas: Tensor) -> None:
+        """For an eager call with ``key`` before any capture for it: hooks on its images that note whether their
+        gradients are one value each (an image that gets none counts as one value, zero)."""
+        with self._lock:
+            if key not in self._entries or key in self._one_value or not (colors.requires_grad or alphas.requires_grad):
+                return
+
+        def note(index: int, gradient: Tensor) -> None:
+            noted = self._one_value.setdefault(key, [True, True])
+            noted[index] = noted[index] and is_one_value(gradient)
+
+        for index, image in enumerate((colors, alphas)):
+            if image.requires_grad:
+                image.register_hook(lambda gradient, index=index: note(index, gradient))
+
     def clear(self) -> None:
         """Free every graph (their memory goes back when no tensor they returned is alive)."""
         with self._lock:
             self._entries.clear()
             self._uncapturable.clear()
+            self._one_value.clear()
 
 
 class _CapturedCall:
     """One instance: the forward graph, the backward graph when autograd records, their buffers."""
 
     def __init__(self, run: Callable, tensors: Sequence[Tensor | None], needs_grad: bool, bound: int,
-                 headroom: float):
+                 headroom: float, one_value: list[bool]):
         self.run, self.needs_grad, self.headroom = run, needs_grad, headroom
+        # whether each image's gradient (colours, alphas) is one value: the key's list, shared by its instances;
+        # a backward whose gradient is not turns it False for good, and the next replay captures image buffers
+        self.one_value = one_value
         self.pending = 0  # replayed forwards whose backward may still read the buffers
         self.generation = 0  # forward replays so far: a backward replays only for the latest one,
         self.backward_generation = -1  # and only once (the replay of its backward frees what it saved)
@@ -246,9 +276,12 @@ class _CapturedCall:
         self._count_holders()
 
     def _capture(self, tensors: Sequence[Tensor | None], bound: int) -> None:
+        # (the buffers of an earlier capture go first: the instance is free, nothing else holds them)
+        self.forward_graph = self.backward_graph = None
+        self.outputs, self.grad_outputs, self.grad_targets = [], [], []
         self.means2d_gradient: Tensor | None = None
         self.input_gradients: list[Tensor | None] = []
-        self.backward_graph: torch.cuda.CUDAGraph | None = None
+        self.captured_one_value = tuple(self.one_value)
         read = self.static if self.static is not None else [tensors[i] for i in self.present]
         inputs: list[Tensor | None] = [None] * self.n_tensors
         for i, source in zip(self.present, read):
@@ -265,9 +298,10 @@ class _CapturedCall:
                 bound = math.ceil(needed * self.headroom)
             # the tensors a call returns: the images, then meta's (its count is the eager path's None)
             self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
-            outputs = [o for o in (colors, alphas) if o.requires_grad]  # (what the backward graph takes)
-            if wants and outputs:
-                torch.autograd.grad(outputs, [inputs[i] for i in wants], [torch.ones_like(o) for o in outputs],
+            outputs = [(o, one) for o, one in zip((colors, alphas), self.one_value) if o.requires_grad]
+            if wants and outputs:  # (what the backward graph takes, in the layout it will read)
+                torch.autograd.grad([o for o, _ in outputs], [inputs[i] for i in wants],
+                                    [_gradient_buffer(o, one).fill_(1.0).expand(o.shape) for o, one in outputs],
                                     allow_unused=True)
             del outputs
         torch.cuda.current_stream().wait_stream(side)
@@ -296,7 +330,10 @@ class _CapturedCall:
         self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
         if self.needs_grad and self.replayable:
             images = [outputs[self.differentiable[k]] for k in self.replayable]
-            self.grad_outputs = [torch.zeros_like(o) for o in images]
+            # an image's gradient buffer, or one value read with strides of 0 (filled in place: grad_targets)
+            self.grad_targets = [_gradient_buffer(o, self.one_value[self.differentiable[k]])
+                                 for o, k in zip(images, self.replayable)]
+            self.grad_outputs = [t.expand(o.shape) for t, o in zip(self.grad_targets, images)]
             self.zeroed = [True] * len(images)
             targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
             self.backward_graph = torch.cuda.CUDAGraph()
@@ -336,6 +373,9 @@ class _CapturedCall:
         present = [tensors[i] for i in self.present]
         if self.static is None and any(t.data_ptr() != a for t, a in zip(present, self.addresses)):
             self.static = [t.detach().clone() for t in present]  # (the graphs read the caller's tensors no more)
+            self._capture(tensors, self.bound)
+            self._count_holders()
+        elif tuple(self.one_value) != self.captured_one_value:  # a gradient was not one value: image buffers
             self._capture(tensors, self.bound)
             self._count_holders()
         if self.static is not None:
@@ -387,27 +427,41 @@ class _CapturedCall:
         present = [tensors[i] for i in self.present]
         return [next(got) if t.requires_grad else None for t in present], means2d
 
+    def note(self, grads: Sequence[Tensor | None]) -> None:
+        """Turn ``one_value`` False for good for an image whose gradient is not one value."""
+        for k in self.replayable:
+            if grads[k] is not None and not is_one_value(grads[k]):
+                self.one_value[self.differentiable[k]] = False
+
     def replays(self, grads: Sequence[Tensor | None]) -> bool:
-        """Whether the backward graph serves these gradients of the differentiable outputs (the images' alone)."""
-        return self.backward_graph is not None and all(
-            g is None for k, g in enumerate(grads) if k not in self.replayable)
+        """Whether the backward graph serves these gradients of the differentiable outputs: the images' alone,
+        each one value where its buffer holds one value."""
+        if self.backward_graph is None or any(g is not None for k, g in enumerate(grads) if k not in self.replayable):
+            return False
+        return all(grads[k] is None or t.dim() > 0 or is_one_value(grads[k])
+                   for k, t in zip(self.replayable, self.grad_targets))
 
     def backward(self, grads: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
         """The gradients of the call's inputs, and of means2d, from those of its differentiable outputs
         (``replays(grads)``)."""
         for i, k in enumerate(self.replayable):
-            g = grads[k]
+            g, target = grads[k], self.grad_targets[i]
             if g is not None:
-                self.grad_outputs[i].copy_(g)
+                target.copy_(g if target.dim() else g.as_strided((), ()))
                 self.zeroed[i] = False
             elif not self.zeroed[i]:
-                self.grad_outputs[i].zero_()
+                target.zero_()
                 self.zeroed[i] = True
         self.backward_graph.replay()
         # the buffers themselves, as new tensors: one a caller keeps (a leaf's .grad that was None, what
         # torch.autograd.grad returns) holds its storage, and busy() sees it
         grads = [None if g is None else g.detach() for g in self.input_gradients]
         return [None if k is None else grads[k] for k in self.input_gradient], self.means2d_gradient
+
+
+def _gradient_buffer(image: Tensor, one: bool) -> Tensor:
+    """A zero gradient buffer for ``image``: the image's shape, or one value (0 dims) when ``one``."""
+    return image.new_zeros(()) if one else torch.zeros_like(image)
 
 
 class _Reservation:
@@ -450,6 +504,7 @@ class _ReplayedRasterization(torch.autograd.Function):
     def backward(ctx, *grads: Tensor | None):
         call = ctx.call
         inputs = ctx.saved_tensors[:len(call.present)]  # (unpacking checks what was changed in place)
+        call.note(grads)
         if (ctx.generation == call.generation and call.backward_generation != ctx.generation
                 and call.replays(grads)):
             call.backward_generation = ctx.generation

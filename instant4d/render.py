@@ -205,7 +205,10 @@ def rasterization(
         replayed = graphs.RASTERIZATION_GRAPHS.capture(graph_key, functools.partial(_render, options=options), tensors)
         if replayed is not None:
             return replayed
-    return _render(*tensors, options=options, max_intersections=max_intersections)
+    render_colors, render_alphas, meta = _render(*tensors, options=options, max_intersections=max_intersections)
+    if graph_key is not None and backend == "triton":
+        graphs.RASTERIZATION_GRAPHS.note_gradients(graph_key, render_colors, render_alphas)
+    return render_colors, render_alphas, meta
 
 
 class RenderOptions(NamedTuple):

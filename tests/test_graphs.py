@@ -97,12 +97,51 @@ def test_backward_graph_serves_the_images_gradients_alone():
     call.differentiable = [0, 1, 3, 4]
     call.replayable = [0, 1]
     call.backward_graph = object()
-    g = torch.ones(1)
+    call.grad_targets = [torch.zeros(2, 2), torch.zeros(2, 1)]  # image-sized buffers take any gradient
+    g = torch.ones(2, 2)
     assert call.replays([g, None, None, None])
-    assert call.replays([None, g, None, None])
+    assert call.replays([None, g[:, :1], None, None])
     assert not call.replays([g, None, None, g])  # a loss of meta's depths
     call.backward_graph = None  # nothing captured (no image needs a gradient)
     assert not call.replays([g, None, None, None])
+
+
+def test_one_value_gradient_buffers_take_one_value_alone():
+    # a backward graph captured for a .sum() loss keeps one value per image: a gradient that is not one value is
+    # recomputed, and turns the key's note False for good (the next replay captures image-sized buffers)
+    call = object.__new__(graphs._CapturedCall)
+    call.differentiable, call.replayable = [0, 1], [0, 1]
+    call.backward_graph = object()
+    call.grad_targets = [torch.zeros(()), torch.zeros(())]
+    call.one_value = [True, True]
+    summed = torch.ones(()).expand(1, 4, 4, 3)  # what a .sum() loss gives the image
+    dense = torch.rand(1, 4, 4, 3)
+    assert call.replays([summed, None]) and call.replays([None, None])
+    call.note([summed, None])
+    assert call.one_value == [True, True]
+    assert not call.replays([dense, None])
+    call.note([dense, None])
+    assert call.one_value == [False, True]
+
+
+@pytest.mark.parametrize("loss, expected", [
+    (lambda c, a: c.sum(), [True, True]),  # the alphas get no gradient: one value, zero
+    (lambda c, a: c.sum() + 2 * a.sum(), [True, True]),
+    (lambda c, a: (c * torch.arange(3.0)).sum(), [False, True]),
+    (lambda c, a: c.sum() + (a - 0.5).square().sum(), [True, False]),
+])
+def test_first_call_notes_whether_each_image_gradient_is_one_value(loss, expected):
+    cache = graphs.RasterizationGraphs()
+    key = ("k",)
+    leaf = torch.rand(1, 4, 4, 3, requires_grad=True)
+    cache.note_gradients(key, leaf * 1.0, leaf[..., :1] * 1.0)  # not registered yet: no note
+    loss(leaf * 1.0, leaf[..., :1] * 1.0).backward()
+    assert key not in cache._one_value
+    cache.capture(key, None, ())  # registers it: the eager call that follows notes its images' gradients
+    colors, alphas = leaf * 1.0, leaf[..., :1] * 1.0
+    cache.note_gradients(key, colors, alphas)
+    loss(colors, alphas).backward()
+    assert cache._one_value[key] == expected
 
 
 @pytest.mark.parametrize("cuda_graphs", [True, False])
