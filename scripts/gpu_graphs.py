@@ -201,8 +201,38 @@ def rules() -> None:
     for p in params:
         p.grad = None
 
-    # means2d.retain_grad and gradient accumulation
+    # an image gradient that is one value (a .sum() loss's) is kept as one value; a weighted loss with the same key
+    # is then recomputed once, and the instance is captured again with image-sized gradient buffers
     leaves = leaves_of(tensors)
+    graphs.RASTERIZATION_GRAPHS.clear()
+    for _ in range(3):
+        c, a, m = call(leaves, px, True)
+        c.sum().backward()
+    key = next(reversed(entries))
+    summed = [tuple(t.shape) for t in entries[key][0].grad_targets]
+    weights = torch.rand_like(c)
+    del c, a, m
+    steps = []
+    for _ in range(3):
+        for t in leaves:
+            t.grad = None
+        c, a, m = call(leaves, px, True)
+        (c * weights).sum().backward()
+        steps.append([t.grad.clone() for t in leaves[:5]])
+        del c, a, m
+    weighted = [tuple(t.shape) for t in entries[key][0].grad_targets]
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, False)
+    (c * weights).sum().backward()
+    worst = max(max_abs(g, t.grad) / float(t.grad.abs().max()) for step in steps for g, t in zip(step, leaves[:5]))
+    say(f"- image gradient buffers: {summed} after .sum() losses, {weighted} after 3 weighted losses; the weighted "
+        f"steps' gradients against eager, max rel {worst:.1e}")
+    for t in leaves:
+        t.grad = None
+    del c, a, m
+
+    # means2d.retain_grad and gradient accumulation
     for _ in range(3):
         for t in leaves:
             t.grad = None
