@@ -238,9 +238,9 @@ class RasterizationGraphs:
             if key not in self._entries or key in self._one_value or not (colors.requires_grad or alphas.requires_grad):
                 return
 
-        def note(index: int, gradient: Tensor) -> None:
+        def note(index: int, gradient: Tensor | None) -> None:  # (None: the loss does not use this image)
             noted = self._one_value.setdefault(key, [True, True])
-            noted[index] = noted[index] and is_one_value(gradient)
+            noted[index] = noted[index] and (gradient is None or is_one_value(gradient))
 
         for index, image in enumerate((colors, alphas)):
             if image.requires_grad:

@@ -133,12 +133,12 @@ def test_one_value_gradient_buffers_take_one_value_alone():
 def test_first_call_notes_whether_each_image_gradient_is_one_value(loss, expected):
     cache = graphs.RasterizationGraphs()
     key = ("k",)
-    leaf = torch.rand(1, 4, 4, 3, requires_grad=True)
-    cache.note_gradients(key, leaf * 1.0, leaf[..., :1] * 1.0)  # not registered yet: no note
-    loss(leaf * 1.0, leaf[..., :1] * 1.0).backward()
+    leaf = torch.rand(1, 4, 4, 4, requires_grad=True)
+    cache.note_gradients(key, leaf[..., :3] * 1.0, leaf[..., 3:] * 1.0)  # not registered yet: no note
+    loss(leaf[..., :3] * 1.0, leaf[..., 3:] * 1.0).backward()
     assert key not in cache._one_value
     cache.capture(key, None, ())  # registers it: the eager call that follows notes its images' gradients
-    colors, alphas = leaf * 1.0, leaf[..., :1] * 1.0
+    colors, alphas = (leaf * 1.0).split([3, 1], dim=-1)  # (one node: a hook sees None where the loss has no use)
     cache.note_gradients(key, colors, alphas)
     loss(colors, alphas).backward()
     assert cache._one_value[key] == expected
