@@ -296,6 +296,7 @@ class _CapturedCall:
                 if needed <= bound:
                     break
                 bound = math.ceil(needed * self.headroom)
+                del colors, alphas, meta  # (before the next run: two calls' buffers at once would set the peak)
             # the tensors a call returns: the images, then meta's (its count is the eager path's None)
             self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
             outputs = [(o, one) for o, one in zip((colors, alphas), self.one_value) if o.requires_grad]
