@@ -136,7 +136,7 @@ if triton is not None:
         n_isects, n_flat_tiles, n_tiles, tile_width, image_width, image_height,
         TILE: tl.constexpr, TILE_PAD: tl.constexpr, CHANNELS: tl.constexpr, CHANNELS_PAD: tl.constexpr,
         BLOCK_G: tl.constexpr, UNROLL: tl.constexpr, HAS_BACKGROUND: tl.constexpr, HAS_MASK: tl.constexpr,
-        USE_DOT: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr, PIXELS: tl.constexpr,
+        USE_DOT: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr, PIXELS: tl.constexpr, STORE_LAST: tl.constexpr,
     ):
         overflow = False
         if COUNT_ON_DEVICE:  # bounded buffers: the real count is on the device, and may not have fit
@@ -185,7 +185,8 @@ if triton is not None:
                         col_c = tl.load(colors_ptr + ids * CHANNELS + c, mask=in_range, other=0.0)
                         acc += tl.where(ch[:, None] == c, tl.sum(weight * col_c[:, None], axis=0)[None, :], 0.0)
                 transmittance = tl.min(tl.where(included, t_incl, transmittance[None, :]), axis=0)
-                last = tl.max(tl.where(included & valid, j[:, None], last[None, :]), axis=0)
+                if STORE_LAST:
+                    last = tl.max(tl.where(included & valid, j[:, None], last[None, :]), axis=0)
                 done = done | (tl.min(t_incl, axis=0) <= 1e-4)
             alive = tl.sum((done == 0).to(tl.int32), axis=0)
             b += UNROLL * BLOCK_G
@@ -198,7 +199,8 @@ if triton is not None:
         tl.store(out_colors_ptr + pixel[None, :] * CHANNELS + ch[:, None], acc,
                  mask=inside[None, :] & ch_ok[:, None])
         tl.store(out_alphas_ptr + pixel, 1.0 - transmittance, mask=inside)
-        tl.store(last_ids_ptr + pixel, last, mask=inside)
+        if STORE_LAST:
+            tl.store(last_ids_ptr + pixel, last, mask=inside)
 
     @triton.jit
     def _composite_backward_kernel(
@@ -407,7 +409,9 @@ class _RasterizeToPixels(torch.autograd.Function):
         device = means2d.device
         out_colors = torch.empty((*image_dims, height, width, channels), device=device, dtype=torch.float32)
         out_alphas = torch.empty((*image_dims, height, width, 1), device=device, dtype=torch.float32)
-        last_ids = torch.empty((*image_dims, height, width), device=device, dtype=torch.int32)
+        # where each pixel's backward starts: a call that nothing differentiates (inference) keeps none
+        store_last = any(ctx.needs_input_grad[:5])
+        last_ids = torch.empty((*image_dims, height, width), device=device, dtype=torch.int32) if store_last else None
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
         if n_flat_tiles > 0:
@@ -416,10 +420,10 @@ class _RasterizeToPixels(torch.autograd.Function):
                 backgrounds if backgrounds is not None else out_colors,
                 masks if masks is not None else isect_offsets,
                 isect_offsets, flatten_ids, n_isects if n_isects is not None else isect_offsets,
-                out_colors, out_alphas, last_ids,
+                out_colors, out_alphas, last_ids if store_last else out_alphas,
                 flatten_ids.numel(), n_flat_tiles, tile_height * tile_width, tile_width, width, height,
                 HAS_BACKGROUND=backgrounds is not None, HAS_MASK=masks is not None,
-                COUNT_ON_DEVICE=n_isects is not None, **config,
+                COUNT_ON_DEVICE=n_isects is not None, STORE_LAST=store_last, **config,
             )
         # the backward walks each tile back to front from the final transmittance (1 - alpha): it keeps
         # the alphas, not the colours, so the colours can be freed once the loss has used them
@@ -429,7 +433,6 @@ class _RasterizeToPixels(torch.autograd.Function):
         ctx.channels, ctx.tile_size = channels, tile_size
         ctx.absgrad_target, ctx.size, ctx.deterministic = absgrad_target, (width, height), deterministic
         ctx.background_shape = backgrounds.shape if backgrounds is not None else None
-        ctx.mark_non_differentiable(last_ids)
         # an output the loss does not use gets no gradient tensor (None), not one of zeros to read
         ctx.set_materialize_grads(False)
         return out_colors, out_alphas
