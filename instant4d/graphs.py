@@ -94,12 +94,13 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time, and a
-# graph keeps its buffers between calls: 1.09-1.74x the memory of gsplat's call, where the eager call needs less
-# (docs/benchmarks.md, 2026-11-27 22:09 and 22:16). On an H100, 20k / 512² / 8 cameras (2^21 pixels) gained 4-9%
-# from its graphs at 1.9x the eager memory. 250k / 1024² / 1 gained 4-9% too, but eagerly its forward tied
-# gsplat's in a run whose host was slow (21:06): it stays replayed.
+# graph keeps its buffers between calls. On an H100 (docs/benchmarks.md, 2026-11-27 23:33-23:38), replayed calls
+# need 0.88-1.49x the memory of gsplat's forward+backward, and at most gsplat's for a forward alone; 20k / 512² /
+# 8 cameras (2^21 pixels) replayed ran its forward at 1.76x gsplat's, eagerly at 0.92x with the host slow.
+# 250k / 1024² / 1 gained 4-9% from its graphs; eagerly its forward tied gsplat's in a run whose host was slow
+# (21:06): it stays replayed.
 GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call
-GRAPH_MAX_PIXELS = 1 << 20  # W x H x images of one call
+GRAPH_MAX_PIXELS = 1 << 21  # W x H x images of one call
 
 _SCALARS = (int, float, str, bool, type(None))
 # the count of tensors holding a storage: how a graph tells that a tensor it returned is still alive

@@ -44,7 +44,8 @@ def test_no_graph_serves_cpu_tensors():
     (graphs.GRAPH_MAX_GAUSSIAN_IMAGES, 1, 512, True),
     (graphs.GRAPH_MAX_GAUSSIAN_IMAGES // 8 + 1, 8, 64, False),  # over the Gaussian bound
     (1_000, 8, 1024, False),  # over the pixel bound: 8 x 1024² pixels
-    (20_000, 8, 512, False),  # over the pixel bound: 8 x 512² pixels
+    (20_000, 8, 512, True),  # 8 x 512² pixels
+    (1_000, 16, 512, False),  # over the pixel bound: 16 x 512² pixels
     (250_000, 1, 1024, True),
     (0, 1, 512, False),
 ])
