@@ -94,8 +94,8 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time, and a
-# graph keeps its buffers between calls. On an H100 (docs/benchmarks.md, 2026-11-27 23:33-23:38), replayed calls
-# need 0.88-1.49x the memory of gsplat's forward+backward, and at most gsplat's for a forward alone; 20k / 512² /
+# graph keeps its buffers between calls. On an H100 (docs/benchmarks.md, 2026-11-27 23:38 and 23:41), replayed
+# calls need 0.92-1.49x the memory of gsplat's forward+backward, and less than gsplat's forward alone; 20k / 512² /
 # 8 cameras (2^21 pixels) replayed ran its forward at 1.76x gsplat's, eagerly at 0.92x with the host slow.
 # 250k / 1024² / 1 gained 4-9% from its graphs; eagerly its forward tied gsplat's in a run whose host was slow
 # (21:06): it stays replayed.
