@@ -209,3 +209,16 @@ def test_image_gradients_of_any_layout_match_twin(interpret_triton, layout):
         grads.append([t.grad for t in inputs])
     for name, a, e in zip(NAMES[2:6], *grads):
         assert_close(a, e, f"{name} ({layout})", atol=1e-4 * max(float(e.abs().max()), 1.0))
+
+
+def test_a_call_autograd_does_not_record_renders_the_same(interpret_triton):
+    """Under torch.no_grad() the forward skips what only a backward reads (per-pixel last ids), even for inputs that
+    need gradients: what it renders must be a recorded call's, bit for bit."""
+    s = random_splats(2, 70, 40, 36, 3, 9, 16)
+    inputs = [s[k].clone().requires_grad_() for k in ("means2d", "conics", "colors", "opacities")]
+    recorded = rasterize_to_pixels(*inputs, 40, 36, 16, s["isect_offsets"], s["flatten_ids"], backend="triton")
+    with torch.no_grad():
+        unrecorded = rasterize_to_pixels(*inputs, 40, 36, 16, s["isect_offsets"], s["flatten_ids"], backend="triton")
+    assert recorded[0].requires_grad and not unrecorded[0].requires_grad
+    for a, b in zip(recorded, unrecorded):
+        assert torch.equal(a.detach(), b)

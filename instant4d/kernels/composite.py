@@ -401,7 +401,7 @@ def _programs(n_flat_tiles: int, config: dict) -> int:
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, masks, width, height, tile_size,
-                isect_offsets, flatten_ids, n_isects, absgrad_target, deterministic):
+                isect_offsets, flatten_ids, n_isects, absgrad_target, deterministic, recording):
         image_dims = isect_offsets.shape[:-2]
         n_images = math.prod(image_dims)
         tile_height, tile_width = isect_offsets.shape[-2:]
@@ -409,8 +409,9 @@ class _RasterizeToPixels(torch.autograd.Function):
         device = means2d.device
         out_colors = torch.empty((*image_dims, height, width, channels), device=device, dtype=torch.float32)
         out_alphas = torch.empty((*image_dims, height, width, 1), device=device, dtype=torch.float32)
-        # where each pixel's backward starts: a call that nothing differentiates (inference) keeps none
-        store_last = any(ctx.needs_input_grad[:5])
+        # where each pixel's backward starts: a call that nothing differentiates (inference: no input needs a
+        # gradient, or autograd does not record, which forward itself cannot see) keeps none
+        store_last = recording and any(ctx.needs_input_grad[:5])
         last_ids = torch.empty((*image_dims, height, width), device=device, dtype=torch.int32) if store_last else None
         config = _launch_config(channels, tile_size)
         n_flat_tiles = n_images * tile_height * tile_width
@@ -489,7 +490,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         if ctx.needs_input_grad[4]:  # False when there is no background
             v_backgrounds = (v_out_colors * (1.0 - out_alphas)).sum(dim=(-3, -2))
             v_backgrounds = v_backgrounds.reshape(ctx.background_shape)
-        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 9)
+        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 10)
 
 
 def _per_image(gradient: Tensor, height: int, width: int) -> Tensor:
@@ -588,7 +589,7 @@ def composite_checked(means2d, conics, colors, opacities, image_width, image_hei
         float32_contiguous(opacities), None if backgrounds is None else float32_contiguous(backgrounds),
         None if masks is None else masks.contiguous(), image_width, image_height, tile_size,
         isect_offsets.contiguous(), flatten_ids.contiguous(), n_isects, [means2d] if absgrad else None,
-        bool(deterministic))
+        bool(deterministic), torch.is_grad_enabled())
     dtype = means2d.dtype
     if dtype != torch.float32:
         render_colors, render_alphas = render_colors.to(dtype), render_alphas.to(dtype)
