@@ -300,7 +300,7 @@ class _CapturedCall:
                 del colors, alphas, meta  # (before the next run: two calls' buffers at once would set the peak)
             # the tensors a call returns: the images, then meta's (its count is the eager path's None)
             self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
-            outputs = [(o, one) for o, one in zip((colors, alphas), self.one_value) if o.requires_grad]
+            outputs = [(o, one) for o, one in zip((colors, alphas), self.captured_one_value) if o.requires_grad]
             if wants and outputs:  # (what the backward graph takes, in the layout it will read)
                 torch.autograd.grad([o for o, _ in outputs], [inputs[i] for i in wants],
                                     [_gradient_buffer(o, one).fill_(1.0).expand(o.shape) for o, one in outputs],
@@ -333,7 +333,7 @@ class _CapturedCall:
         if self.needs_grad and self.replayable:
             images = [outputs[self.differentiable[k]] for k in self.replayable]
             # an image's gradient buffer, or one value read with strides of 0 (filled in place: grad_targets)
-            self.grad_targets = [_gradient_buffer(o, self.one_value[self.differentiable[k]])
+            self.grad_targets = [_gradient_buffer(o, self.captured_one_value[self.differentiable[k]])
                                  for o, k in zip(images, self.replayable)]
             self.grad_outputs = [t.expand(o.shape) for t, o in zip(self.grad_targets, images)]
             self.zeroed = [True] * len(images)
@@ -373,11 +373,10 @@ class _CapturedCall:
 
     def replay(self, tensors: Sequence[Tensor | None]):
         present = [tensors[i] for i in self.present]
-        if self.static is None and any(t.data_ptr() != a for t, a in zip(present, self.addresses)):
+        moved = self.static is None and any(t.data_ptr() != a for t, a in zip(present, self.addresses))
+        if moved:
             self.static = [t.detach().clone() for t in present]  # (the graphs read the caller's tensors no more)
-            self._capture(tensors, self.bound)
-            self._count_holders()
-        elif tuple(self.one_value) != self.captured_one_value:  # a gradient was not one value: image buffers
+        if moved or tuple(self.one_value) != self.captured_one_value:  # (or a gradient was not one value)
             self._capture(tensors, self.bound)
             self._count_holders()
         if self.static is not None:

@@ -201,12 +201,13 @@ def rasterization(
     backend = resolve_backend(backend, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, covars)
     options = RenderOptions(width, height, near_plane, far_plane, radius_clip, eps2d, sh_degree, packed, tile_size,
                             render_mode, rasterize_mode, channel_chunk, absgrad, deterministic, backend)
-    if graph_key is not None and backend == "triton":  # (the graphs capture our kernels only)
+    graphed = graph_key is not None and backend == "triton"  # (the graphs capture our kernels only)
+    if graphed:
         replayed = graphs.RASTERIZATION_GRAPHS.capture(graph_key, functools.partial(_render, options=options), tensors)
         if replayed is not None:
             return replayed
     render_colors, render_alphas, meta = _render(*tensors, options=options, max_intersections=max_intersections)
-    if graph_key is not None and backend == "triton":
+    if graphed:
         graphs.RASTERIZATION_GRAPHS.note_gradients(graph_key, render_colors, render_alphas)
     return render_colors, render_alphas, meta
 
