@@ -18,10 +18,12 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.multiprocessing.reductions import StorageWeakRef
 
 # frame(*inputs, max_intersections=M) -> (outputs, n_isects): n_isects [k] holds the real
 # intersection count of each rasterization call in the frame
@@ -161,7 +163,12 @@ class RasterizationGraphs:
     (intersection buffers ``headroom`` times the count) and later ones are replayed. The first call's backward
     tells whether each image's gradient is one value (a ``.sum()`` loss's, strides of 0; ``note_gradients``):
     the backward graph then keeps that value instead of an image-sized buffer, until a call's gradient is not
-    one value and the instance is captured again with image buffers.
+    one value and the instance is captured again with image buffers. While no backward has found the call's
+    outputs still held (the loss kept, the images and meta dropped, as ``render(...)[0].sum().backward()``
+    does), the backward graph writes its buffers over the forward's outputs once it is done with them, as the
+    eager path frees them: a replayed call then needs no more memory than an eager one. A backward that finds
+    an output held is recomputed eagerly, and the next replay captures the instance again with outputs of
+    their own (``_Habits``).
     A replay waits only until the intersection count is known; if the buffers are too small for it, the
     call is captured again with larger ones before anything is returned.
 
@@ -182,8 +189,8 @@ class RasterizationGraphs:
         self.max_keys, self.instances, self.headroom = max_keys, instances, headroom
         self._entries: OrderedDict[tuple, list[_CapturedCall]] = OrderedDict()
         self._uncapturable: set = set()
-        # per key: whether each image's gradient (colours, alphas) was one value, from the first call's backward
-        self._one_value: dict[tuple, list[bool]] = {}
+        # per key: what its calls' backwards have shown (_Habits)
+        self._habits: dict[tuple, _Habits] = {}
         self._lock = threading.Lock()  # threads that render at once take instances one at a time
 
     def replay(self, key: tuple, tensors: Sequence[Tensor | None]):
@@ -213,15 +220,16 @@ class RasterizationGraphs:
         if entry is None:
             self._entries[key] = []
             while len(self._entries) > self.max_keys:
-                self._one_value.pop(self._entries.popitem(last=False)[0], None)
+                self._habits.pop(self._entries.popitem(last=False)[0], None)
             return None
         if len(entry) >= self.instances:
             return None
         bound = max((call.bound for call in entry), default=1)
         try:
             needs_grad = key[-1]  # (call_key's last item: whether autograd records)
-            noted = self._one_value.setdefault(key, [False, False])  # (no backward seen yet: image buffers)
-            call = _CapturedCall(run, tensors, needs_grad, bound, self.headroom, noted)
+            # (no backward seen: image buffers, outputs of their own)
+            habits = self._habits.setdefault(key, _Habits([False, False], outputs_dropped=False))
+            call = _CapturedCall(run, tensors, needs_grad, bound, self.headroom, habits)
         except RuntimeError as error:  # e.g. a stage that waits for the device: this key stays eager
             warnings.warn(f"instant4d: a rasterization() call could not be captured in a CUDA graph ({error}); "
                           "calls like it run eagerly")
@@ -232,16 +240,20 @@ class RasterizationGraphs:
         entry.append(call)
         return call.replay(tensors)
 
-    def note_gradients(self, key: tuple, colors: Tensor, alphas: Tensor) -> None:
+    def note_gradients(self, key: tuple, colors: Tensor, alphas: Tensor, meta: dict) -> None:
         """For an eager call with ``key`` before any capture for it: hooks on its images that note whether their
-        gradients are one value each (an image that gets none counts as one value, zero)."""
+        gradients are one value each (an image that gets none counts as one value, zero), and whether the call's
+        outputs are still held then (the colours, or meta's intersections: outputs that autograd does not save)."""
         with self._lock:
-            if key not in self._entries or key in self._one_value or not (colors.requires_grad or alphas.requires_grad):
+            if key not in self._entries or key in self._habits or not (colors.requires_grad or alphas.requires_grad):
                 return
+        # (weak references to the storages: a view of an output holds its storage, not its tensor)
+        outputs = [StorageWeakRef(t.untyped_storage()) for t in (colors, meta.get("isect_ids")) if isinstance(t, Tensor)]
 
         def note(index: int, gradient: Tensor | None) -> None:  # (None: the loss does not use this image)
-            noted = self._one_value.setdefault(key, [True, True])
-            noted[index] = noted[index] and (gradient is None or is_one_value(gradient))
+            habits = self._habits.setdefault(key, _Habits([True, True], outputs_dropped=True))
+            habits.one_value[index] = habits.one_value[index] and (gradient is None or is_one_value(gradient))
+            habits.outputs_dropped = habits.outputs_dropped and all(output.expired() for output in outputs)
 
         for index, image in enumerate((colors, alphas)):
             if image.requires_grad:
@@ -252,18 +264,47 @@ class RasterizationGraphs:
         with self._lock:
             self._entries.clear()
             self._uncapturable.clear()
-            self._one_value.clear()
+            self._habits.clear()
+
+
+@dataclass
+class _Habits:
+    """What the backwards of calls with one key have shown, which their graphs' buffers follow: whether each
+    image's gradient (colours, alphas) was one value, and whether every output of the call was dropped before
+    its backward (then the backward graph writes over them). Shared by the key's instances; a backward that
+    shows otherwise turns a value False for good, and the next replay captures the instance again."""
+    one_value: list[bool]
+    outputs_dropped: bool
+
+
+class _Place:
+    """Where a graph's replays write one output: ``tensor()`` is a tensor there that holds none of the
+    allocator's blocks, so that the backward graph's buffers may take the place once the output is dropped.
+    It holds the graphs instead (through ``torch.as_tensor``'s CUDA array interface), whose pool keeps the
+    memory for as long as anything views it."""
+
+    def __init__(self, output: Tensor):
+        self.__cuda_array_interface__ = output.detach().__cuda_array_interface__
+        self.shape, self.dtype, self.device = output.shape, output.dtype, output.device
+        self.graphs: tuple = ()
+
+    def tensor(self, graphs: tuple) -> Tensor:
+        if not self.shape.numel():
+            return torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        self.graphs = graphs
+        place = torch.as_tensor(self, device=self.device)
+        if place.data_ptr() != self.__cuda_array_interface__["data"][0] or place.dtype != self.dtype:
+            raise RuntimeError("torch.as_tensor copied a CUDA array instead of viewing it")
+        return place
 
 
 class _CapturedCall:
     """One instance: the forward graph, the backward graph when autograd records, their buffers."""
 
     def __init__(self, run: Callable, tensors: Sequence[Tensor | None], needs_grad: bool, bound: int,
-                 headroom: float, one_value: list[bool]):
+                 headroom: float, habits: _Habits):
         self.run, self.needs_grad, self.headroom = run, needs_grad, headroom
-        # whether each image's gradient (colours, alphas) is one value: the key's list, shared by its instances;
-        # a backward whose gradient is not turns it False for good, and the next replay captures image buffers
-        self.one_value = one_value
+        self.habits = habits  # (the key's, shared by its instances: what the buffers follow)
         self.pending = 0  # replayed forwards whose backward may still read the buffers
         self.generation = 0  # forward replays so far: a backward replays only for the latest one,
         self.backward_generation = -1  # and only once (the replay of its backward frees what it saved)
@@ -282,7 +323,8 @@ class _CapturedCall:
         self.outputs, self.grad_outputs, self.grad_targets = [], [], []
         self.means2d_gradient: Tensor | None = None
         self.input_gradients: list[Tensor | None] = []
-        self.captured_one_value = tuple(self.one_value)
+        self.captured_one_value = tuple(self.habits.one_value)
+        self.captured_outputs_dropped = self.habits.outputs_dropped
         read = self.static if self.static is not None else [tensors[i] for i in self.present]
         inputs: list[Tensor | None] = [None] * self.n_tensors
         for i, source in zip(self.present, read):
@@ -300,16 +342,18 @@ class _CapturedCall:
                 del colors, alphas, meta  # (before the next run: two calls' buffers at once would set the peak)
             # the tensors a call returns: the images, then meta's (its count is the eager path's None)
             self.names = [k for k, v in meta.items() if isinstance(v, Tensor) and k != "n_isects"]
-            outputs = [(o, one) for o, one in zip((colors, alphas), self.captured_one_value) if o.requires_grad]
-            if wants and outputs:  # (what the backward graph takes, in the layout it will read)
-                torch.autograd.grad([o for o, _ in outputs], [inputs[i] for i in wants],
-                                    [_gradient_buffer(o, one).fill_(1.0).expand(o.shape) for o, one in outputs],
+            count_dtype = meta["n_isects"].dtype
+            images = [(o, one) for o, one in zip((colors, alphas), self.captured_one_value) if o.requires_grad]
+            del colors, alphas, meta  # (the backward as after a call whose outputs were dropped: its peak is less)
+            if wants and images:  # (what the backward graph takes, in the layout it will read)
+                _free_unsaved([o for o, _ in images])
+                torch.autograd.grad([o for o, _ in images], [inputs[i] for i in wants],
+                                    [_gradient_buffer(o, one).fill_(1.0).expand(o.shape) for o, one in images],
                                     allow_unused=True)
-            del outputs
+            del images
         torch.cuda.current_stream().wait_stream(side)
-        self.count_host = torch.zeros(1, dtype=meta["n_isects"].dtype, pin_memory=True)
+        self.count_host = torch.zeros(1, dtype=count_dtype, pin_memory=True)
         self.counted = torch.cuda.Event(external=True)
-        del colors, alphas, meta
 
         read_storages = {t.untyped_storage()._cdata for t in read}
         pool = torch.cuda.graph_pool_handle()
@@ -317,19 +361,22 @@ class _CapturedCall:
         with torch.cuda.graph(self.forward_graph, pool=pool, capture_error_mode="thread_local"):
             colors, alphas, meta = self.run(*inputs, max_intersections=bound,
                                             count_signal=(self.count_host, self.counted))
-            for name, value in meta.items():  # (one camera's opacities are a view of the input)
-                if isinstance(value, Tensor) and value.untyped_storage()._cdata in read_storages:
-                    meta[name] = value.clone()  # (the next call's inputs are there)
+            for name in self.names:  # (one camera's opacities are a view of the input)
+                if meta[name].untyped_storage()._cdata in read_storages:
+                    meta[name] = meta[name].clone()  # (the next call's inputs are there)
         self.meta = {k: v for k, v in meta.items() if not isinstance(v, Tensor)} | {"n_isects": None}
         outputs = self._returned(colors, alphas, meta)
+        del colors, alphas, meta
         self.differentiable = [i for i, o in enumerate(outputs) if o.requires_grad]  # through autograd
         # The backward graph takes the images' gradients alone (a buffer each, filled each backward): a loss of
         # meta's tensors (depths, conics...) is rare, and its backward runs the call again eagerly (recompute).
         # (100k / 512²: 4.0 MB of gradient buffers, not 6.7 with meta's means2d, depths, conics and opacities).
         self.replayable = [k for k, i in enumerate(self.differentiable) if i < 2]  # (positions in differentiable)
-        means2d = meta["means2d"]
+        means2d = outputs[2 + self.names.index("means2d")]
         self.means2d_output = 2 + self.names.index("means2d") if means2d.requires_grad else None
         self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
+        self.overwrites_outputs = False
+        places: list[_Place] = []
         if self.needs_grad and self.replayable:
             images = [outputs[self.differentiable[k]] for k in self.replayable]
             # an image's gradient buffer, or one value read with strides of 0 (filled in place: grad_targets)
@@ -338,6 +385,16 @@ class _CapturedCall:
             self.grad_outputs = [t.expand(o.shape) for t, o in zip(self.grad_targets, images)]
             self.zeroed = [True] * len(images)
             targets = [inputs[i] for i in wants] + ([means2d] if means2d.requires_grad else [])
+            del means2d
+            self.overwrites_outputs = self.captured_outputs_dropped
+            if self.overwrites_outputs:
+                # Past this point only autograd (what the forward saved), the images passed to it and means2d (a
+                # target) hold the outputs, as on the eager path once the caller dropped them: the backward frees
+                # each when it is done with it, and the pool gives its blocks to the backward's later buffers.
+                # The replays return tensors at the outputs' places (_Place), which hold no blocks.
+                places = [_Place(o) for o in outputs]
+                outputs = []
+                _free_unsaved(images)
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode="thread_local"):
                 # what the forward saved is freed as the backward goes, and the pool may give its blocks to
@@ -345,10 +402,13 @@ class _CapturedCall:
                 # a second backward for one forward is recomputed (_ReplayedRasterization.backward)
                 grads = torch.autograd.grad(images, targets, self.grad_outputs, allow_unused=True)
             self.input_gradients = list(grads[:len(wants)])
-            self.means2d_gradient = grads[-1].detach() if means2d.requires_grad else None
+            self.means2d_gradient = grads[-1].detach() if self.means2d_output is not None else None
             self.input_gradient = [wants.index(i) if i in wants else None for i in self.present]
             del images, grads, targets
-        self.outputs = [o.detach() for o in outputs]
+        if self.overwrites_outputs:
+            self.outputs = [place.tensor((self.forward_graph, self.backward_graph)) for place in places]
+        else:
+            self.outputs = [o.detach() for o in outputs]
         self.bound = bound
 
     def _returned(self, colors: Tensor, alphas: Tensor, meta: dict) -> list[Tensor]:
@@ -359,9 +419,12 @@ class _CapturedCall:
         (its locals, and the captured autograd graph with them, gone): more later means a caller holds one."""
         gc.collect()
         gradients = [g for g in self.input_gradients + [self.means2d_gradient] if g is not None]
-        returned = self.outputs + gradients
-        written = {o.untyped_storage()._cdata for o in returned}
-        self.storages = [(cdata, _storage_use_count(cdata)) for cdata in written]
+        self.output_storages = _holders(self.outputs)
+        self.storages = self.output_storages + _holders(gradients)
+
+    def outputs_held(self) -> bool:
+        """Whether anything but the instance holds one of the outputs of its last forward replay."""
+        return any(_storage_use_count(cdata) > held for cdata, held in self.output_storages)
 
     def busy(self) -> bool:
         if self.pending:
@@ -376,7 +439,8 @@ class _CapturedCall:
         moved = self.static is None and any(t.data_ptr() != a for t, a in zip(present, self.addresses))
         if moved:
             self.static = [t.detach().clone() for t in present]  # (the graphs read the caller's tensors no more)
-        if moved or tuple(self.one_value) != self.captured_one_value:  # (or a gradient was not one value)
+        if moved or (tuple(self.habits.one_value), self.habits.outputs_dropped) != (
+                self.captured_one_value, self.captured_outputs_dropped):  # (or a backward showed otherwise)
             self._capture(tensors, self.bound)
             self._count_holders()
         if self.static is not None:
@@ -429,15 +493,19 @@ class _CapturedCall:
         return [next(got) if t.requires_grad else None for t in present], means2d
 
     def note(self, grads: Sequence[Tensor | None]) -> None:
-        """Turn ``one_value`` False for good for an image whose gradient is not one value."""
+        """What a backward shows, for good: an image whose gradient is not one value; outputs held."""
         for k in self.replayable:
             if grads[k] is not None and not is_one_value(grads[k]):
-                self.one_value[self.differentiable[k]] = False
+                self.habits.one_value[self.differentiable[k]] = False
+        if self.overwrites_outputs and self.outputs_held():
+            self.habits.outputs_dropped = False
 
     def replays(self, grads: Sequence[Tensor | None]) -> bool:
         """Whether the backward graph serves these gradients of the differentiable outputs: the images' alone,
-        each one value where its buffer holds one value."""
+        each one value where its buffer holds one value, and no output held where the backward writes over them."""
         if self.backward_graph is None or any(g is not None for k, g in enumerate(grads) if k not in self.replayable):
+            return False
+        if self.overwrites_outputs and self.outputs_held():
             return False
         return all(grads[k] is None or t.dim() > 0 or is_one_value(grads[k])
                    for k, t in zip(self.replayable, self.grad_targets))
@@ -458,6 +526,21 @@ class _CapturedCall:
         # torch.autograd.grad returns) holds its storage, and busy() sees it
         grads = [None if g is None else g.detach() for g in self.input_gradients]
         return [None if k is None else grads[k] for k in self.input_gradient], self.means2d_gradient
+
+
+def _holders(tensors: Sequence[Tensor]) -> list[tuple[int, int]]:
+    """(storage, how many tensors hold it) for the storages of ``tensors``."""
+    return [(cdata, _storage_use_count(cdata)) for cdata in {t.untyped_storage()._cdata for t in tensors}]
+
+
+def _free_unsaved(images: Sequence[Tensor]) -> None:
+    """Free the memory of each image that nothing but ``images`` holds (the colours; autograd saved the alphas):
+    as roots of a backward, the images count by their shapes alone."""
+    probe = torch.empty(1)  # (one tensor's count: torch may add one of its own)
+    sole = _storage_use_count(probe.untyped_storage()._cdata)
+    for image in images:
+        if _storage_use_count(image.untyped_storage()._cdata) == sole:
+            image.untyped_storage().resize_(0)
 
 
 def _gradient_buffer(image: Tensor, one: bool) -> Tensor:

@@ -208,7 +208,7 @@ def rasterization(
             return replayed
     render_colors, render_alphas, meta = _render(*tensors, options=options, max_intersections=max_intersections)
     if graphed:
-        graphs.RASTERIZATION_GRAPHS.note_gradients(graph_key, render_colors, render_alphas)
+        graphs.RASTERIZATION_GRAPHS.note_gradients(graph_key, render_colors, render_alphas, meta)
     return render_colors, render_alphas, meta
 
 

@@ -4,11 +4,12 @@ the rules that keep replays correct (outputs still held, inputs changed in place
 retain_grad on means2d, gradient accumulation, a second backward after another call), and host and
 do_bench times. Prints a report and writes it to $OUT/graphs.md.
 
-    PYTHONPATH=.:scripts python scripts/gpu_graphs.py [equivalence] [rules] [timing]
+    PYTHONPATH=.:scripts python scripts/gpu_graphs.py [equivalence] [rules] [timing] [memory]
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import sys
@@ -117,11 +118,90 @@ def equivalence() -> None:
         del eager, replayed
 
 
+def counting_backwards() -> dict:
+    """Counts of replayed and recomputed backwards (the _CapturedCall methods wrapped; ``restore`` unwraps)."""
+    counts = {"replayed": 0, "recomputed": 0}
+    originals = graphs._CapturedCall.backward, graphs._CapturedCall.recompute
+
+    def backward(self, grads):
+        counts["replayed"] += 1
+        return originals[0](self, grads)
+
+    def recompute(self, inputs, grads):
+        counts["recomputed"] += 1
+        return originals[1](self, inputs, grads)
+
+    def restore():
+        graphs._CapturedCall.backward, graphs._CapturedCall.recompute = originals
+
+    graphs._CapturedCall.backward, graphs._CapturedCall.recompute = backward, recompute
+    counts["restore"] = restore
+    return counts
+
+
 def rules() -> None:
     say("\n## Rules\n")
     tensors, px = scene_tensors("head", 100_000, 512, 1)
     graphs.RASTERIZATION_GRAPHS.clear()
     entries = graphs.RASTERIZATION_GRAPHS._entries
+
+    # outputs dropped before each backward (the loss kept alone): the backward graph writes over them; then a
+    # caller that holds them through the backward: recomputed once, then captured with outputs of their own
+    leaves = leaves_of(tensors)
+    counts = counting_backwards()
+    images, steps = [], []
+    for _ in range(4):
+        for t in leaves:
+            t.grad = None
+        c = call(leaves, px, True)[0]
+        images.append(c.detach().clone())
+        loss = c.sum()
+        del c
+        loss.backward()
+        del loss
+        steps.append([t.grad.clone() for t in leaves[:5]])
+    key = next(reversed(entries))
+    overwrote = [c.overwrites_outputs for c in entries[key]]
+    dropped = dict(replayed=counts["replayed"], recomputed=counts["recomputed"])
+    for t in leaves:
+        t.grad = None
+    c, a, m = call(leaves, px, False)
+    c.sum().backward()
+    eager_image, eager_grads = c.detach().clone(), [t.grad.clone() for t in leaves[:5]]
+    del c, a, m
+    worst = max(max_abs(g, e) / float(e.abs().max()) for step in steps[1:] for g, e in zip(step, eager_grads))
+    say(f"- outputs dropped before the backward: instances writing over them {overwrote}; backwards of calls 2-4 "
+        f"{dropped}; images against eager max abs {max(max_abs(i, eager_image) for i in images):.1e}; "
+        f"gradients of calls 2-4 against eager, max rel {worst:.1e}")
+    counts["replayed"] = counts["recomputed"] = 0
+    held_steps = []
+    for _ in range(4):
+        for t in leaves:
+            t.grad = None
+        c, a, m = call(leaves, px, True)
+        c.sum().backward()
+        held_steps.append(([t.grad.clone() for t in leaves[:5]], max_abs(c, eager_image)))
+        del c, a, m
+    overwrote = [c.overwrites_outputs for c in entries[key]]
+    worst = max(max_abs(g, e) / float(e.abs().max()) for step, _ in held_steps for g, e in zip(step, eager_grads))
+    held = dict(replayed=counts["replayed"], recomputed=counts["recomputed"])
+    say(f"- then outputs held through the backward: backwards of 4 calls {held}; instances writing over them now "
+        f"{overwrote}; gradients against eager, "
+        f"max rel {worst:.1e}; images max abs {max(e for _, e in held_steps):.1e}")
+    graphs.RASTERIZATION_GRAPHS.clear()
+    counts["replayed"] = counts["recomputed"] = 0
+    for _ in range(4):
+        c, a, m = call(leaves, px, True)
+        c.sum().backward()
+        del c, a, m
+    key = next(reversed(entries))
+    held = dict(replayed=counts["replayed"], recomputed=counts["recomputed"])
+    say(f"- outputs held through the backward from the first call: backwards of 4 calls {held}; instances writing "
+        f"over them {[c.overwrites_outputs for c in entries[key]]}")
+    counts["restore"]()
+    for t in leaves:
+        t.grad = None
+    graphs.RASTERIZATION_GRAPHS.clear()
 
     # held outputs: a second instance serves, the first call's image is intact
     first = call(tensors, px, True)
@@ -424,12 +504,68 @@ def timing() -> None:
                 f"{held:.0f} |")
 
 
+def call_peaks(fn, calls: int = 5) -> list[float]:
+    """Each call's peak memory, MB above what was allocated before the first, from a clean start (no graphs)."""
+    graphs.RASTERIZATION_GRAPHS.clear()
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    peaks = []
+    for _ in range(calls):
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
+    return peaks
+
+
+def memory() -> None:
+    """Forward+backward peak memory per call (from a clean start, .grad kept, as gpu_compare.peak_mb measures
+    over three calls) with the outputs dropped before the backward (gpu_compare's loop) and held through it (a
+    training step that keeps them), gsplat unpacked against ours; and what stays allocated and reserved."""
+    from gpu_compare import render
+
+    say("\n## Forward+backward memory, outputs dropped or held through the backward\n")
+    say("| cell | pattern | gsplat peak MB, calls 1-5 | ours peak MB, calls 1-5 | ours held after, MB | "
+        "ours reserved after, MB |")
+    say("| --- | --- | --- | --- | --- | --- |")
+    for n, px, cams in ((20_000, 512, 1), (100_000, 512, 1), (250_000, 512, 1), (100_000, 1024, 1),
+                        (250_000, 1024, 1), (20_000, 512, 8)):
+        scene = head_like_scene(n, px, px, n_cameras=cams, seed=0).to("cuda")
+        leaves = [t.detach().clone().requires_grad_() for t in (scene.means, scene.quats, scene.scales,
+                                                                scene.opacities, scene.colors)]
+        s = type(scene)(*leaves, scene.viewmats, scene.Ks, scene.width, scene.height)
+        for lib in ("gsplat", "instant4d"):
+            render(lib, s, False)[0].sum().backward()  # (.grad kept, as in gpu_compare)
+
+        def dropped(lib):
+            render(lib, s, False)[0].sum().backward()
+
+        def held(lib):
+            colors, alphas, meta = render(lib, s, False)
+            colors.sum().backward()
+
+        for name, fn in (("dropped", dropped), ("held", held)):
+            theirs = call_peaks(lambda: fn("gsplat"))
+            torch.cuda.empty_cache()
+            start_alloc, start_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+            ours = call_peaks(lambda: fn("instant4d"))
+            torch.cuda.empty_cache()
+            held_after = (torch.cuda.memory_allocated() - start_alloc) / 2**20
+            reserved_after = (torch.cuda.memory_reserved() - start_reserved) / 2**20
+            say(f"| head {n // 1000}k / {px}² / {cams} | {name} | {' '.join(f'{p:.1f}' for p in theirs)} | "
+                f"{' '.join(f'{p:.1f}' for p in ours)} | {held_after:.1f} | {reserved_after:.1f} |")
+        del leaves, s, scene
+        graphs.RASTERIZATION_GRAPHS.clear()
+
+
 def main():
     now = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     say(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, {now}\n")
     parts = sys.argv[1:] or ["equivalence", "rules", "timing"]
     for part in parts:
-        {"equivalence": equivalence, "rules": rules, "timing": timing}[part]()
+        {"equivalence": equivalence, "rules": rules, "timing": timing, "memory": memory}[part]()
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "graphs.md"), "w") as f:
         f.write("\n".join(LINES) + "\n")

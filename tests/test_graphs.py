@@ -99,6 +99,7 @@ def test_backward_graph_serves_the_images_gradients_alone():
     call.replayable = [0, 1]
     call.backward_graph = object()
     call.grad_targets = [torch.zeros(2, 2), torch.zeros(2, 1)]  # image-sized buffers take any gradient
+    call.overwrites_outputs = False
     g = torch.ones(2, 2)
     assert call.replays([g, None, None, None])
     assert call.replays([None, g[:, :1], None, None])
@@ -114,15 +115,45 @@ def test_one_value_gradient_buffers_take_one_value_alone():
     call.differentiable, call.replayable = [0, 1], [0, 1]
     call.backward_graph = object()
     call.grad_targets = [torch.zeros(()), torch.zeros(())]
-    call.one_value = [True, True]
+    call.habits = graphs._Habits([True, True], outputs_dropped=True)
+    call.overwrites_outputs = False
     summed = torch.ones(()).expand(1, 4, 4, 3)  # what a .sum() loss gives the image
     dense = torch.rand(1, 4, 4, 3)
     assert call.replays([summed, None]) and call.replays([None, None])
     call.note([summed, None])
-    assert call.one_value == [True, True]
+    assert call.habits.one_value == [True, True]
     assert not call.replays([dense, None])
     call.note([dense, None])
-    assert call.one_value == [False, True]
+    assert call.habits.one_value == [False, True]
+
+
+def test_a_backward_that_writes_over_the_outputs_waits_until_they_are_dropped():
+    # a backward graph captured while calls dropped their outputs before their backward writes its buffers over
+    # them: a backward that finds one held (a view of the alphas, here) is recomputed, and turns the key's note
+    # False for good (the next replay captures outputs of their own)
+    call = object.__new__(graphs._CapturedCall)
+    call.differentiable, call.replayable = [0, 1], [0, 1]
+    call.backward_graph = object()
+    call.grad_targets = [torch.zeros(()), torch.zeros(())]
+    call.habits = graphs._Habits([True, True], outputs_dropped=True)
+    call.outputs, call.input_gradients, call.means2d_gradient = [torch.zeros(1, 4, 4, 3), torch.zeros(1, 4, 4, 1)], [], None
+    call._count_holders()
+    summed = torch.ones(()).expand(1, 4, 4, 3)
+    for overwrites in (False, True):
+        call.overwrites_outputs = overwrites
+        returned = [o.detach() for o in call.outputs]  # what a replay hands out, dropped before the backward
+        del returned
+        call.note([summed, None])
+        assert call.replays([summed, None]) and call.habits.outputs_dropped
+    kept = call.outputs[1].detach()[..., 0]
+    call.overwrites_outputs = False  # (outputs of their own: held ones are no matter)
+    call.note([summed, None])
+    assert call.replays([summed, None]) and call.habits.outputs_dropped
+    call.overwrites_outputs = True
+    call.note([summed, None])
+    assert not call.replays([summed, None]) and not call.habits.outputs_dropped
+    del kept
+    assert call.replays([summed, None])
 
 
 @pytest.mark.parametrize("loss, expected", [
@@ -135,14 +166,33 @@ def test_first_call_notes_whether_each_image_gradient_is_one_value(loss, expecte
     cache = graphs.RasterizationGraphs()
     key = ("k",)
     leaf = torch.rand(1, 4, 4, 4, requires_grad=True)
-    cache.note_gradients(key, leaf[..., :3] * 1.0, leaf[..., 3:] * 1.0)  # not registered yet: no note
+    cache.note_gradients(key, leaf[..., :3] * 1.0, leaf[..., 3:] * 1.0, {})  # not registered yet: no note
     loss(leaf[..., :3] * 1.0, leaf[..., 3:] * 1.0).backward()
-    assert key not in cache._one_value
+    assert key not in cache._habits
     cache.capture(key, None, ())  # registers it: the eager call that follows notes its images' gradients
     colors, alphas = (leaf * 1.0).split([3, 1], dim=-1)  # (one node: a hook sees None where the loss has no use)
-    cache.note_gradients(key, colors, alphas)
+    cache.note_gradients(key, colors, alphas, {})
     loss(colors, alphas).backward()
-    assert cache._one_value[key] == expected
+    assert cache._habits[key].one_value == expected
+
+
+@pytest.mark.parametrize("kept", ["nothing", "colors", "meta"])
+def test_first_call_notes_whether_its_outputs_are_held_through_its_backward(kept):
+    # what a backward graph may write over: the outputs of a call dropped before its backward (the colours, and
+    # meta's intersections, stand for them: autograd saves neither)
+    cache = graphs.RasterizationGraphs()
+    key = ("k",)
+    cache.capture(key, None, ())
+    leaf = torch.rand(1, 4, 4, 4, requires_grad=True)
+    colors, alphas = (leaf * 1.0).split([3, 1], dim=-1)
+    meta = {"isect_ids": torch.arange(5), "width": 4}
+    cache.note_gradients(key, colors, alphas, meta)
+    loss = colors.sum() + alphas.sum()
+    held = {"nothing": (), "colors": (colors[..., :1],), "meta": (meta,)}[kept]  # (a view holds its base)
+    del colors, alphas, meta
+    loss.backward()
+    assert cache._habits[key].outputs_dropped == (kept == "nothing")
+    assert held is not None
 
 
 @pytest.mark.parametrize("cuda_graphs", [True, False])
@@ -188,3 +238,28 @@ def test_a_kept_gradient_buffer_keeps_the_instance_busy():
     assert torch.equal(kept, buffer) and call.busy()
     del kept
     assert not call.busy()
+
+
+def test_images_that_nothing_else_holds_are_freed_and_still_root_a_backward():
+    # before a backward capture, the colours (which no autograd node saves) give their memory to the backward's
+    # buffers; the alphas, saved by the compositing node as the forward's output, keep theirs
+    class Composite(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            colors, alphas = x * 2.0, x * 3.0
+            ctx.save_for_backward(alphas)
+            return colors, alphas
+
+        @staticmethod
+        def backward(ctx, g_colors, g_alphas):
+            (alphas,) = ctx.saved_tensors
+            return 2.0 * g_colors + alphas * g_alphas
+
+    x = torch.rand(4, 3, requires_grad=True)
+    colors, alphas = Composite.apply(x)
+    expected = 2.0 + 3.0 * x.detach()
+    graphs._free_unsaved([colors, alphas])
+    assert colors.untyped_storage().nbytes() == 0 and colors.shape == (4, 3)
+    assert alphas.untyped_storage().nbytes() == alphas.numel() * 4
+    (grad,) = torch.autograd.grad([colors, alphas], [x], [torch.ones(()).expand(4, 3), torch.ones(4, 3)])
+    assert torch.allclose(grad, expected)
