@@ -96,9 +96,9 @@ class CudaGraphFrame:
 # ---- graphs of repeated eager rasterization() calls ----------------------------------------------
 
 # Calls are captured only up to these sizes: beyond them the device, not the host, sets a call's time, and a
-# graph keeps its buffers between calls. On an H100 (docs/benchmarks.md, 2026-11-27 23:38 and 23:41), replayed
-# calls need 0.92-1.49x the memory of gsplat's forward+backward, and less than gsplat's forward alone; 20k / 512² /
-# 8 cameras (2^21 pixels) replayed ran its forward at 1.76x gsplat's, eagerly at 0.92x with the host slow.
+# graph keeps its pool between calls. On an H100 (docs/benchmarks.md, 2026-11-28 01:26), replayed calls need
+# 0.81-0.95x the memory of gsplat's forward+backward, 0.81-0.96x of its forward; 20k / 512² / 8 cameras (2^21 pixels)
+# replayed ran its forward at 1.76x gsplat's, eagerly at 0.92x with the host slow (2026-11-27 23:38).
 # 250k / 1024² / 1 gained 4-9% from its graphs; eagerly its forward tied gsplat's in a run whose host was slow
 # (21:06): it stays replayed.
 GRAPH_MAX_GAUSSIAN_IMAGES = 1 << 18  # N x images of one call

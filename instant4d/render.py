@@ -114,8 +114,9 @@ def rasterization(
     ``cuda_graphs``: calls that repeat (same shapes and options; CUDA, unpacked, small enough, see
     ``instant4d.graphs.RasterizationGraphs``) are replayed from CUDA graphs, forward and backward (inputs
     read in place or copied in, gradients handed out as the graphs' buffers, busy while kept): most of a
-    small call's host time goes, the graphs keep their buffers between calls,
-    and results equal the eager path's to float rounding (the bounded intersection buffers' kernels).
+    small call's host time goes, the graphs keep their pools between calls (a backward graph writes over the
+    outputs of calls that drop them before their backward), and results equal the eager path's to float
+    rounding (the bounded intersection buffers' kernels).
 
     Returns ``render_colors [..., C, H, W, X]``, ``render_alphas [..., C, H, W, 1]`` and ``meta``
     (gsplat's keys: radii, means2d, depths, conics, opacities, tiles_per_gauss, isect_ids,
