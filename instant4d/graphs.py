@@ -168,7 +168,9 @@ class RasterizationGraphs:
     does), the backward graph writes its buffers over the forward's outputs once it is done with them, as the
     eager path frees them: a replayed call then needs no more memory than an eager one. A backward that finds
     an output held is recomputed eagerly, and the next replay captures the instance again with outputs of
-    their own (``_Habits``).
+    their own (``_Habits``). Such a graph's outputs lie in its pool's free blocks (``_Place``): while a caller
+    holds them, ``torch.cuda.memory_allocated()`` does not count them, ``memory_reserved()`` does (the pools stay
+    reserved as long as their graphs, or anything viewing them, live).
     A replay waits only until the intersection count is known; if the buffers are too small for it, the
     call is captured again with larger ones before anything is returned.
 
@@ -398,8 +400,9 @@ class _CapturedCall:
             self.backward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.backward_graph, pool=pool, capture_error_mode="thread_local"):
                 # what the forward saved is freed as the backward goes, and the pool may give its blocks to
-                # later buffers of the backward: what must outlive a replay (outputs, gradients) is held, and
-                # a second backward for one forward is recomputed (_ReplayedRasterization.backward)
+                # later buffers of the backward: what must outlive a replay (the gradients, and the outputs unless
+                # the backward writes over them) is held, and a second backward for one forward is recomputed
+                # (_ReplayedRasterization.backward)
                 grads = torch.autograd.grad(images, targets, self.grad_outputs, allow_unused=True)
             self.input_gradients = list(grads[:len(wants)])
             self.means2d_gradient = grads[-1].detach() if self.means2d_output is not None else None
