@@ -521,20 +521,22 @@ def timing() -> None:
                 f"{held:.0f} |")
 
 
-def call_peaks(fn, calls: int = 5) -> list[float]:
-    """Each call's peak memory, MB above what was allocated before the first, from a clean start (no graphs)."""
+def call_peaks(fn, calls: int = 5) -> tuple[list[float], float]:
+    """Each call's peak memory, MB above what was allocated before the first, from a clean start (no graphs and
+    nothing cached), and the most the allocator reserved over the calls, MB above what it reserved at the start."""
     graphs.RASTERIZATION_GRAPHS.clear()
     gc.collect()
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    peaks = []
+    base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    peaks, reserved = [], 0.0
     for _ in range(calls):
         torch.cuda.reset_peak_memory_stats()
         fn()
         torch.cuda.synchronize()
         peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
-    return peaks
+        reserved = max(reserved, (torch.cuda.max_memory_reserved() - base_reserved) / 2**20)
+    return peaks, reserved
 
 
 def memory() -> None:
@@ -544,9 +546,9 @@ def memory() -> None:
     from gpu_compare import render
 
     say("\n## Forward+backward memory, outputs dropped or held through the backward\n")
-    say("| cell | pattern | gsplat peak MB, calls 1-5 | ours peak MB, calls 1-5 | ours held after, MB | "
-        "ours reserved after, MB |")
-    say("| --- | --- | --- | --- | --- | --- |")
+    say("| cell | pattern | gsplat peak MB, calls 1-5 | ours peak MB, calls 1-5 | most reserved MB, gsplat / ours | "
+        "ours held after, MB | ours reserved after, MB |")
+    say("| --- | --- | --- | --- | --- | --- | --- |")
     for n, px, cams in ((20_000, 512, 1), (100_000, 512, 1), (250_000, 512, 1), (100_000, 1024, 1),
                         (250_000, 1024, 1), (20_000, 512, 8)):
         scene = head_like_scene(n, px, px, n_cameras=cams, seed=0).to("cuda")
@@ -564,15 +566,16 @@ def memory() -> None:
             colors.sum().backward()
 
         for name, fn in (("dropped", dropped), ("held", held)):
-            theirs = call_peaks(lambda: fn("gsplat"))
+            theirs, theirs_reserved = call_peaks(lambda: fn("gsplat"))
             torch.cuda.empty_cache()
             start_alloc, start_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
-            ours = call_peaks(lambda: fn("instant4d"))
+            ours, ours_reserved = call_peaks(lambda: fn("instant4d"))
             torch.cuda.empty_cache()
             held_after = (torch.cuda.memory_allocated() - start_alloc) / 2**20
             reserved_after = (torch.cuda.memory_reserved() - start_reserved) / 2**20
             say(f"| head {n // 1000}k / {px}² / {cams} | {name} | {' '.join(f'{p:.1f}' for p in theirs)} | "
-                f"{' '.join(f'{p:.1f}' for p in ours)} | {held_after:.1f} | {reserved_after:.1f} |")
+                f"{' '.join(f'{p:.1f}' for p in ours)} | {theirs_reserved:.0f} / {ours_reserved:.0f} | "
+                f"{held_after:.1f} | {reserved_after:.1f} |")
         del leaves, s, scene
         graphs.RASTERIZATION_GRAPHS.clear()
 
