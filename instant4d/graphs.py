@@ -374,8 +374,9 @@ class _CapturedCall:
         # meta's tensors (depths, conics...) is rare, and its backward runs the call again eagerly (recompute).
         # (100k / 512²: 4.0 MB of gradient buffers, not 6.7 with meta's means2d, depths, conics and opacities).
         self.replayable = [k for k, i in enumerate(self.differentiable) if i < 2]  # (positions in differentiable)
-        means2d = outputs[2 + self.names.index("means2d")]
-        self.means2d_output = 2 + self.names.index("means2d") if means2d.requires_grad else None
+        position = 2 + self.names.index("means2d")
+        means2d = outputs[position]
+        self.means2d_output = position if means2d.requires_grad else None
         self.needs_grad = bool(wants and self.differentiable)  # (no output may depend on what needs a gradient)
         self.overwrites_outputs = False
         places: list[_Place] = []

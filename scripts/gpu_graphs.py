@@ -15,6 +15,7 @@ import statistics
 import sys
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -135,8 +136,8 @@ def equivalence() -> None:
         del eager, replayed
 
 
-def counting_backwards() -> dict:
-    """Counts of replayed and recomputed backwards (the _CapturedCall methods wrapped; ``restore`` unwraps)."""
+def counting_backwards() -> tuple[dict, Callable[[], None]]:
+    """Counts of replayed and recomputed backwards (the _CapturedCall methods wrapped), and what unwraps them."""
     counts = {"replayed": 0, "recomputed": 0}
     originals = graphs._CapturedCall.backward, graphs._CapturedCall.recompute
 
@@ -152,8 +153,7 @@ def counting_backwards() -> dict:
         graphs._CapturedCall.backward, graphs._CapturedCall.recompute = originals
 
     graphs._CapturedCall.backward, graphs._CapturedCall.recompute = backward, recompute
-    counts["restore"] = restore
-    return counts
+    return counts, restore
 
 
 def rules() -> None:
@@ -165,7 +165,7 @@ def rules() -> None:
     # outputs dropped before each backward (the loss kept alone): the backward graph writes over them; then a
     # caller that holds them through the backward: recomputed once, then captured with outputs of their own
     leaves = leaves_of(tensors)
-    counts = counting_backwards()
+    counts, restore_backwards = counting_backwards()
     images, steps = [], []
     for _ in range(4):
         for t in leaves:
@@ -215,7 +215,7 @@ def rules() -> None:
     held = dict(replayed=counts["replayed"], recomputed=counts["recomputed"])
     say(f"- outputs held through the backward from the first call: backwards of 4 calls {held}; instances writing "
         f"over them {[c.overwrites_outputs for c in entries[key]]}")
-    counts["restore"]()
+    restore_backwards()
     for t in leaves:
         t.grad = None
     graphs.RASTERIZATION_GRAPHS.clear()

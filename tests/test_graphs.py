@@ -91,15 +91,22 @@ def test_reservation_keeps_an_instance_busy_until_released_once():
     assert instance.pending == 0
 
 
+def _captured_call(grad_targets: list, differentiable: tuple = (0, 1)):
+    """A captured call's routing state, without CUDA: its differentiable outputs (the colours and alphas first),
+    the backward graph taking the two images into ``grad_targets``, outputs of their own, a fresh key's habits."""
+    call = object.__new__(graphs._CapturedCall)
+    call.differentiable, call.replayable = list(differentiable), [0, 1]
+    call.backward_graph = object()
+    call.grad_targets = grad_targets
+    call.habits = graphs._Habits([True, True], outputs_dropped=True)
+    call.overwrites_outputs = False
+    return call
+
+
 def test_backward_graph_serves_the_images_gradients_alone():
     # a captured call's routing rule, without CUDA: its differentiable outputs are the colours, the alphas, then
     # meta's (say means2d and depths); the backward graph takes the first two, anything else is recomputed
-    call = object.__new__(graphs._CapturedCall)
-    call.differentiable = [0, 1, 3, 4]
-    call.replayable = [0, 1]
-    call.backward_graph = object()
-    call.grad_targets = [torch.zeros(2, 2), torch.zeros(2, 1)]  # image-sized buffers take any gradient
-    call.overwrites_outputs = False
+    call = _captured_call([torch.zeros(2, 2), torch.zeros(2, 1)], (0, 1, 3, 4))  # (image buffers take any gradient)
     g = torch.ones(2, 2)
     assert call.replays([g, None, None, None])
     assert call.replays([None, g[:, :1], None, None])
@@ -111,12 +118,7 @@ def test_backward_graph_serves_the_images_gradients_alone():
 def test_one_value_gradient_buffers_take_one_value_alone():
     # a backward graph captured for a .sum() loss keeps one value per image: a gradient that is not one value is
     # recomputed, and turns the key's note False for good (the next replay captures image-sized buffers)
-    call = object.__new__(graphs._CapturedCall)
-    call.differentiable, call.replayable = [0, 1], [0, 1]
-    call.backward_graph = object()
-    call.grad_targets = [torch.zeros(()), torch.zeros(())]
-    call.habits = graphs._Habits([True, True], outputs_dropped=True)
-    call.overwrites_outputs = False
+    call = _captured_call([torch.zeros(()), torch.zeros(())])
     summed = torch.ones(()).expand(1, 4, 4, 3)  # what a .sum() loss gives the image
     dense = torch.rand(1, 4, 4, 3)
     assert call.replays([summed, None]) and call.replays([None, None])
@@ -131,11 +133,7 @@ def test_a_backward_that_writes_over_the_outputs_waits_until_they_are_dropped():
     # a backward graph captured while calls dropped their outputs before their backward writes its buffers over
     # them: a backward that finds one held (a view of the alphas, here) is recomputed, and turns the key's note
     # False for good (the next replay captures outputs of their own)
-    call = object.__new__(graphs._CapturedCall)
-    call.differentiable, call.replayable = [0, 1], [0, 1]
-    call.backward_graph = object()
-    call.grad_targets = [torch.zeros(()), torch.zeros(())]
-    call.habits = graphs._Habits([True, True], outputs_dropped=True)
+    call = _captured_call([torch.zeros(()), torch.zeros(())])
     call.outputs, call.input_gradients, call.means2d_gradient = [torch.zeros(1, 4, 4, 3), torch.zeros(1, 4, 4, 1)], [], None
     call._count_holders()
     summed = torch.ones(()).expand(1, 4, 4, 3)
